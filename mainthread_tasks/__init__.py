@@ -1,0 +1,48 @@
+"""mainthread_tasks: worker threads hand work to Blender's main thread.
+
+``bpy`` is not thread-safe. Threads may do I/O and waiting; every ``bpy`` call goes through
+``run_on_main`` / ``call_on_main`` / ``post_on_main`` (or ``@main_thread``) and runs on the main
+thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` in ``--background``.
+"""
+
+from __future__ import annotations
+
+from ._blender import register, unregister
+from ._errors import MainThreadTasksError, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
+from ._future import MainThreadFuture
+from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
+from ._threadinfo import is_main_thread
+from ._threads import ThreadScope, joined_threads
+
+__all__ = (
+    "MainThreadFuture",
+    "MainThreadTasksError",
+    "NotMainThreadError",
+    "SchedulerStopped",
+    "Stats",
+    "ThreadScope",
+    "ThreadsStillRunning",
+    "call_on_main",
+    "is_main_thread",
+    "joined_threads",
+    "main_thread",
+    "post_on_main",
+    "pump",
+    "register",
+    "run_on_main",
+    "stats",
+    "unregister",
+)
+
+__version__ = "0.1.0"
+
+# Legacy add-on metadata (Blender <= 4.1); Blender >= 4.2 reads blender_manifest.toml instead.
+bl_info = {
+    "name": "Main Thread Tasks",
+    "author": "mainthread_tasks developers",
+    "version": (0, 1, 0),
+    "blender": (3, 0, 0),
+    "location": "Edit > Preferences > Add-ons > Main Thread Tasks",
+    "description": "Lets worker threads run bpy work safely on Blender's main thread",
+    "category": "Development",
+}

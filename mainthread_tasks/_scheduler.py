@@ -1,0 +1,473 @@
+"""The task queue and the loop that runs it on the main thread (no bpy).
+
+One process-wide queue (a ``queue.SimpleQueue``: its ``put`` is a single C call that never blocks)
+holds ``(future, fn, args, kwargs)`` items; ``future`` is ``None`` for ``post_on_main``. Only the
+main thread takes items off it to run them -- in ``pump()``, in the Blender timer (``run_for``) and
+while it waits on a future or in ``joined_threads`` -- so the stats counters below are only ever
+written on the main thread, except ``_cancelled_at_stop`` (guarded by ``_lifecycle_lock``).
+
+Every thread's submissions go into the same FIFO queue, so each thread's tasks run in the order it
+submitted them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from time import monotonic, perf_counter
+
+from ._errors import NotMainThreadError, SchedulerStopped
+from ._future import MainThreadFuture
+from ._threadinfo import MAIN_THREAD_IDENT
+
+__all__ = (
+    "Stats",
+    "call_on_main",
+    "main_thread",
+    "post_on_main",
+    "pump",
+    "run_on_main",
+    "stats",
+)
+
+logger = logging.getLogger("mainthread_tasks")
+
+_get_ident = threading.get_ident
+
+_queue: SimpleQueue = SimpleQueue()
+_put = _queue.put
+_get_nowait = _queue.get_nowait
+_qsize = _queue.qsize
+
+# Lifecycle. ``_stopped`` is None while work is accepted, else the message of SchedulerStopped.
+# The library accepts work from import on (scripts in --background never call register()); it stops
+# after the last unregister() and, for good, when Python exits.
+_lifecycle_lock = threading.Lock()  # must be held while changing _users, _stopped, _exiting
+_stopped: str | None = None
+_exiting = False
+_users = 0
+
+# Counters: written on the main thread only (see module docstring).
+_completed = 0
+_failed = 0
+_cancelled = 0
+_cancelled_at_stop = 0  # guarded by _lifecycle_lock: any thread may reject the queue
+_ticks = 0
+_longest_tick = 0.0
+_last_tick = 0.0
+_longest_task = 0.0
+_longest_task_name = ""
+_slow_tasks = 0
+_running = None  # the task running on the main thread right now
+
+# A task slower than this is logged (with its name) as having blocked the main thread.
+slow_task_seconds = 1.0
+
+_STOPPED_BY_UNREGISTER = (
+    "mainthread_tasks is stopped: the last unregister() ran; call mainthread_tasks.register() "
+    "(or enable the add-on) to submit work again"
+)
+_STOPPED_BY_EXIT = "mainthread_tasks is stopped: Python is exiting, no more work can run on the main thread"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of the scheduler, from ``stats()``.
+
+    ``submitted`` counts tasks accepted into the queue (a submission refused with SchedulerStopped
+    is not counted), so ``submitted == completed + failed + cancelled + pending (+1 while a task
+    runs)``. Times are in seconds.
+    """
+
+    submitted: int
+    completed: int  #: ran and returned
+    failed: int  #: ran and raised (post_on_main failures are also logged)
+    cancelled: int  #: never ran: cancelled by the caller, or by unregister()/exit
+    pending: int  #: queued, not yet started
+    running: str | None  #: name of the task running on the main thread right now, if any
+    accepting: bool  #: False after the last unregister() or at exit: submissions raise SchedulerStopped
+    registered: int  #: how many register() calls are outstanding
+    ticks: int  #: Blender timer passes that ran (0 in --background, where timers never fire)
+    last_tick: float  #: duration of the latest timer pass
+    longest_tick: float  #: longest timer pass: the worst UI stall the queue caused
+    longest_task: float  #: longest single task
+    longest_task_name: str
+    slow_tasks: int  #: tasks that took longer than ``slow_task_seconds`` (each one is logged)
+
+
+def stats() -> Stats:
+    """Return a snapshot of the counters. Any thread."""
+    pending = _qsize()
+    running_fn = _running
+    running = None if running_fn is None else task_name(running_fn)
+    cancelled = _cancelled + _cancelled_at_stop
+    return Stats(
+        submitted=_completed + _failed + cancelled + pending + (running is not None),
+        completed=_completed,
+        failed=_failed,
+        cancelled=cancelled,
+        pending=pending,
+        running=running,
+        accepting=_stopped is None,
+        registered=_users,
+        ticks=_ticks,
+        last_tick=_last_tick,
+        longest_tick=_longest_tick,
+        longest_task=_longest_task,
+        longest_task_name=_longest_task_name,
+        slow_tasks=_slow_tasks,
+    )
+
+
+def task_name(fn) -> str:
+    """A readable name for a callable, for logs and stats."""
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str):
+        module = getattr(fn, "__module__", None)
+        return f"{module}.{name}" if isinstance(module, str) else name
+    return repr(fn)
+
+
+def _not_callable(fn) -> TypeError:
+    return TypeError(
+        f"fn must be callable, got {type(fn).__name__} {fn!r:.80}; "
+        "pass a function (mainthread_tasks never evaluates strings of code)"
+    )
+
+
+def _check_timeout(timeout, what: str) -> float:
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}") from None
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what}: timeout must be >= 0 seconds or None, got {timeout!r}")
+    return value
+
+
+# -- submitting: any thread -------------------------------------------------------------------
+
+
+def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
+    """Queue ``fn(*args, **kwargs)`` to run on the main thread; return its Future. Any thread.
+
+    Always queued, never run inline, even on the main thread, so a thread's tasks run in the order
+    it submitted them. The result is a real ``concurrent.futures.Future``: ``.result(timeout)``,
+    ``.cancel()`` (until the task starts), ``add_done_callback``, ``concurrent.futures.wait`` and
+    ``asyncio.wrap_future`` all work; on the main thread ``.result()`` runs queued tasks while it
+    waits instead of deadlocking. If this returns, the task will run exactly once or its Future
+    will be cancelled (by you, by the last ``unregister()`` or at exit).
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        SchedulerStopped: after the last ``unregister()``, or while Python exits.
+    """
+    if not callable(fn):
+        raise _not_callable(fn)
+    if _stopped is not None:
+        raise SchedulerStopped(_stopped)
+    future = MainThreadFuture()
+    _put((future, fn, args, kwargs))
+    if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
+        _reject_queued()
+    return future
+
+
+def post_on_main(fn, /, *args, **kwargs) -> None:
+    """Queue ``fn(*args, **kwargs)`` for the main thread, fire-and-forget: the fast path. Any thread.
+
+    No Future is made. If the task raises, the exception is logged with its traceback on the
+    ``mainthread_tasks`` logger and counted in ``stats().failed``; if it is dropped unrun by
+    ``unregister()``/exit, that is logged and counted in ``stats().cancelled``.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        SchedulerStopped: after the last ``unregister()``, or while Python exits.
+    """
+    if not callable(fn):
+        raise _not_callable(fn)
+    if _stopped is not None:
+        raise SchedulerStopped(_stopped)
+    _put((None, fn, args, kwargs))
+    if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
+        _reject_queued()
+
+
+def call_on_main(fn, /, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` on the main thread and return its result. Any thread.
+
+    On the main thread it runs inline, now. From another thread it queues the call and blocks
+    until the main thread has run it; an exception raised by ``fn`` is re-raised here, with its
+    traceback.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        SchedulerStopped: the scheduler was stopped before or while waiting (last
+            ``unregister()``, or Python exiting), so ``fn`` never ran.
+    """
+    if _get_ident() == MAIN_THREAD_IDENT:
+        if not callable(fn):
+            raise _not_callable(fn)
+        return fn(*args, **kwargs)
+    future = run_on_main(fn, *args, **kwargs)
+    try:
+        return future.result()
+    except CancelledError:
+        if future.cancelled():  # only the scheduler could have cancelled it: nobody else has it
+            raise SchedulerStopped(_stopped or _STOPPED_BY_UNREGISTER) from None
+        raise
+    finally:
+        del future
+
+
+def main_thread(fn):
+    """Decorator: every call of ``fn``, from any thread, runs on the main thread.
+
+    Same semantics as :func:`call_on_main` (inline on the main thread; from a worker it blocks and
+    returns the result or re-raises the exception). Keeps ``fn``'s name, docstring and signature.
+
+    Raises:
+        TypeError: ``fn`` is not callable (at decoration time).
+    """
+    if not callable(fn):
+        raise _not_callable(fn)
+
+    @functools.wraps(fn)
+    def on_main_thread(*args, **kwargs):
+        return call_on_main(fn, *args, **kwargs)
+
+    return on_main_thread
+
+
+# -- running: main thread ---------------------------------------------------------------------
+
+
+def _run_batch(limit: int, deadline: float | None, first=None) -> int:
+    """Run up to ``limit`` tasks: ``first`` if given, then queued ones. Main thread only.
+
+    Returns how many ran (cancelled ones are skipped, not counted). ``limit`` is the queue length
+    when the batch started, like asyncio's ``_run_once`` takes ``ntodo = len(self._ready)``: a task
+    that queues more work cannot keep one batch going forever. With a ``deadline`` (a perf_counter
+    time) no task starts once it has passed, so a Blender timer pass leaves the UI time to redraw.
+    A task's exception goes to its Future (or the log, for post_on_main) and the batch goes on;
+    KeyboardInterrupt and SystemExit are recorded the same way, then re-raised here so that the
+    main thread's own code decides what Ctrl-C or exit means (the rest stays queued).
+    """
+    global _completed, _failed, _cancelled, _running
+    global _longest_task, _longest_task_name, _slow_tasks
+    completed = failed = cancelled = 0
+    clock = perf_counter
+    outer_running = _running  # a task waiting on a future runs a nested batch
+    try:
+        while limit > 0:
+            limit -= 1
+            if first is not None:
+                item = first
+                first = None
+            else:
+                try:
+                    item = _get_nowait()
+                except Empty:
+                    break
+            future, fn, args, kwargs = item
+            item = None
+            if future is not None and not future.set_running_or_notify_cancel():
+                cancelled += 1
+                continue
+            _running = fn
+            started = clock()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                failed += 1
+                if future is None:
+                    logger.error("post_on_main task %s raised", task_name(fn), exc_info=exc)
+                else:
+                    future.set_exception(exc)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                del exc
+            else:
+                completed += 1
+                if future is not None:
+                    future.set_result(result)
+                del result
+            finally:
+                ended = clock()
+                elapsed = ended - started
+                if elapsed > _longest_task:
+                    _longest_task = elapsed
+                    _longest_task_name = task_name(fn)
+                if elapsed >= slow_task_seconds:
+                    _slow_tasks += 1
+                    logger.warning(
+                        "task %s blocked the main thread for %.3f s; do slow work in a worker thread",
+                        task_name(fn),
+                        elapsed,
+                    )
+                future = fn = args = kwargs = None  # drop references now, not at the next task
+            if deadline is not None and ended >= deadline:
+                break
+    finally:
+        _running = outer_running
+        _completed += completed
+        _failed += failed
+        _cancelled += cancelled
+    return completed + failed
+
+
+def pump(timeout: float | None = 0.0) -> int:
+    """Run the queued tasks now, in the calling thread, which must be the main thread.
+
+    If none is queued, first wait up to ``timeout`` seconds (``None``: no limit) for one. Runs the
+    tasks that were queued when it started (tasks they queue run at the next call); returns how
+    many ran. This is how a ``--background`` script, where Blender timers never fire, gets its
+    workers' main-thread calls done (``joined_threads`` calls it for you).
+
+    Raises:
+        NotMainThreadError: called from another thread.
+        ValueError/TypeError: ``timeout`` is negative, NaN or not a number.
+    """
+    if _get_ident() != MAIN_THREAD_IDENT:
+        raise NotMainThreadError(
+            "pump() runs queued tasks, so only the main thread may call it; "
+            "from a worker use call_on_main/run_on_main/post_on_main"
+        )
+    if timeout is not None:
+        timeout = _check_timeout(timeout, "pump()")
+    queued = _qsize()
+    if queued:
+        return _run_batch(queued, None)
+    if timeout == 0:
+        return 0
+    try:
+        first = _queue.get(timeout=timeout)
+    except Empty:
+        return 0
+    return _run_batch(1 + _qsize(), None, first)
+
+
+def run_for(budget: float) -> int:
+    """One Blender timer pass: run queued tasks for at most about ``budget`` seconds. Main thread.
+
+    A task already started is never interrupted, so a pass lasts ``budget`` plus at most one task.
+    Whatever is left runs in the next pass.
+    """
+    global _ticks, _last_tick, _longest_tick
+    started = perf_counter()
+    queued = _qsize()
+    ran = _run_batch(queued, started + budget) if queued else 0
+    elapsed = perf_counter() - started
+    _ticks += 1
+    _last_tick = elapsed
+    if elapsed > _longest_tick:
+        _longest_tick = elapsed
+    return ran
+
+
+def _wait_on_main(future: MainThreadFuture, timeout: float | None) -> None:
+    # MainThreadFuture's hook: the main thread waits by running queued tasks, since the task it
+    # waits for may be one of them. Short slices notice a cancel() from another thread.
+    deadline = None if timeout is None else monotonic() + timeout
+    while not future.done():
+        if deadline is None:
+            pump(0.01)
+        else:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                return
+            pump(min(remaining, 0.01))
+
+
+MainThreadFuture._wait_on_main = _wait_on_main
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+
+def _reject_queued() -> int:
+    """Cancel every queued task; return how many. Any thread.
+
+    Futures are cancelled (threads blocked in call_on_main then raise SchedulerStopped); dropped
+    post_on_main tasks are logged by name, so nothing disappears silently.
+    """
+    global _cancelled_at_stop
+    rejected = 0
+    dropped_posts = []
+    while True:
+        try:
+            future, fn, _args, _kwargs = _get_nowait()
+        except Empty:
+            break
+        rejected += 1
+        if future is None:
+            dropped_posts.append(fn)
+        else:
+            future.cancel()
+    if rejected:
+        with _lifecycle_lock:
+            _cancelled_at_stop += rejected
+    if dropped_posts:
+        names = ", ".join(task_name(fn) for fn in dropped_posts[:5])
+        more = f" and {len(dropped_posts) - 5} more" if len(dropped_posts) > 5 else ""
+        logger.warning(
+            "%d post_on_main task(s) dropped unrun because mainthread_tasks stopped: %s%s",
+            len(dropped_posts),
+            names,
+            more,
+        )
+    return rejected
+
+
+def acquire() -> int:
+    """Count one more user (``register()``) and accept work. Returns the new count."""
+    global _users, _stopped
+    with _lifecycle_lock:
+        if _exiting:
+            raise SchedulerStopped(_STOPPED_BY_EXIT)
+        _users += 1
+        _stopped = None
+        return _users
+
+
+def release() -> int:
+    """Count one user less (``unregister()``); the last one stops the scheduler. Idempotent.
+
+    Returns the remaining count. On stop, queued Futures are cancelled, threads blocked in
+    ``call_on_main`` get SchedulerStopped and submissions raise SchedulerStopped until the next
+    ``acquire()``.
+    """
+    global _users, _stopped
+    with _lifecycle_lock:
+        if _users == 0:
+            return 0
+        _users -= 1
+        if _users:
+            return _users
+        _stopped = _STOPPED_BY_UNREGISTER
+    _reject_queued()
+    return 0
+
+
+def shutdown_at_exit() -> None:
+    """Stop for good: run by ``threading`` at interpreter exit, before it joins threads.
+
+    Without this, a worker blocked in call_on_main would keep Python's exit waiting for ever.
+    """
+    global _stopped, _exiting
+    with _lifecycle_lock:
+        _exiting = True
+        _stopped = _STOPPED_BY_EXIT
+    _reject_queued()
+
+
+try:
+    # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).
+    threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or already exiting
+    pass
