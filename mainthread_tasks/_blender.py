@@ -15,7 +15,8 @@ __all__ = ("register", "unregister", "tick_budget")
 logger = logging.getLogger("mainthread_tasks")
 
 #: Seconds of queued work one Blender event-loop pass may run before the UI gets to redraw.
-tick_budget = 0.004
+DEFAULT_TICK_BUDGET = 0.004
+tick_budget = DEFAULT_TICK_BUDGET
 
 
 def _timers():

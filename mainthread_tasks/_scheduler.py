@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 import threading
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -124,6 +125,16 @@ def stats() -> Stats:
     )
 
 
+def reset_stats() -> None:
+    """Zero the counters (pending work is untouched). Main thread."""
+    global _completed, _failed, _cancelled, _cancelled_at_stop, _ticks, _last_tick, _longest_tick
+    global _longest_task, _longest_task_name, _slow_tasks
+    with _lifecycle_lock:
+        _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = 0
+        _last_tick = _longest_tick = _longest_task = 0.0
+        _longest_task_name = ""
+
+
 def task_name(fn) -> str:
     """A readable name for a callable, for logs and stats."""
     name = getattr(fn, "__qualname__", None)
@@ -141,10 +152,9 @@ def _not_callable(fn) -> TypeError:
 
 
 def _check_timeout(timeout, what: str) -> float:
-    try:
-        value = float(timeout)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}") from None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}")
+    value = float(timeout)
     if math.isnan(value) or value < 0:
         raise ValueError(f"{what}: timeout must be >= 0 seconds or None, got {timeout!r}")
     return value

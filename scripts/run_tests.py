@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Run every test tier and print one summary. ``.ci/run`` runs exactly this.
+
+    python3 scripts/run_tests.py              # every tier (installs what is missing)
+    python3 scripts/run_tests.py cpython      # only the named tier(s)
+    BLENDER=/opt/blender/blender python3 scripts/run_tests.py
+
+Tiers:
+  cpython              plain CPython + fake-bpy-module + pytest-mock: fast logic tests
+  blender-background   the Blender binary (3.4.1 from Debian unless $BLENDER), pytest inside
+                       ``blender --background``
+  bpy-5.0.1            the bpy wheel 5.0.1 (Blender as a Python module)
+  bpy-4.2.23           the bpy wheel 4.2.23 LTS
+
+Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _setup  # noqa: E402
+
+ROOT = _setup.ROOT
+RESULTS = ROOT / "test-results"
+TIER_TIMEOUT = 1200  # seconds; per-test timeouts are in pyproject.toml, this catches a wedged interpreter
+
+
+@dataclass
+class Outcome:
+    tier: str
+    status: str = "not run"
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _counts(xml_path: Path) -> tuple[int, int, int]:
+    root = ET.parse(xml_path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    return tests - failed - skipped, failed, skipped
+
+
+def _pytest_tier(tier: str, command: list[str], env: dict[str, str]) -> Outcome:
+    outcome = Outcome(tier)
+    xml_path = RESULTS / f"{tier}.xml"
+    xml_path.unlink(missing_ok=True)
+    command = [*command, f"--junitxml={xml_path}", "-o", f"junit_suite_name={tier}"]
+    print(f"\n===== tier {tier} =====\n$ {' '.join(command)}", flush=True)
+    started = time.monotonic()
+    try:
+        code = subprocess.run(command, cwd=ROOT, env=env, timeout=TIER_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        code = None
+        outcome.notes.append(f"killed after {TIER_TIMEOUT} s")
+    outcome.seconds = time.monotonic() - started
+    if xml_path.exists():
+        outcome.passed, outcome.failed, outcome.skipped = _counts(xml_path)
+    else:
+        outcome.notes.append("no test report written")
+    if code == 0 and outcome.passed and not outcome.failed:
+        outcome.status = "passed"
+    else:
+        outcome.status = "FAILED"
+        if code not in (0, None):
+            outcome.notes.append(f"exit code {code}")
+        if code == 0 and not outcome.passed:
+            outcome.notes.append("ran no test")
+    return outcome
+
+
+def _env(tier: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, MAINTHREAD_TASKS_TIER=tier, PYTHONFAULTHANDLER="1", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def tier_cpython() -> Outcome:
+    python = _setup.dev_python()
+    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", "not blender"], _env("cpython"))
+
+
+def tier_blender_background() -> Outcome:
+    blender = _setup.blender_executable()
+    site = _setup.blender_site(blender)
+    command = [blender, "--background", "--factory-startup", "--python-exit-code", "86",
+               "--python", str(ROOT / "tests" / "blender_pytest.py"), "--", "-m", "not fake_bpy"]
+    return _pytest_tier("blender-background", command,
+                        _env("blender-background", MAINTHREAD_TASKS_BLENDER_SITE=str(site)))
+
+
+def tier_bpy(version: str):
+    def run() -> Outcome:
+        python = _setup.bpy_python(version)
+        return _pytest_tier(f"bpy-{version}", [str(python), "-m", "pytest", "-m", "not fake_bpy"], _env(f"bpy-{version}"))
+
+    return run
+
+
+TIERS = {
+    "cpython": tier_cpython,
+    "blender-background": tier_blender_background,
+    "bpy-5.0.1": tier_bpy("5.0.1"),
+    "bpy-4.2.23": tier_bpy("4.2.23"),
+}
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or list(TIERS)
+    unknown = [name for name in wanted if name not in TIERS]
+    if unknown:
+        print(f"unknown tier(s) {unknown}; choose from {list(TIERS)}", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    outcomes = []
+    for name in wanted:
+        try:
+            outcomes.append(TIERS[name]())
+        except (_setup.SetupError, subprocess.CalledProcessError, OSError) as exc:
+            outcomes.append(Outcome(name, status="COULD NOT RUN", notes=[str(exc)]))
+            print(f"\n!!!!! tier {name} COULD NOT RUN: {exc}\n", flush=True)
+    print("\n===== summary =====")
+    print(f"{'tier':<22}{'status':<15}{'passed':>7}{'failed':>7}{'skipped':>8}{'seconds':>9}  notes")
+    for o in outcomes:
+        print(f"{o.tier:<22}{o.status:<15}{o.passed:>7}{o.failed:>7}{o.skipped:>8}{o.seconds:>9.1f}  {'; '.join(o.notes)}")
+    bad = [o for o in outcomes if o.status != "passed"]
+    if bad:
+        print(f"\n{len(bad)} tier(s) did not pass: {', '.join(o.tier for o in bad)}")
+    passed = sum(o.passed for o in outcomes)
+    failed = sum(o.failed for o in outcomes) + sum(1 for o in bad if not o.failed)
+    skipped = sum(o.skipped for o in outcomes)
+    print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""Shared fixtures: every test starts with an accepting, empty scheduler and must not leak threads.
+
+Tiers (see scripts/run_tests.py): plain CPython with fake-bpy-module (``-m "not blender"``), and real
+Blender -- the binary (``--background``) and the bpy wheels -- (``-m "not fake_bpy"``). In a real
+Blender tier MAINTHREAD_TASKS_TIER is set, and the run fails at once if ``bpy`` turns out not to be
+real: a tier must never pass by quietly testing the wrong thing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import mainthread_tasks  # noqa: E402
+from mainthread_tasks import _blender, _scheduler  # noqa: E402
+
+from tests import support  # noqa: E402
+
+
+def pytest_configure(config):
+    tier = os.environ.get("MAINTHREAD_TASKS_TIER")
+    if tier and tier != "cpython" and not support.REAL_BLENDER:
+        raise pytest.UsageError(f"tier {tier!r} expects real Blender, but bpy is {support.bpy_origin()}")
+    if tier == "cpython" and support.REAL_BLENDER:
+        raise pytest.UsageError("the cpython tier must run on fake-bpy-module, not real Blender")
+
+
+def pytest_report_header(config):
+    return f"mainthread_tasks tier: {os.environ.get('MAINTHREAD_TASKS_TIER', '(unset)')}; bpy: {support.bpy_origin()}"
+
+
+class FakeTimers:
+    """``bpy.app.timers`` as measured in real Blender: ``register`` never de-duplicates,
+    ``unregister`` raises ValueError for an unknown function, identity is the function object."""
+
+    def __init__(self):
+        self.registered = []  # [(function, first_interval, persistent)]
+
+    def register(self, function, first_interval=0.0, persistent=False):
+        self.registered.append((function, first_interval, persistent))
+
+    def unregister(self, function):
+        for i, entry in enumerate(self.registered):
+            if entry[0] is function:
+                del self.registered[i]
+                return
+        raise ValueError("Error: function is not registered")
+
+    def is_registered(self, function):
+        return any(entry[0] is function for entry in self.registered)
+
+    def count(self, function):
+        return sum(1 for entry in self.registered if entry[0] is function)
+
+
+@pytest.fixture(autouse=True)
+def timers(mocker):
+    """``bpy.app.timers``: the real one in real Blender, else a FakeTimers patched into fake-bpy-module."""
+    if support.REAL_BLENDER:
+        import bpy
+
+        return bpy.app.timers
+    import bpy.app.timers as module  # fake-bpy-module: importable, but without functions
+
+    fake = FakeTimers()
+    for name in ("register", "unregister", "is_registered"):
+        mocker.patch.object(module, name, getattr(fake, name), create=True)
+    module.fake = fake
+    return module
+
+
+@pytest.fixture(autouse=True)
+def clean_scheduler(timers):
+    """Each test starts accepting work with an empty queue; nothing it queued outlives it."""
+    assert threading.current_thread() is threading.main_thread()
+    _reset_scheduler()
+    threads_before = set(threading.enumerate())
+    yield
+    leaked = _wait_for_threads(threads_before, timeout=10.0)
+    _reset_scheduler()
+    assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
+
+
+def _reset_scheduler() -> None:
+    while _scheduler.stats().registered:
+        mainthread_tasks.unregister()
+    _scheduler._reject_queued()
+    _scheduler._stopped = None  # back to the state right after import: accepting, no users
+    _scheduler.reset_stats()
+    _blender.tick_budget = _blender.DEFAULT_TICK_BUDGET
+
+
+def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
+    # Keep running main-thread tasks: a leftover worker may be blocked on one.
+    deadline = time.monotonic() + timeout
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            return leaked
+        mainthread_tasks.pump(0.01)

@@ -1,0 +1,71 @@
+"""Helpers shared by the tests (not fixtures)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+try:
+    import bpy
+except ImportError:  # pragma: no cover - the dev venv always has fake-bpy-module
+    bpy = None
+
+
+def _is_real_bpy() -> bool:
+    # fake-bpy-module's bpy.app is a stub class without real values.
+    if bpy is None:
+        return False
+    version = getattr(getattr(bpy, "app", None), "version", None)
+    return isinstance(version, tuple) and len(version) == 3 and all(isinstance(v, int) for v in version)
+
+
+REAL_BLENDER = _is_real_bpy()
+#: Running inside the Blender executable (in the bpy wheel, binary_path is empty).
+IN_BLENDER_BINARY = REAL_BLENDER and bool(bpy.app.binary_path)
+
+
+def bpy_origin() -> str:
+    if bpy is None:
+        return "absent"
+    if not REAL_BLENDER:
+        return f"fake-bpy-module ({getattr(bpy, '__file__', '?')})"
+    kind = "Blender binary" if IN_BLENDER_BINARY else "bpy module"
+    return f"real {kind} {bpy.app.version_string}"
+
+
+def python_command(script: Path) -> list[str]:
+    """The command that runs ``script`` in the same kind of interpreter as this test run.
+
+    In the Blender binary that is Blender itself in --background; elsewhere sys.executable (the
+    bpy wheel's venv, or plain CPython).
+    """
+    if IN_BLENDER_BINARY:
+        return [bpy.app.binary_path, "--background", "--factory-startup", "--python-exit-code", "86", "--python", str(script)]
+    return [sys.executable, str(script)]
+
+
+def run_script(script_text: str, tmp_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run a Python script in a fresh interpreter of this tier, with the project importable.
+
+    Fails the test (TimeoutExpired) instead of hanging.
+    """
+    script = tmp_path / "script.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + script_text)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
+    return subprocess.run(python_command(script), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def start_thread(target, *args, name=None) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def blender_executable() -> str | None:
+    return os.environ.get("BLENDER") or shutil.which("blender")

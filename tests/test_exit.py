@@ -1,0 +1,91 @@
+"""At interpreter exit nothing hangs: blocked workers get SchedulerStopped and the process ends.
+
+Each case runs a fresh interpreter of this tier (Blender --background in the Blender tier) with a
+timeout, so a hang fails the test instead of wedging the run.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.support import run_script
+
+BLOCKED_AT_EXIT = r"""
+import threading, time
+import mainthread_tasks as mt
+
+outcome = []
+
+def worker():
+    try:
+        mt.call_on_main(print, "this never runs: nobody pumps")
+        outcome.append("ran")
+    except mt.SchedulerStopped as exc:
+        outcome.append("stopped")
+        print("WORKER GOT SchedulerStopped:", exc, flush=True)
+
+t = threading.Thread(target=worker)   # non-daemon: Python joins it at exit
+t.start()
+while mt.stats().pending == 0:
+    time.sleep(0.001)
+print("SCRIPT ENDS WITH A BLOCKED WORKER", flush=True)
+"""
+
+
+def test_script_end_with_a_worker_blocked_in_call_on_main(tmp_path):
+    started = time.monotonic()
+    proc = run_script(BLOCKED_AT_EXIT, tmp_path, timeout=90)
+    out = proc.stdout + proc.stderr
+    assert "SCRIPT ENDS WITH A BLOCKED WORKER" in out, out
+    assert "WORKER GOT SchedulerStopped" in out, out
+    assert proc.returncode == 0, out
+    assert time.monotonic() - started < 60
+
+
+SUBMIT_AFTER_EXIT = r"""
+import threading, time
+import mainthread_tasks as mt
+
+def worker():
+    for i in range(100000):
+        try:
+            mt.post_on_main(int)
+            f = mt.run_on_main(int)
+        except mt.SchedulerStopped:
+            print("PRODUCER STOPPED CLEANLY", flush=True)
+            return
+        time.sleep(0.0001)
+
+threading.Thread(target=worker).start()
+time.sleep(0.05)
+print("SCRIPT ENDS WHILE A PRODUCER SUBMITS", flush=True)
+"""
+
+
+def test_script_end_while_a_producer_keeps_submitting(tmp_path):
+    proc = run_script(SUBMIT_AFTER_EXIT, tmp_path, timeout=90)
+    out = proc.stdout + proc.stderr
+    assert "PRODUCER STOPPED CLEANLY" in out, out
+    assert proc.returncode == 0, out
+
+
+IMPORT_IS_INERT = r"""
+import sys, threading
+before = threading.active_count()
+had_bpy = "bpy" in sys.modules
+import mainthread_tasks
+assert threading.active_count() == before, "import started a thread"
+if not had_bpy:
+    assert "bpy" not in sys.modules, "import imported bpy"
+if had_bpy:
+    import bpy
+    assert not bpy.app.timers.is_registered(mainthread_tasks._blender._drain_timer), "import registered a timer"
+print("IMPORT IS INERT", flush=True)
+"""
+
+
+def test_import_starts_no_thread_and_touches_no_bpy(tmp_path):
+    proc = run_script(IMPORT_IS_INERT, tmp_path, timeout=90)
+    out = proc.stdout + proc.stderr
+    assert "IMPORT IS INERT" in out, out
+    assert proc.returncode == 0, out

@@ -1,0 +1,259 @@
+"""MainThreadFuture behaves as a concurrent.futures.Future, from any thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import threading
+import time
+
+import pytest
+
+import mainthread_tasks as mt
+from tests.support import start_thread
+
+
+def test_result_timeout_from_a_worker():
+    future = mt.run_on_main(int)
+    outcome = []
+
+    def worker():
+        try:
+            future.result(timeout=0.05)
+        except cf.TimeoutError:
+            outcome.append("timeout")
+
+    start_thread(worker).join(10)
+    assert outcome == ["timeout"]
+    mt.pump()
+    assert future.result(0) == 0
+
+
+def test_cancel_before_it_runs():
+    ran = []
+    future = mt.run_on_main(ran.append, 1)
+    assert future.cancel() and future.cancelled() and future.done()
+    assert mt.pump() == 0
+    assert ran == []
+    with pytest.raises(cf.CancelledError):
+        future.result(0)
+    with pytest.raises(cf.CancelledError):
+        future.exception(0)
+    s = mt.stats()
+    assert (s.cancelled, s.completed, s.pending) == (1, 0, 0)
+
+
+def test_cannot_cancel_a_finished_or_running_future():
+    running_state = []
+    holder = {}
+
+    def task():
+        running_state.append((holder["f"].running(), holder["f"].cancel()))
+        return 5
+
+    holder["f"] = future = mt.run_on_main(task)
+    mt.pump()
+    assert running_state == [(True, False)]
+    assert not future.cancel() and future.result(0) == 5
+
+
+def test_exception_is_returned_by_exception():
+    future = mt.run_on_main(lambda: 1 / 0)
+    mt.pump()
+    assert isinstance(future.exception(0), ZeroDivisionError)
+    with pytest.raises(ZeroDivisionError):
+        future.result(0)
+
+
+def test_done_callbacks_run_once_in_every_order():
+    calls = []
+    future = mt.run_on_main(lambda: "v")
+    future.add_done_callback(lambda f: calls.append(("before", f.result(), threading.current_thread().name)))
+    mt.pump()
+    future.add_done_callback(lambda f: calls.append(("after", f.result(), threading.current_thread().name)))
+    main = threading.main_thread().name
+    assert calls == [("before", "v", main), ("after", "v", main)]
+
+
+def test_callback_error_is_logged_not_raised(caplog):
+    future = mt.run_on_main(int)
+    future.add_done_callback(lambda f: 1 / 0)
+    mt.pump()
+    assert future.result(0) == 0
+    assert any("exception calling callback" in r.getMessage() for r in caplog.records)
+
+
+def test_cancel_runs_callbacks_and_wakes_wait():
+    future = mt.run_on_main(int)
+    got = []
+    future.add_done_callback(lambda f: got.append(f.cancelled()))
+    waiter = []
+    t = start_thread(lambda: waiter.append(cf.wait([future], timeout=10)))
+    time.sleep(0.05)
+    future.cancel()
+    t.join(10)
+    assert got == [True]
+    assert waiter[0].done == {future}
+
+
+def test_concurrent_futures_wait_and_as_completed_from_a_worker():
+    futures = [mt.run_on_main(lambda i=i: i * i) for i in range(20)]
+    results = {}
+
+    def worker():
+        done, not_done = cf.wait(futures, timeout=30)
+        results["wait"] = (len(done), len(not_done))
+        results["as_completed"] = sorted(f.result() for f in cf.as_completed(futures, timeout=30))
+        results["first"] = cf.wait(futures, return_when=cf.FIRST_COMPLETED, timeout=30)
+
+    with mt.joined_threads(timeout=30) as scope:
+        scope.start(worker)
+    assert results["wait"] == (20, 0)
+    assert results["as_completed"] == sorted(i * i for i in range(20))
+
+
+def test_wait_first_exception_sees_failures():
+    futures = [mt.run_on_main(time.sleep, 0), mt.run_on_main(lambda: 1 / 0), mt.run_on_main(int)]
+    out = []
+    t = start_thread(lambda: out.append(cf.wait(futures, timeout=30, return_when=cf.FIRST_EXCEPTION)))
+    while t.is_alive():
+        mt.pump(0.01)
+    assert futures[1] in out[0].done
+
+
+def test_asyncio_wrap_future_in_a_worker_loop():
+    future = mt.run_on_main(lambda: "from main")
+    out = []
+
+    def worker():
+        async def wait():
+            return await asyncio.wait_for(asyncio.wrap_future(future), 30)
+
+        out.append(asyncio.run(wait()))
+
+    with mt.joined_threads(timeout=30) as scope:
+        scope.start(worker)
+    assert out == ["from main"]
+
+
+def test_asyncio_cancel_propagates_to_the_task():
+    ran = []
+    future = mt.run_on_main(ran.append, 1)
+    out = []
+
+    def worker():
+        async def cancel_it():
+            wrapped = asyncio.wrap_future(future)
+            wrapped.cancel()
+            try:
+                await wrapped
+            except asyncio.CancelledError:
+                out.append("cancelled")
+            await asyncio.sleep(0.05)  # the cancel reaches the source future via the loop
+
+        asyncio.run(cancel_it())
+
+    start_thread(worker).join(10)
+    mt.pump()
+    assert out == ["cancelled"]
+    assert future.cancelled() and ran == []
+
+
+def test_result_on_main_thread_drains_instead_of_deadlocking():
+    order = []
+    mt.run_on_main(order.append, "earlier")
+    future = mt.run_on_main(lambda: order.append("target") or 7)
+    assert future.result(timeout=10) == 7  # would deadlock if it simply blocked
+    assert order == ["earlier", "target"]
+
+
+def test_result_on_main_waits_for_a_worker_that_submits_later():
+    def worker():
+        time.sleep(0.05)
+        return mt.run_on_main(lambda: "late")
+
+    holder = []
+    t = start_thread(lambda: holder.append(worker()))
+    t.join(10)
+    assert holder[0].result(timeout=10) == "late"
+
+
+def test_main_thread_waits_for_a_task_that_itself_needs_a_worker():
+    # Main waits on F; F's task waits (on main, nested) on G, which a worker submits.
+    def inner():
+        g_holder = []
+        start_thread(lambda: g_holder.append(mt.run_on_main(lambda: "g"))).join(10)
+        return g_holder[0].result(timeout=10)
+
+    future = mt.run_on_main(inner)
+    assert future.result(timeout=10) == "g"
+
+
+def test_result_timeout_on_main_thread():
+    never = mt.MainThreadFuture()  # not queued: never completes
+    started = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        never.result(timeout=0.1)
+    assert 0.09 <= time.monotonic() - started < 5
+
+
+def test_a_task_waiting_on_its_own_future_gets_an_error():
+    holder = {}
+
+    def task():
+        return holder["f"].result(timeout=1)
+
+    holder["f"] = future = mt.run_on_main(task)
+    mt.pump()
+    with pytest.raises(RuntimeError, match="cannot wait for its own result"):
+        future.result(0)
+
+
+def test_set_result_twice_is_invalid():
+    future = mt.MainThreadFuture()
+    assert future.set_running_or_notify_cancel()
+    future.set_result(1)
+    with pytest.raises(cf.InvalidStateError):
+        future.set_result(2)
+    with pytest.raises(cf.InvalidStateError):
+        future.set_exception(ValueError())
+
+
+def test_repr_says_state():
+    future = mt.run_on_main(lambda: 1 / 0)
+    assert "pending" in repr(future)
+    mt.pump()
+    assert "ZeroDivisionError" in repr(future)
+
+
+def test_many_waiters_on_one_future():
+    future = mt.run_on_main(lambda: "shared")
+    results = []
+    lock = threading.Lock()
+
+    def waiter():
+        value = future.result(timeout=30)
+        with lock:
+            results.append(value)
+
+    threads = [start_thread(waiter) for _ in range(16)]
+    time.sleep(0.05)
+    mt.pump()
+    for t in threads:
+        t.join(30)
+    assert results == ["shared"] * 16
+
+
+def test_cancel_races_with_running():
+    # Many cancels racing the main thread: each future ends exactly one way.
+    for _ in range(20):
+        ran = []
+        futures = [mt.run_on_main(ran.append, i) for i in range(500)]
+        t = start_thread(lambda: [f.cancel() for f in reversed(futures)])
+        mt.pump()
+        t.join(10)
+        mt.pump()
+        cancelled = {i for i, f in enumerate(futures) if f.cancelled()}
+        assert set(ran).isdisjoint(cancelled)
+        assert set(ran) | cancelled == set(range(500))
+        assert all(f.done() for f in futures)

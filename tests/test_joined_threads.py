@@ -1,0 +1,220 @@
+"""joined_threads(): join every thread started in the block while running main-thread work."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+import mainthread_tasks as mt
+from tests.support import start_thread
+
+
+def test_scope_threads_blocked_on_main_make_progress():
+    results = []
+
+    def worker(i):
+        results.append(mt.call_on_main(lambda: (i, mt.is_main_thread())))
+
+    with mt.joined_threads(timeout=30) as scope:
+        threads = [scope.start(worker, i) for i in range(8)]
+    assert all(isinstance(t, threading.Thread) and not t.is_alive() for t in threads)
+    assert sorted(results) == [(i, True) for i in range(8)]
+
+
+def test_plain_threads_started_in_the_block_are_joined_too():
+    done = []
+
+    def worker():
+        mt.call_on_main(done.append, "plain")
+
+    with mt.joined_threads(timeout=30):
+        plain = threading.Thread(target=worker)
+        plain.start()
+        daemon = threading.Thread(target=worker, daemon=True)
+        daemon.start()
+    assert not plain.is_alive() and not daemon.is_alive()
+    assert done == ["plain", "plain"]
+
+
+def test_threads_started_by_workers_are_joined():
+    done = []
+
+    def child():
+        time.sleep(0.05)
+        mt.call_on_main(done.append, "child")
+
+    def parent():
+        threading.Thread(target=child).start()
+
+    with mt.joined_threads(timeout=30) as scope:
+        scope.start(parent)
+    assert done == ["child"]
+
+
+def test_threads_started_before_the_block_are_not_waited_for():
+    stop = threading.Event()
+    before = start_thread(stop.wait, 30)
+    started = time.monotonic()
+    with mt.joined_threads(timeout=5) as scope:
+        scope.start(int)
+    assert time.monotonic() - started < 4
+    assert before.is_alive()
+    stop.set()
+    before.join(10)
+
+
+def test_worker_exceptions_are_raised_as_an_exception_group():
+    def fail(exc):
+        raise exc
+
+    with pytest.raises(ExceptionGroup) as info:
+        with mt.joined_threads(timeout=30) as scope:
+            scope.start(fail, ValueError("one"))
+            scope.start(fail, KeyError("two"))
+            scope.start(int)
+            threading.Thread(target=fail, args=(OSError("plain"),)).start()
+    kinds = sorted(type(e).__name__ for e in info.value.exceptions)
+    assert kinds == ["KeyError", "OSError", "ValueError"]
+
+
+def test_plain_thread_failure_outside_scope_still_reaches_the_old_hook(monkeypatch):
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(type(args.exc_value)))
+    t = threading.Thread(target=lambda: 1 / 0)
+    with mt.joined_threads(timeout=30):
+        pass
+    t.start()
+    t.join(10)
+    assert seen == [ZeroDivisionError]
+    assert threading.excepthook is not None
+
+
+def test_excepthook_is_restored():
+    hook = threading.excepthook
+    with mt.joined_threads(timeout=30) as scope:
+        assert threading.excepthook is not hook
+        scope.start(int)
+    assert threading.excepthook is hook
+
+
+def test_body_exception_is_grouped_with_worker_failures_after_joining():
+    finished = []
+
+    def slow():
+        time.sleep(0.1)
+        finished.append(mt.call_on_main(lambda: "ran"))
+
+    with pytest.raises(ExceptionGroup) as info:
+        with mt.joined_threads(timeout=30) as scope:
+            scope.start(slow)
+            raise RuntimeError("body")
+    assert finished == ["ran"]  # still joined
+    assert [str(e) for e in info.value.exceptions] == ["body"]
+
+
+def test_timeout_raises_threads_still_running_naming_threads():
+    stop = threading.Event()
+    with pytest.raises(mt.ThreadsStillRunning) as info:
+        with mt.joined_threads(timeout=0.2) as scope:
+            scope.start(stop.wait, 30)
+    assert isinstance(info.value, TimeoutError)
+    assert "wait" in str(info.value)
+    assert len(info.value.threads) == 1
+    stop.set()
+    info.value.threads[0].join(10)
+
+
+def test_self_rearming_timer_pattern_times_out():
+    # The pattern Blender's docs call unsupported: a threading.Timer that re-arms itself forever.
+    stop = threading.Event()
+
+    def tick():
+        if not stop.is_set():
+            threading.Timer(0.01, tick).start()
+
+    started = time.monotonic()
+    with pytest.raises(mt.ThreadsStillRunning):
+        with mt.joined_threads(timeout=0.3):
+            threading.Timer(0.01, tick).start()
+    assert time.monotonic() - started < 5
+    stop.set()
+    time.sleep(0.05)
+
+
+def test_timeout_with_failures_chains_the_group():
+    stop = threading.Event()
+
+    def fail():
+        raise ValueError("early")
+
+    with pytest.raises(mt.ThreadsStillRunning) as info:
+        with mt.joined_threads(timeout=0.3) as scope:
+            scope.start(fail)
+            scope.start(stop.wait, 30)
+    assert isinstance(info.value.__cause__, ExceptionGroup)
+    stop.set()
+    for t in info.value.threads:
+        t.join(10)
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan])
+def test_bad_timeouts_are_rejected(bad):
+    with pytest.raises(ValueError):
+        with mt.joined_threads(timeout=bad):
+            pass
+
+
+def test_off_main_thread_raises():
+    caught = []
+
+    def worker():
+        try:
+            with mt.joined_threads():
+                pass
+        except mt.NotMainThreadError as exc:
+            caught.append(exc)
+
+    start_thread(worker).join(10)
+    assert len(caught) == 1
+
+
+def test_nested_scopes_each_join_their_own():
+    order = []
+    with mt.joined_threads(timeout=30) as outer:
+        outer.start(lambda: order.append(mt.call_on_main(lambda: "outer")))
+        with mt.joined_threads(timeout=30) as inner:
+            inner.start(lambda: order.append(mt.call_on_main(lambda: "inner")))
+        assert "inner" in order
+    assert sorted(order) == ["inner", "outer"]
+
+
+def test_inner_scope_failures_are_not_raised_again_by_outer():
+    with mt.joined_threads(timeout=30):
+        with pytest.raises(ExceptionGroup):
+            with mt.joined_threads(timeout=30) as inner:
+                threading.Thread(target=lambda: 1 / 0).start()
+
+
+def test_scope_start_rejects_non_callables():
+    with mt.joined_threads(timeout=30) as scope:
+        with pytest.raises(TypeError):
+            scope.start("not callable")
+
+
+def test_system_exit_in_a_worker_just_ends_it():
+    import sys
+
+    with mt.joined_threads(timeout=30) as scope:
+        scope.start(sys.exit, 1)
+
+
+def test_join_works_without_register_in_background():
+    # --background scripts never call register(): the scheduler accepts work from import on.
+    assert mt.stats().registered == 0
+    out = []
+    with mt.joined_threads(timeout=30) as scope:
+        scope.start(lambda: out.append(mt.call_on_main(lambda: 1)))
+    assert out == [1]
