@@ -82,8 +82,9 @@ class ThreadScope:
                 with self._lock:
                     self._failures.append(exc)
 
-        thread = threading.Thread(target=run, name=f"joined:{_scheduler.task_name(fn)}")
         with self._lock:
+            number = len(self._started) + 1
+            thread = threading.Thread(target=run, name=f"{getattr(fn, '__name__', 'worker')}-{number}")
             self._started.append(thread)
         thread.start()
         return thread
