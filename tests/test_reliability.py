@@ -1,0 +1,345 @@
+"""Reliability: randomized load with lifecycle races, faults, leaks, and the security rules.
+
+Invariant everywhere: every accepted task ran exactly once on the main thread, or its Future was
+cancelled / its caller got SchedulerStopped / (post_on_main) it was counted as dropped; per-thread
+order holds; no thread is left blocked.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import concurrent.futures as cf
+import gc
+import json
+import random
+import socket
+import threading
+import time
+import tracemalloc
+import weakref
+
+import pytest
+
+import mainthread_tasks as mt
+from mainthread_tasks import _blender
+from tests.support import ROOT, start_thread
+
+THREADS = 16
+OPS_PER_THREAD = 2000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_randomized_load_with_register_unregister_races(seed):
+    main = threading.main_thread()
+    ran: collections.Counter = collections.Counter()  # (tag, n) -> runs; main thread only
+    run_order: dict[int, list[int]] = collections.defaultdict(list)
+    off_main = []
+    children: list[cf.Future] = []  # submitted by tasks, on the main thread
+    child_runs = collections.Counter()
+    outcomes: dict[int, list] = {}
+
+    def child(key):
+        child_runs[key] += 1
+
+    def task(tag, n, fail, spawn):
+        if threading.current_thread() is not main:
+            off_main.append((tag, n))
+        ran[(tag, n)] += 1
+        run_order[tag].append(n)
+        if spawn:
+            try:
+                children.append(mt.run_on_main(child, (tag, n)))
+            except mt.SchedulerStopped:
+                pass  # stopped while this task ran: refused, nothing queued
+        if fail:
+            raise ValueError(n)
+        return n
+
+    def worker(tag):
+        rng = random.Random(seed * 1000 + tag)
+        mine = outcomes[tag] = []
+        for n in range(OPS_PER_THREAD):
+            if n % 20 == 0:
+                time.sleep(0.001)  # spread the load so that stops land all through it
+            fail, spawn = rng.random() < 0.1, rng.random() < 0.1
+            op = rng.choice(("post", "run", "run_cancel", "run_wait", "call"))
+            try:
+                if op == "post":
+                    mt.post_on_main(task, tag, n, fail, spawn)
+                    mine.append(("post", n, None))
+                elif op == "call":
+                    try:
+                        mt.call_on_main(task, tag, n, fail, spawn)
+                        mine.append(("call", n, "returned"))
+                    except ValueError:
+                        mine.append(("call", n, "raised"))
+                else:
+                    future = mt.run_on_main(task, tag, n, fail, spawn)
+                    if op == "run_cancel":
+                        future.cancel()
+                    elif op == "run_wait":
+                        try:
+                            future.result(timeout=rng.choice((0, 0.0005, 0.01)))
+                        except (cf.TimeoutError, cf.CancelledError, ValueError):
+                            pass
+                    mine.append(("run", n, future))
+            except mt.SchedulerStopped:
+                mine.append((op, n, "refused"))
+
+    mt.register()
+    threads = [start_thread(worker, tag, name=f"load-{tag}") for tag in range(THREADS)]
+    rng = random.Random(seed)
+    cycles = 0
+    while any(t.is_alive() for t in threads):
+        mt.pump(0.001)
+        if rng.random() < 0.3:
+            mt.unregister()  # stop: queued work is cancelled, callers get SchedulerStopped
+            time.sleep(rng.choice((0, 0.0005, 0.002)))
+            mt.register()
+            cycles += 1
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    mt.pump()
+    mt.unregister()
+
+    assert off_main == []
+    assert cycles > 20, cycles
+    dropped_posts = 0
+    cancelled_futures = 0
+    for tag, mine in outcomes.items():
+        assert len(mine) == OPS_PER_THREAD
+        order = run_order[tag]
+        assert order == sorted(order), f"thread {tag}: per-thread order broken"
+        for op, n, outcome in mine:
+            runs = ran[(tag, n)]
+            if outcome == "refused":
+                assert runs == 0
+            elif op == "post":
+                assert runs in (0, 1)
+                dropped_posts += runs == 0
+            elif op == "call":
+                # returned/raised means it ran; SchedulerStopped means it did not ("refused" above)
+                assert runs == 1
+            else:
+                future = outcome
+                assert future.done(), f"future of task {(tag, n)} never finished"
+                if future.cancelled():
+                    cancelled_futures += 1
+                    assert runs == 0
+                else:
+                    assert runs == 1
+                    if future.exception() is None:
+                        assert future.result() == n
+    assert all(count == 1 for count in ran.values())
+    for future in children:
+        assert future.done()
+        cancelled_futures += future.cancelled()
+    assert all(count == 1 for count in child_runs.values())
+    # A call_on_main that got SchedulerStopped was either refused at submit or cancelled while queued.
+    stopped_calls = sum(1 for mine in outcomes.values() for op, _, outcome in mine if op == "call" and outcome == "refused")
+    s = mt.stats()
+    assert s.pending == 0
+    assert cancelled_futures + dropped_posts <= s.cancelled <= cancelled_futures + dropped_posts + stopped_calls
+    assert s.submitted == s.completed + s.failed + s.cancelled
+    assert s.completed + s.failed == sum(ran.values()) + sum(child_runs.values())
+
+
+def test_no_growth_after_a_million_tasks_and_100_register_cycles(timers):
+    def burst(total):
+        def producer(count):
+            post, run = mt.post_on_main, mt.run_on_main
+            for i in range(count // 2):
+                post(int)
+                run(int)
+
+        threads = [start_thread(producer, total // 4) for _ in range(4)]
+        while any(t.is_alive() for t in threads) or mt.stats().pending:
+            mt.pump(0.01)
+        for t in threads:
+            t.join(30)
+
+    burst(100_000)  # warm up caches and free lists
+    gc.collect()
+    threads_before = threading.active_count()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        burst(1_000_000)
+        for _ in range(100):
+            mt.register()
+            mt.unregister()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    s = mt.stats()
+    assert s.completed == 1_100_000 and s.pending == 0
+    assert grown < 256 * 1024, f"memory grew by {grown} bytes"
+    assert threading.active_count() == threads_before
+    assert not timers.is_registered(_blender._drain_timer)
+    if hasattr(timers, "fake"):
+        assert timers.fake.registered == []
+
+
+def test_worker_dying_right_after_submitting_loses_nothing():
+    ran = []
+    refs = []
+
+    def worker():
+        future = mt.run_on_main(ran.append, "future task")
+        refs.append(weakref.ref(future))
+        del future  # the traceback of the error below must not keep it alive
+        mt.post_on_main(ran.append, "posted task")
+        raise RuntimeError("worker died")
+
+    with pytest.raises(ExceptionGroup):
+        with mt.joined_threads(timeout=30) as scope:
+            scope.start(worker)
+    mt.pump()
+    assert ran == ["future task", "posted task"]
+    gc.collect()
+    assert refs[0]() is None, "a finished, unreferenced Future must be freed"
+
+
+def test_recursion_error_in_nested_waits_is_contained():
+    futures = []
+
+    def chain(n):
+        if n == 0:
+            return 0
+        futures.append(mt.run_on_main(chain, n - 1))
+        return futures[-1].result(timeout=30) + 1
+
+    # Deeper than the recursion limit allows: the innermost waits fail with RecursionError.
+    future = mt.run_on_main(chain, 5000)
+    mt.pump()
+    assert isinstance(future.exception(0), RecursionError)
+    # The dispatcher survived: the task queued last when the stack ran out is still queued, runs
+    # at the next pumps (recursing again from a shallow stack) and the chain ends.
+    for _ in range(50):
+        if not mt.pump():
+            break
+    assert mt.stats().pending == 0
+    assert all(f.done() for f in futures), "a future was left running"
+    later = mt.run_on_main(lambda: "after")
+    mt.pump()
+    assert later.result(0) == "after"
+
+
+@pytest.mark.blender
+def test_tasks_pending_across_file_new():
+    import bpy
+
+    obj = bpy.data.objects.new("mt_stale", None)
+    stale = mt.run_on_main(lambda: obj.name)  # touches data that File > New frees
+    fresh = mt.run_on_main(lambda: len(bpy.data.objects))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert mt.pump() == 2
+    assert isinstance(stale.exception(0), ReferenceError)  # an error in its Future, not a crash
+    assert fresh.result(0) == 0
+
+
+# -- security -----------------------------------------------------------------------------------
+
+FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "execfile"}
+FORBIDDEN_MODULES = {"pickle", "marshal", "subprocess", "ctypes", "shelve"}
+
+
+def test_package_never_evaluates_strings_or_loads_code():
+    for path in sorted((ROOT / "mainthread_tasks").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in FORBIDDEN_CALLS, f"{path.name}:{node.lineno} calls {node.func.id}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    assert name.split(".")[0] not in FORBIDDEN_MODULES, f"{path.name}:{node.lineno} imports {name}"
+
+
+def test_manifest_asks_for_no_permissions():
+    manifest = ROOT / "blender_manifest.toml"
+    if manifest.exists():
+        text = manifest.read_text()
+        assert "[permissions]" not in text and "\npermissions" not in text
+
+
+def _command_server():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("command_server", ROOT / "examples" / "command_server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_command_bridge_binds_loopback_only():
+    bridge = _command_server()
+    with pytest.raises(ValueError, match="127.0.0.1"):
+        bridge.CommandServer(0, host="0.0.0.0")
+    server, thread = bridge.start_server()
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def _exchange(bridge, requests: list[bytes]) -> list[dict]:
+    server, thread = bridge.start_server()
+    replies: list[dict] = []
+
+    def client():
+        with socket.create_connection(server.server_address, timeout=30) as conn:
+            stream = conn.makefile("rwb")
+            for request in requests:
+                stream.write(request + b"\n")
+                stream.flush()
+                replies.append(json.loads(stream.readline()))
+
+    try:
+        t = start_thread(client)
+        while t.is_alive():
+            mt.pump(0.01)  # the main thread runs the commands
+        t.join(10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    return replies
+
+
+def test_command_bridge_refuses_anything_but_named_commands():
+    bridge = _command_server()
+    replies = _exchange(bridge, [
+        b'{"command": "ping"}',
+        b'{"command": "__import__(\'os\').system(\'touch /tmp/pwned\')"}',
+        b'{"command": "eval", "params": {"source": "1+1"}}',
+        b'{"command": "ping", "params": {"extra": 1}}',
+        b'not json at all',
+        b'["command", "ping"]',
+    ])
+    assert replies[0] == {"ok": True, "result": {"pong": True}}
+    assert [r["ok"] for r in replies[1:]] == [False] * 5
+    assert "unknown command" in replies[1]["error"] and "unknown command" in replies[2]["error"]
+
+
+@pytest.mark.blender
+def test_command_bridge_runs_bpy_commands_on_the_main_thread():
+    import bpy
+
+    bridge = _command_server()
+    replies = _exchange(bridge, [
+        b'{"command": "create_object", "params": {"name": "mt_bridge", "location": [1, 2, 3]}}',
+        b'{"command": "create_object", "params": {"name": "bad", "location": "0,0,0"}}',
+        b'{"command": "list_objects"}',
+        b'{"command": "delete_object", "params": {"name": "mt_bridge"}}',
+    ])
+    assert replies[0]["ok"] and replies[0]["result"]["name"] == "mt_bridge"
+    assert not replies[1]["ok"] and "3 numbers" in replies[1]["error"]
+    assert "mt_bridge" in replies[2]["result"]["objects"]
+    assert replies[3] == {"ok": True, "result": {"deleted": "mt_bridge"}}
+    assert "mt_bridge" not in bpy.data.objects
