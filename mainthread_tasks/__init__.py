@@ -7,7 +7,7 @@ thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` 
 
 from __future__ import annotations
 
-from ._blender import register, unregister
+from ._blender import register, set_tick_budget, unregister
 from ._errors import MainThreadTasksError, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
@@ -30,6 +30,7 @@ __all__ = (
     "pump",
     "register",
     "run_on_main",
+    "set_tick_budget",
     "stats",
     "unregister",
 )

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("MAINTHREAD_TASKS_CACHE", Path.home() / ".cache" / "mainthread_tasks"))
 TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
+# setuptools >= 70.1 builds wheels without the separate `wheel` package.
+BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 APT_PACKAGES = ["blender", "xvfb", "xauth"]
 
 
@@ -122,6 +124,11 @@ def test_requirements() -> list[str]:
 def dev_python() -> Path:
     """Plain CPython with the test tools and fake-bpy-module."""
     return venv_python("venv-dev", test_requirements())
+
+
+def build_python() -> Path:
+    """A venv with the build backend named in pyproject.toml, for ``scripts/build.py --wheel``."""
+    return venv_python("venv-build", BUILD_REQUIREMENTS)
 
 
 def bpy_python(version: str) -> Path:

@@ -11,6 +11,14 @@ Tiers:
                        ``blender --background``
   bpy-5.0.1            the bpy wheel 5.0.1 (Blender as a Python module)
   bpy-4.2.23           the bpy wheel 4.2.23 LTS
+  install-bpy-5.0.1    the built zip installed as an extension (package_install_files) and as a
+  install-bpy-4.2.23   legacy add-on into a fresh bpy 5.0.1 / 4.2.23, with a second add-on that
+                       imports it or bundles its wheel (tests/test_addon_install.py)
+  install-legacy-blender  the built zip installed as a legacy add-on (addon_install +
+                       addon_utils.enable) into the Blender binary, with the second add-on
+  blender-gui          Blender's UI under Xvfb (xvfb-run), the add-on enabled as a user does, driven
+                       from its event loop (tests/test_gui.py; measurements in
+                       test-results/blender-gui.json)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -94,21 +102,55 @@ def tier_cpython() -> Outcome:
     return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", "not blender"], _env("cpython"))
 
 
-def tier_blender_background() -> Outcome:
+# Tests of the installed add-on run in their own tiers, so the summary shows each install path.
+ADDON_MARKERS = "install_extension or install_legacy or gui"
+CORE_IN_BLENDER = f"not fake_bpy and not ({ADDON_MARKERS})"
+
+
+def _blender_tier(tier: str, markers: str, **extra: str) -> Outcome:
+    """pytest inside the Blender binary (``blender --background``), tests selected by ``markers``."""
     blender = _setup.blender_executable()
     site = _setup.blender_site(blender)
     command = [blender, "--background", "--factory-startup", "--python-exit-code", "86",
-               "--python", str(ROOT / "tests" / "blender_pytest.py"), "--", "-m", "not fake_bpy"]
-    return _pytest_tier("blender-background", command,
-                        _env("blender-background", MAINTHREAD_TASKS_BLENDER_SITE=str(site)))
+               "--python", str(ROOT / "tests" / "blender_pytest.py"), "--", "-m", markers]
+    return _pytest_tier(tier, command, _env(tier, MAINTHREAD_TASKS_BLENDER_SITE=str(site), **extra))
+
+
+def _bpy_tier(tier: str, version: str, markers: str, **extra: str) -> Outcome:
+    """pytest in the venv of the bpy wheel ``version``, tests selected by ``markers``."""
+    python = _setup.bpy_python(version)
+    return _pytest_tier(tier, [str(python), "-m", "pytest", "-m", markers], _env(tier, **extra))
+
+
+def tier_blender_background() -> Outcome:
+    return _blender_tier("blender-background", CORE_IN_BLENDER)
 
 
 def tier_bpy(version: str):
     def run() -> Outcome:
-        python = _setup.bpy_python(version)
-        return _pytest_tier(f"bpy-{version}", [str(python), "-m", "pytest", "-m", "not fake_bpy"], _env(f"bpy-{version}"))
+        # The demo test needs the Blender executable as its interpreter (blender_binary).
+        return _bpy_tier(f"bpy-{version}", version, f"{CORE_IN_BLENDER} and not blender_binary")
 
     return run
+
+
+def tier_install_bpy(version: str):
+    def run() -> Outcome:
+        # The wheel (bundled by a test add-on) is built with the build backend from pyproject.toml.
+        build_python = str(_setup.build_python())
+        return _bpy_tier(f"install-bpy-{version}", version, "install_extension or install_legacy",
+                         MAINTHREAD_TASKS_BUILD_PYTHON=build_python)
+
+    return run
+
+
+def tier_install_legacy() -> Outcome:
+    return _blender_tier("install-legacy-blender", "install_legacy")
+
+
+def tier_blender_gui() -> Outcome:
+    _setup.xvfb_run()  # installs Xvfb when missing; the test fails loudly if it still is
+    return _blender_tier("blender-gui", "gui")
 
 
 TIERS = {
@@ -116,6 +158,10 @@ TIERS = {
     "blender-background": tier_blender_background,
     "bpy-5.0.1": tier_bpy("5.0.1"),
     "bpy-4.2.23": tier_bpy("4.2.23"),
+    "install-bpy-5.0.1": tier_install_bpy("5.0.1"),
+    "install-bpy-4.2.23": tier_install_bpy("4.2.23"),
+    "install-legacy-blender": tier_install_legacy,
+    "blender-gui": tier_blender_gui,
 }
 
 
@@ -134,9 +180,9 @@ def main(argv: list[str]) -> int:
             outcomes.append(Outcome(name, status="COULD NOT RUN", notes=[str(exc)]))
             print(f"\n!!!!! tier {name} COULD NOT RUN: {exc}\n", flush=True)
     print("\n===== summary =====")
-    print(f"{'tier':<22}{'status':<15}{'passed':>7}{'failed':>7}{'skipped':>8}{'seconds':>9}  notes")
+    print(f"{'tier':<25}{'status':<15}{'passed':>7}{'failed':>7}{'skipped':>8}{'seconds':>9}  notes")
     for o in outcomes:
-        print(f"{o.tier:<22}{o.status:<15}{o.passed:>7}{o.failed:>7}{o.skipped:>8}{o.seconds:>9.1f}  {'; '.join(o.notes)}")
+        print(f"{o.tier:<25}{o.status:<15}{o.passed:>7}{o.failed:>7}{o.skipped:>8}{o.seconds:>9.1f}  {'; '.join(o.notes)}")
     bad = [o for o in outcomes if o.status != "passed"]
     if bad:
         print(f"\n{len(bad)} tier(s) did not pass: {', '.join(o.tier for o in bad)}")

@@ -29,7 +29,7 @@ THREADS = 16
 OPS_PER_THREAD = 2000
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3])  # 16 threads x 2,000 random operations each
 def test_randomized_load_with_register_unregister_races(seed):
     main = threading.main_thread()
     ran: collections.Counter = collections.Counter()  # (tag, n) -> runs; main thread only
@@ -181,6 +181,29 @@ def test_no_growth_after_a_million_tasks_and_100_register_cycles(timers):
     assert not timers.is_registered(_blender._drain_timer)
     if hasattr(timers, "fake"):
         assert timers.fake.registered == []
+
+
+def test_a_task_that_runs_for_seconds_is_logged_and_nothing_else_is_lost(caplog):
+    def render_frame_synchronously():
+        time.sleep(1.2)
+
+    ran = []
+
+    def worker():
+        mt.post_on_main(render_frame_synchronously)
+        for i in range(100):
+            mt.post_on_main(ran.append, i)
+            time.sleep(0.005)  # keeps submitting while the main thread is stuck in the slow task
+        ran.append(mt.call_on_main(lambda: "after"))
+
+    with mt.joined_threads(timeout=60) as scope:
+        scope.start(worker)
+    assert ran == list(range(100)) + ["after"]
+    s = mt.stats()
+    assert s.slow_tasks == 1 and s.longest_task >= 1.2
+    assert "render_frame_synchronously" in s.longest_task_name
+    (record,) = [r for r in caplog.records if "blocked the main thread" in r.getMessage()]
+    assert "render_frame_synchronously" in record.getMessage()
 
 
 def test_worker_dying_right_after_submitting_loses_nothing():

@@ -1,0 +1,75 @@
+"""Helpers for the tests that install the built add-on into a fresh real Blender (not fixtures).
+
+Used by tests/test_addon_install.py and tests/test_gui.py. A session is a script that runs inside
+Blender, away from the repository (so that only what Blender installed is importable), with an
+empty user folder, and reports through a JSON file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "test-results"
+CONSUMER = ROOT / "tests" / "addons" / "mtt_consumer"
+
+
+def _load_build_script():
+    spec = importlib.util.spec_from_file_location("mainthread_tasks_build_script", ROOT / "scripts" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: scripts/build.py, the project's build command.
+build = _load_build_script()
+
+
+def consumer_legacy_zip(folder: Path) -> Path:
+    """The consumer add-on packaged for the legacy installer: ``mtt_consumer/__init__.py``."""
+    target = folder / "mtt_consumer-legacy.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.write(CONSUMER / "__init__.py", "mtt_consumer/__init__.py")
+    return target
+
+
+def session_env(work: Path) -> dict[str, str]:
+    """Environment for a Blender whose user folder is ``work/user`` (created empty)."""
+    (work / "user").mkdir(parents=True)
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(work / "user"), TMPDIR=str(work), PYTHONFAULTHANDLER="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that kills the whole process group on timeout (or on any interruption, e.g. the
+    per-test timeout): xvfb-run starts Xvfb and Blender as children, and killing xvfb-run alone
+    would leave them running."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def read_outcome(result: Path, proc: subprocess.CompletedProcess) -> dict:
+    """The facts a session wrote to ``result``; fails with its output unless it passed and exited 0."""
+    out = f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+    assert result.exists(), f"the session wrote no result (exit code {proc.returncode}):\n{out}"
+    outcome = json.loads(result.read_text())
+    assert outcome["ok"], f"{outcome.get('error', '')}\n{out}"
+    assert proc.returncode == 0, f"exit code {proc.returncode}\n{out}"
+    assert "Traceback" not in proc.stderr, out  # e.g. an exception Blender printed and carried on
+    return outcome["facts"]

@@ -1,0 +1,486 @@
+"""Runs inside Blender's real UI (under Xvfb): the add-on end to end, as a user has it.
+
+    xvfb-run -a -s "-screen 0 1280x720x24" blender --factory-startup --python gui_session.py -- \\
+        RESULT.json ADDON.zip CONSUMER.zip
+
+tests/test_gui.py starts it with an empty user folder (``BLENDER_USER_RESOURCES``) and a timeout.
+The script only registers a timer and returns; the test runs in Blender's event loop, one step per
+pass (a generator, resumed by that timer), so the UI keeps drawing and the add-on's own timer drains
+the queue exactly as it does for users. Steps: install and enable the add-on with the Preferences
+operators; wait for the first slow window draws; round-trip latency; thousands of tasks from
+workers creating and changing objects (the UI keeps passing); the tick budget preference; the
+preferences' live statistics; File > New and File > Open; a second add-on; disable/enable and
+Reload Scripts without doubled timers; disabling while workers submit. Then it writes the JSON
+result and quits with a worker still calling into the main thread: Blender must exit cleanly.
+"""
+
+import json
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+import traceback
+
+import bpy
+
+perf_counter = time.perf_counter
+RESULT, ADDON_ZIP, CONSUMER_ZIP = sys.argv[sys.argv.index("--") + 1 :]
+USER_DIR = os.path.realpath(os.environ["BLENDER_USER_RESOURCES"])
+MAIN = threading.main_thread()
+
+facts = {"blender": bpy.app.version_string}
+mt = None  # the installed add-on's module, once enabled
+off_main = []  # names of tasks that found themselves off the main thread: must stay empty
+
+
+# -- the event loop's heartbeat ------------------------------------------------------------------
+
+
+class Passes:
+    """A timer that runs every event-loop pass and keeps the time of each: the UI's heartbeat."""
+
+    def __init__(self):
+        self.times = []
+
+    def __call__(self):
+        self.times.append(perf_counter())
+        return 0.0
+
+    def mark(self):
+        return len(self.times)
+
+    def gaps(self, since):
+        times = self.times[since:]
+        return [b - a for a, b in zip(times, times[1:])]
+
+
+passes = Passes()
+
+
+def ms(seconds):
+    return round(seconds * 1000.0, 2)
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def wait_until(predicate, timeout, what):
+    deadline = perf_counter() + timeout
+    while not predicate():
+        if perf_counter() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        yield
+
+
+def wait_threads(threads, timeout, what):
+    yield from wait_until(lambda: not any(t.is_alive() for t in threads), timeout, what)
+
+
+def start(target, *args, name=None, daemon=True):
+    thread = threading.Thread(target=target, args=args, name=name, daemon=daemon)
+    thread.start()
+    return thread
+
+
+def on_main(name):
+    if threading.current_thread() is not MAIN:
+        off_main.append(name)
+
+
+def noop():
+    on_main("noop")
+
+
+# -- tasks the workers send to the main thread ---------------------------------------------------
+
+
+def create_object(name):
+    on_main("create_object")
+    obj = bpy.data.objects.new(name, None)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj.name
+
+
+def move_object(name, z):
+    on_main("move_object")
+    bpy.data.objects[name].location.z = z
+
+
+def bump(counter, key, expected, violations):
+    # One worker's posts arrive in the order it sent them.
+    on_main("bump")
+    obj = bpy.data.objects[counter]
+    if obj.get(key, 0) != expected:
+        violations.append((key, obj.get(key, 0), expected))
+    obj[key] = expected + 1
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+
+def step_install_and_enable():
+    global mt
+    # What Edit > Preferences > Add-ons > Install... and the add-on's checkbox run.
+    assert bpy.ops.preferences.addon_install(filepath=ADDON_ZIP) == {"FINISHED"}
+    assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+    import mainthread_tasks
+
+    mt = mainthread_tasks
+    path = os.path.realpath(mt.__file__)
+    assert path.startswith(USER_DIR + os.sep), f"mainthread_tasks imported from {path}, not the installed add-on"
+    facts["module_file"] = path
+    assert mt.stats().registered == 1 and mt.stats().accepting
+    yield
+
+
+def step_settle():
+    # The first passes after start-up take seconds (the window's first draws): time nothing before
+    # the heartbeat has been steady for a while.
+    started = perf_counter()
+    yield from wait_until(lambda: len(passes.times) > 60 and max(passes.gaps(len(passes.times) - 60)) < 0.03,
+                          60, "the UI to settle (60 passes under 30 ms)")
+    yield from wait_until(lambda: mt.stats().ticks > 10, 10, "the add-on's timer to run")
+    facts["settle_seconds"] = round(perf_counter() - started, 2)
+
+
+def step_round_trip_latency(samples=300):
+    mark = passes.mark()
+    latencies = []
+
+    def worker():
+        for _ in range(samples):
+            time.sleep(random.uniform(0.0, 0.006))  # land anywhere within a pass
+            t0 = perf_counter()
+            mt.call_on_main(noop)
+            latencies.append(perf_counter() - t0)
+
+    yield from wait_threads([start(worker)], 60, "the latency worker")
+    pass_median = statistics.median(passes.gaps(mark))
+    result = {
+        "samples": len(latencies),
+        "pass_median_ms": ms(pass_median),
+        "p50_ms": ms(percentile(latencies, 0.50)),
+        "p90_ms": ms(percentile(latencies, 0.90)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
+        "max_ms": ms(max(latencies)),
+    }
+    facts["round_trip"] = result
+    # Within one or two event-loop passes (a pass is the time between two timer calls).
+    assert percentile(latencies, 0.50) <= 2 * pass_median + 0.002, result
+    assert percentile(latencies, 0.99) <= 4 * pass_median + 0.005, result
+
+
+def run_backlog(label, creators=8, objects_each=25, posters=4, posts_each=2000):
+    """Workers create and change objects through the queue; returns the measurements.
+
+    A creator makes one blocking call per event-loop pass, so creators are many and short; the
+    posters flood the queue with thousands of small changes, building the backlog. (Every pass
+    that adds or moves objects makes Blender redraw: with software OpenGL under Xvfb that costs
+    tens of ms per pass for a few hundred objects, whatever the add-on does.)
+    """
+    counter = bpy.data.objects.new(f"counter_{label}", None)
+    bpy.context.scene.collection.objects.link(counter)
+    counter_name = counter.name
+    violations = []
+    created = []
+    errors = []
+
+    def creator(t):
+        try:
+            for i in range(objects_each):
+                name = mt.call_on_main(create_object, f"{label}_{t}_{i}")
+                mt.post_on_main(move_object, name, float(i))
+                created.append(name)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    def poster(t):
+        try:
+            for seq in range(posts_each):
+                mt.post_on_main(bump, counter_name, f"seq{t}", seq, violations)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    bpy.ops.mainthread_tasks.reset_stats()  # the preferences' Reset button
+    mark = passes.mark()
+    peak_pending = 0
+    started = perf_counter()
+    threads = [start(creator, t) for t in range(creators)] + [start(poster, t) for t in range(posters)]
+    deadline = started + 120
+    while any(t.is_alive() for t in threads) or mt.stats().pending:
+        peak_pending = max(peak_pending, mt.stats().pending)
+        assert perf_counter() < deadline, f"backlog {label} not drained in 120 s: {mt.stats()}"
+        yield
+    elapsed = perf_counter() - started
+    s = mt.stats()
+    gaps = passes.gaps(mark)
+    total = creators * objects_each * 2 + posters * posts_each
+    assert not errors, errors
+    assert not violations, violations[:5]
+    assert len(created) == creators * objects_each
+    assert all(bpy.data.objects[name].location.z == float(name.rsplit("_", 1)[1]) for name in created)
+    assert all(bpy.data.objects[counter_name][f"seq{t}"] == posts_each for t in range(posters))
+    assert (s.completed, s.failed, s.pending) == (total, 0, 0), s
+    return {
+        "tasks": total,
+        "seconds": round(elapsed, 2),
+        "peak_pending": peak_pending,
+        "tick_budget_ms": ms(mt._blender.tick_budget),
+        "longest_pass_ms": ms(s.longest_tick),
+        "longest_task_ms": ms(s.longest_task),
+        "longest_task": s.longest_task_name,
+        "ui_passes": len(gaps) + 1,
+        "ui_gap_median_ms": ms(statistics.median(gaps)),
+        "ui_gap_max_ms": ms(max(gaps)),
+        "longest_queue_wait_ms": ms(mt._blender.longest_queue_wait),
+    }
+
+
+def step_backlog():
+    result = yield from run_backlog("backlog")
+    facts["backlog"] = result
+    assert result["peak_pending"] >= 1000, f"no real backlog built up: {result}"
+    # A pass stops starting tasks once the budget is spent: budget + one task + timer overhead.
+    # (10 ms of slack for the OS preempting Blender on a busy 2-core machine.)
+    assert result["longest_pass_ms"] <= result["tick_budget_ms"] + result["longest_task_ms"] + 10.0, result
+    assert result["ui_gap_max_ms"] < 2000, f"the UI stalled: {result}"
+
+
+def step_tick_budget_preference():
+    prefs = bpy.context.preferences.addons["mainthread_tasks"].preferences
+    prefs.tick_budget_ms = 1.0  # as the slider does: applies from the next pass, no restart
+    assert abs(mt._blender.tick_budget - 0.001) < 1e-9
+    result = yield from run_backlog("budget", creators=4, objects_each=10, posters=2, posts_each=2000)
+    facts["backlog_budget_1ms"] = result
+    assert result["longest_pass_ms"] <= 1.0 + result["longest_task_ms"] + 10.0, result
+    prefs.tick_budget_ms = 4.0
+
+
+def step_preferences_live_view():
+    prefs_cls = mt._preferences.MainThreadTasksPreferences
+    original_draw = prefs_cls.draw
+    draws = []
+    draw_errors = []
+
+    def counting_draw(self, context):
+        try:
+            original_draw(self, context)
+        except BaseException:  # noqa: BLE001
+            draw_errors.append(traceback.format_exc())
+            raise
+        draws.append(mt.stats().completed)
+
+    prefs_cls.draw = counting_draw
+    windows_before = set(bpy.context.window_manager.windows[:])
+    # Edit > Preferences, Add-ons section, this add-on found and expanded.
+    bpy.context.preferences.active_section = "ADDONS"
+    bpy.context.window_manager.addon_search = "Main Thread"
+    assert bpy.ops.preferences.addon_expand(module="mainthread_tasks") == {"FINISHED"}  # the list's triangle
+    assert bpy.ops.screen.userpref_show() == {"FINISHED"}
+    try:
+        yield from wait_until(lambda: draws, 30, "the preferences panel to draw")
+        first = len(draws)
+
+        def trickle():
+            for _ in range(60):
+                mt.post_on_main(noop)
+                time.sleep(0.05)
+
+        yield from wait_threads([start(trickle)], 30, "the trickle worker")
+        yield from wait_until(lambda: len(draws) >= first + 4, 10, "the panel to refresh by itself")
+        facts["preferences"] = {"draws": len(draws), "completed_seen": sorted(set(draws))[-3:]}
+        assert not draw_errors, draw_errors[0]
+        assert len(set(draws)) >= 3, f"the panel did not show changing numbers: {draws}"
+        window = next(w for w in bpy.context.window_manager.windows if w not in windows_before)
+        with bpy.context.temp_override(window=window, screen=window.screen, area=window.screen.areas[0]):
+            bpy.ops.screen.screenshot(filepath=os.path.join(os.path.dirname(RESULT), "preferences.png"))
+    finally:
+        prefs_cls.draw = original_draw
+        for window in bpy.context.window_manager.windows[:]:
+            if window not in windows_before:
+                with bpy.context.temp_override(window=window):
+                    bpy.ops.wm.window_close()
+    yield
+
+
+def round_trip_from_worker(name):
+    """A worker creates an object through call_on_main; returns its name (joins the worker)."""
+    out = []
+    thread = start(lambda: out.append(mt.call_on_main(create_object, name)))
+    yield from wait_threads([thread], 10, f"a worker round trip ({name})")
+    assert out and out[0] in bpy.data.objects, out
+    return out[0]
+
+
+def step_file_new_and_open():
+    ticks = mt.stats().ticks
+    bpy.ops.wm.read_homefile()  # File > New
+    yield
+    yield from wait_until(lambda: mt.stats().ticks > ticks + 5, 30, "the timer after File > New")
+    assert bpy.app.timers.is_registered(mt._blender._drain_timer)
+    yield from round_trip_from_worker("after_new")
+    path = os.path.join(os.environ["TMPDIR"], "saved.blend")
+    assert bpy.ops.wm.save_as_mainfile(filepath=path) == {"FINISHED"}
+    ticks = mt.stats().ticks
+    assert bpy.ops.wm.open_mainfile(filepath=path) == {"FINISHED"}  # File > Open
+    yield
+    yield from wait_until(lambda: mt.stats().ticks > ticks + 5, 30, "the timer after File > Open")
+    assert "after_new" in bpy.data.objects
+    yield from round_trip_from_worker("after_open")
+    facts["file_new_open"] = "ok"
+
+
+def measure_timers_per_pass(samples=200):
+    """Drain-timer passes per event-loop pass: 1.0 with one timer, 2.0 if it were registered twice."""
+    ticks, mark = mt.stats().ticks, passes.mark()
+    yield from wait_until(lambda: passes.mark() - mark >= samples, 30, f"{samples} event-loop passes")
+    return round((mt.stats().ticks - ticks) / (passes.mark() - mark), 3)
+
+
+def step_second_addon_and_no_doubled_timers():
+    assert bpy.ops.preferences.addon_install(filepath=CONSUMER_ZIP) == {"FINISHED"}
+    assert bpy.ops.preferences.addon_enable(module="mtt_consumer") == {"FINISHED"}
+    consumer = sys.modules["mtt_consumer"]
+    assert consumer.mt is mt and mt.stats().registered == 2
+    # Disabling Main Thread Tasks while the other add-on still uses it keeps the queue running.
+    assert bpy.ops.preferences.addon_disable(module="mainthread_tasks") == {"FINISHED"}
+    assert mt.stats().registered == 1
+    yield from round_trip_from_worker("consumer_only")
+    ratios = {"consumer_only": (yield from measure_timers_per_pass())}
+    assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+    assert bpy.ops.preferences.addon_disable(module="mtt_consumer") == {"FINISHED"}
+    assert mt.stats().registered == 1
+    for _ in range(3):
+        assert bpy.ops.preferences.addon_disable(module="mainthread_tasks") == {"FINISHED"}
+        assert not bpy.app.timers.is_registered(mt._blender._drain_timer)
+        yield
+        assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+        yield
+    ratios["after_disable_enable"] = yield from measure_timers_per_pass()
+    assert bpy.ops.script.reload() == {"FINISHED"}  # F3 > Reload Scripts
+    yield from wait_until(lambda: len(passes.times) > 30 and max(passes.gaps(len(passes.times) - 30)) < 0.05,
+                          30, "the UI to settle after Reload Scripts")
+    assert sys.modules["mainthread_tasks"] is mt and mt.stats().registered == 1
+    ratios["after_reload_scripts"] = yield from measure_timers_per_pass()
+    facts["timer_calls_per_pass"] = ratios
+    for key, ratio in ratios.items():
+        assert 0.9 <= ratio <= 1.1, f"{key}: {ratio} drain-timer calls per event-loop pass"
+    yield from round_trip_from_worker("after_reload")
+
+
+def step_disable_while_workers_submit(workers=6):
+    before = mt.stats()
+    outcomes = []
+    done = {"calls": 0, "posts": 0}
+    lock = threading.Lock()
+
+    def worker(t):
+        i = 0
+        try:
+            while True:
+                i += 1
+                if i % 2:
+                    mt.call_on_main(create_object, f"late_{t}_{i}")
+                    with lock:
+                        done["calls"] += 1
+                else:
+                    mt.post_on_main(noop)
+                    with lock:
+                        done["posts"] += 1
+        except mt.SchedulerStopped:
+            outcomes.append("stopped")
+            stopped_at.append(perf_counter())
+        except BaseException as exc:  # noqa: BLE001
+            outcomes.append(repr(exc))
+
+    stopped_at = []
+    threads = [start(worker, t, name=f"late-{t}") for t in range(workers)]
+    yield from wait_until(lambda: done["calls"] >= 60, 30, "the workers to get going")
+    disabled_at = perf_counter()
+    assert bpy.ops.preferences.addon_disable(module="mainthread_tasks") == {"FINISHED"}  # mid-stream
+    yield from wait_threads(threads, 10, "the workers to stop after the add-on was disabled")
+    s = mt.stats()
+    created = sum(1 for obj in bpy.data.objects if obj.name.startswith("late_"))
+    facts["disable_under_load"] = {
+        "calls_done": done["calls"],
+        "posts_done": done["posts"],
+        "last_worker_stopped_ms": ms(max(stopped_at, default=disabled_at) - disabled_at),
+        "cancelled": s.cancelled - before.cancelled,
+    }
+    assert outcomes == ["stopped"] * workers, outcomes
+    assert not s.accepting and s.pending == 0 and s.registered == 0, s
+    assert created == done["calls"], f"{done['calls']} calls returned, {created} objects exist"
+    assert not bpy.app.timers.is_registered(mt._blender._drain_timer)
+
+
+def step_quit_with_a_worker_inside():
+    assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+
+    def last_worker():  # non-daemon: Python joins it when Blender quits
+        try:
+            while True:
+                mt.call_on_main(noop)
+                time.sleep(0.001)
+        except mt.SchedulerStopped:
+            print("QUIT WORKER GOT SchedulerStopped", flush=True)
+
+    thread = start(last_worker, name="last-worker", daemon=False)
+    yield from wait_until(lambda: mt.stats().completed > 20, 10, "the last worker to run")
+    assert thread.is_alive()
+
+
+STEPS = (
+    step_install_and_enable,
+    step_settle,
+    step_round_trip_latency,
+    step_backlog,
+    step_tick_budget_preference,
+    step_preferences_live_view,
+    step_file_new_and_open,
+    step_second_addon_and_no_doubled_timers,
+    step_disable_while_workers_submit,
+    step_quit_with_a_worker_inside,
+)
+
+
+def scenario():
+    for step in STEPS:
+        started = perf_counter()
+        facts.setdefault("steps", []).append(step.__name__)
+        yield from step()
+        facts.setdefault("step_seconds", {})[step.__name__] = round(perf_counter() - started, 2)
+    assert not off_main, f"tasks ran off the main thread: {off_main[:5]}"
+
+
+def finish(ok, error=None):
+    outcome = {"ok": ok, "facts": facts}
+    if error:
+        outcome["error"] = error
+    with open(RESULT, "w", encoding="utf-8") as fh:
+        json.dump(outcome, fh, indent=2)
+    print("GUI SESSION", "OK" if ok else "FAILED", flush=True)
+    bpy.context.preferences.view.use_save_prompt = False  # else quitting asks to save the changes
+    bpy.ops.wm.quit_blender()
+
+
+_steps = scenario()
+
+
+def drive():
+    try:
+        next(_steps)
+    except StopIteration:
+        finish(True)
+        return None
+    except BaseException:  # noqa: BLE001 - reported through the JSON file, then quit
+        finish(False, traceback.format_exc())
+        return None
+    return 0.0
+
+
+bpy.app.timers.register(passes, first_interval=0.0, persistent=True)
+bpy.app.timers.register(drive, first_interval=0.0, persistent=True)

@@ -1,0 +1,63 @@
+"""The add-on in Blender's real UI, under Xvfb, end to end (tier blender-gui).
+
+Starts ``xvfb-run blender --factory-startup --python tests/gui/gui_session.py`` with an empty user
+folder; the session installs and enables the built add-on with the Preferences operators and drives
+every step from Blender's event loop (see its docstring), then quits with a worker still calling
+into the main thread. Here we wait for it (with a timeout that kills Xvfb and Blender too), read its
+verdict and measurements, and keep them in test-results/blender-gui.json (plus a screenshot of the
+preferences panel, test-results/blender-gui-preferences.png).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests import support
+from tests.addon_support import RESULTS, ROOT, build, consumer_legacy_zip, read_outcome, run, session_env
+
+pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
+
+SESSION = ROOT / "tests" / "gui" / "gui_session.py"
+GUI_TIMEOUT = 300  # seconds; the session takes about 50
+SCREEN = "-screen 0 1280x720x24"
+
+
+@pytest.mark.timeout(GUI_TIMEOUT + 60)
+def test_addon_end_to_end_in_blender_ui(tmp_path):
+    if not support.IN_BLENDER_BINARY:
+        pytest.fail("the GUI tier runs where Blender's executable is the interpreter (tier blender-gui)")
+    import bpy
+
+    xvfb_run = shutil.which("xvfb-run")
+    assert xvfb_run, "xvfb-run is missing: apt-get install xvfb xauth (scripts/run_tests.py does)"
+    addon_zip = build.build_zip(tmp_path / "dist")
+    consumer_zip = consumer_legacy_zip(tmp_path)
+    work = tmp_path / "gui"
+    env = session_env(work)
+    script = shutil.copy(SESSION, work / "gui_session.py")  # away from the repo: import what Blender installed
+    result = work / "result.json"
+    command = [xvfb_run, "-a", "-s", SCREEN, bpy.app.binary_path, "--factory-startup",
+               "--python", str(script), "--", str(result), str(addon_zip), str(consumer_zip)]
+    proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
+    facts = read_outcome(result, proc)
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "blender-gui.json").write_text(json.dumps(facts, indent=2))
+    if (work / "preferences.png").exists():
+        shutil.copyfile(work / "preferences.png", RESULTS / "blender-gui-preferences.png")
+    print(json.dumps(facts, indent=2))
+
+    # The session asserted each step as it ran; the headline guarantees once more, from outside.
+    assert facts["steps"][-1] == "step_quit_with_a_worker_inside"
+    assert facts["module_file"].startswith(str(work / "user")), facts["module_file"]
+    trip = facts["round_trip"]
+    assert trip["p50_ms"] <= 2 * trip["pass_median_ms"] + 2, trip
+    backlog = facts["backlog"]
+    assert backlog["peak_pending"] >= 1000 and backlog["longest_pass_ms"] <= backlog["tick_budget_ms"] + backlog["longest_task_ms"] + 10
+    assert all(0.9 <= ratio <= 1.1 for ratio in facts["timer_calls_per_pass"].values()), facts["timer_calls_per_pass"]
+    # Blender quit by itself, after the add-on stopped the worker blocked in call_on_main.
+    assert "QUIT WORKER GOT SchedulerStopped" in proc.stdout, proc.stdout[-3000:]
+    assert "Blender quit" in proc.stdout
