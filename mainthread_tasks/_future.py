@@ -1,25 +1,42 @@
 """A cheap, real ``concurrent.futures.Future`` for tasks that run on the main thread (no bpy).
 
 ``concurrent.futures.Future.__init__`` builds a ``threading.Condition`` for every future (an RLock
-plus half a dozen bound methods): most of the cost of a future, and more than the whole rest of a
-queued task. ``MainThreadFuture`` keeps Future's private state layout, so everything in
-``concurrent.futures`` and ``asyncio.wrap_future`` that reaches into it (``wait``,
-``as_completed``, ``_chain_future``) keeps working, but:
+plus half a dozen bound methods), and every transition takes that lock: most of the cost of a
+future, and more than the whole rest of a queued task. ``MainThreadFuture`` keeps Future's private
+state layout, so everything in ``concurrent.futures`` and ``asyncio.wrap_future`` that reaches into
+it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 
-- state defaults live on the class, so creating a future sets no attribute at all;
+- state defaults live on the class and ``__init__`` is ``object.__init__``: creating a future runs
+  no Python code and sets no attribute;
 - one module-wide lock, ``_state_lock``, guards the state of every MainThreadFuture; the per-future
   ``_condition`` (built on that same lock, so ``wait``'s ``_AcquireFutures`` stays correct) and the
   ``_waiters``/``_done_callbacks`` lists are only made when somebody waits or adds a callback;
 - ``cancel()`` notifies waiters at once (state ``CANCELLED_AND_NOTIFIED``): nobody has to dequeue a
-  cancelled task before ``concurrent.futures.wait`` sees it.
+  cancelled task before ``concurrent.futures.wait`` sees it;
+- the main thread starts and finishes a task's future without taking the lock (``start`` and
+  ``finish`` below), with two atomic ``dict.setdefault`` calls on the future's ``__dict__`` (one C
+  call each, under the GIL; they never run Python code since the keys are str):
 
-Waiting on the main thread never blocks it: ``result()``/``exception()`` call the hook that the
-scheduler installs (``_wait_on_main``), which runs queued tasks while waiting.
+  * start: ``setdefault("_state", RUNNING)``. ``_state`` stays off the instance (the class says
+    PENDING) until the main thread starts the task or ``cancel()`` cancels it; both write it with
+    setdefault, so exactly one of them wins.
+  * finish: the result is stored, then ``setdefault("_sync", None)``. Whoever is about to wait on
+    the future or add a callback first sets ``_sync`` to True (``_watch``), then takes the lock and
+    reads the state. If the main thread finds True, somebody may be waiting: it finishes under the
+    lock and notifies, as Future does. If it finds nothing, it leaves None and writes FINISHED
+    right after; whoever comes later finds None, knows no notification is owed to it, waits for
+    the state to read FINISHED (a few bytecodes of the main thread) and goes on as with any
+    finished future. Either way a waiter sees a done state or gets exactly one notification.
+
+``set_result``/``set_exception``/``cancel`` called by anybody else always take the lock. Waiting on
+the main thread never blocks it: ``result()``/``exception()`` call the hook that the scheduler
+installs (``_wait_on_main``), which runs queued tasks while waiting.
 """
 
 from __future__ import annotations
 
 import threading
+from _thread import allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (  # the state names Future's own code and wait() compare against
     CANCELLED,
@@ -29,13 +46,14 @@ from concurrent.futures._base import (  # the state names Future's own code and 
     PENDING,
     RUNNING,
 )
-from time import monotonic
+from time import monotonic, sleep
 
 from ._threadinfo import is_main_thread
 
-__all__ = ("MainThreadFuture",)
+__all__ = ("MainThreadFuture", "finish", "start", "waited_future")
 
-# Must be held while reading-then-changing the state of any MainThreadFuture, and while touching its
+# Must be held while reading-then-changing the state of any MainThreadFuture (except the main
+# thread's lock-free start and finish, see the module docstring), and while touching its
 # _waiters/_done_callbacks. Reentrant because concurrent.futures.wait() acquires the _condition of
 # every future it waits on, and here they all share this lock.
 _state_lock = threading.RLock()
@@ -61,20 +79,31 @@ class MainThreadFuture(Future):
     # running queued tasks until the future is done or the timeout has passed.
     _wait_on_main = None
 
-    def __init__(self) -> None:  # noqa: D107 - deliberately not Future.__init__ (see module docstring)
-        pass
+    # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
+    __init__ = object.__init__
 
     def __getattr__(self, name: str):
-        # Only reached for attributes never set: the lazily made parts of Future's state.
-        if name == "_condition":
-            with _state_lock:
-                condition = self.__dict__.get("_condition")
-                if condition is None:
-                    condition = self.__dict__["_condition"] = threading.Condition(_state_lock)
-                return condition
-        if name == "_waiters" or name == "_done_callbacks":
-            return self.__dict__.setdefault(name, [])  # dict.setdefault is atomic
+        # Only reached for attributes never set: the lazily made parts of Future's state. Whoever
+        # asks for them is about to wait on the future or add a callback to it.
+        if name == "_condition" or name == "_waiters" or name == "_done_callbacks":
+            self._watch()
+            made = threading.Condition(_state_lock) if name == "_condition" else []
+            return self.__dict__.setdefault(name, made)  # dict.setdefault is atomic
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _watch(self) -> None:
+        # Tell the main thread somebody may wait (see the module docstring). Call before taking
+        # _state_lock to read the state. Returns once a lock-free finish, if any, has completed.
+        attrs = self.__dict__
+        if attrs.setdefault("_sync", True) is not None:
+            return
+        delay = waited = 1e-6
+        # Bounded: only a KeyboardInterrupt landing inside the finish could keep it from ending,
+        # and this may run under _state_lock (concurrent.futures.wait), which must not stay held.
+        while attrs.get("_state") not in _DONE_STATES and waited < 10.0 and not is_main_thread():
+            sleep(delay)  # lets the main thread run the few bytecodes left of its finish
+            waited += delay
+            delay = min(delay * 2, 0.01)
 
     def __repr__(self) -> str:
         state = self._state
@@ -107,6 +136,9 @@ class MainThreadFuture(Future):
         condition = attrs.get("_condition")
         if condition is not None:
             condition.notify_all()
+        waker = attrs.get("_waker")
+        if waker is not None:
+            waker.release()
 
     def _invoke_callbacks_if_any(self) -> None:
         if self.__dict__.get("_done_callbacks"):
@@ -114,50 +146,51 @@ class MainThreadFuture(Future):
 
     def cancel(self) -> bool:
         with _state_lock:
-            state = self._state
-            if state == PENDING:
-                self._state = CANCELLED_AND_NOTIFIED
+            attrs = self.__dict__
+            state = attrs.get("_state")
+            if state is None:  # pending: race the main thread's start() for it
+                state = attrs.setdefault("_state", CANCELLED_AND_NOTIFIED)
+                if state is not CANCELLED_AND_NOTIFIED:
+                    return False  # the main thread started it first
                 self._notify_locked("add_cancelled")
-            elif state not in _CANCELLED_STATES:
-                return False  # running or finished
             else:
-                return True
+                return state in _CANCELLED_STATES
         self._invoke_callbacks_if_any()
         return True
 
     def set_running_or_notify_cancel(self) -> bool:
-        with _state_lock:
-            state = self._state
-            if state == PENDING:
-                self._state = RUNNING
+        attrs = self.__dict__
+        state = attrs.get("_state")
+        if state is None:
+            state = attrs.setdefault("_state", RUNNING)  # atomic against cancel(): see start()
+            if state is RUNNING:
                 return True
-            if state in _CANCELLED_STATES:
-                return False  # waiters were notified by cancel()
-            raise RuntimeError(f"Future in unexpected state: {self!r}")
+        if state in _CANCELLED_STATES:
+            return False  # waiters were notified by cancel()
+        raise RuntimeError(f"Future in unexpected state: {self!r}")
+
+    def _set_locked(self, attr: str, value, method: str) -> None:
+        with _state_lock:
+            if self._state in _DONE_STATES:
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            setattr(self, attr, value)
+            self._state = FINISHED
+            self._notify_locked(method)
+        self._invoke_callbacks_if_any()
 
     def set_result(self, result) -> None:
-        with _state_lock:
-            if self._state in _DONE_STATES:
-                raise InvalidStateError(f"{self._state}: {self!r}")
-            self._result = result
-            self._state = FINISHED
-            self._notify_locked("add_result")
-        self._invoke_callbacks_if_any()
+        self._set_locked("_result", result, "add_result")
 
     def set_exception(self, exception) -> None:
-        with _state_lock:
-            if self._state in _DONE_STATES:
-                raise InvalidStateError(f"{self._state}: {self!r}")
-            self._exception = exception
-            self._state = FINISHED
-            self._notify_locked("add_exception")
-        self._invoke_callbacks_if_any()
+        self._set_locked("_exception", exception, "add_exception")
 
     def add_done_callback(self, fn) -> None:
-        with _state_lock:
-            if self._state not in _DONE_STATES:
-                self._done_callbacks.append(fn)
-                return
+        if self._state not in _DONE_STATES:
+            self._watch()
+            with _state_lock:
+                if self._state not in _DONE_STATES:
+                    self._done_callbacks.append(fn)
+                    return
         try:
             fn(self)
         except Exception:
@@ -179,15 +212,16 @@ class MainThreadFuture(Future):
             self._wait_on_main(timeout)
             return
         deadline = None if timeout is None else monotonic() + timeout
+        condition = self._condition  # made by _watch()ing first, before the state is read below
         with _state_lock:
             while self._state not in _DONE_STATES:
                 if deadline is None:
-                    self._condition.wait()
+                    condition.wait()
                 else:
                     remaining = deadline - monotonic()
                     if remaining <= 0:
                         return
-                    self._condition.wait(remaining)
+                    condition.wait(remaining)
 
     def result(self, timeout: float | None = None):
         try:
@@ -211,3 +245,36 @@ class MainThreadFuture(Future):
         if state in _CANCELLED_STATES:
             raise CancelledError()
         raise TimeoutError()
+
+
+# -- the main thread's lock-free fast path (see the module docstring) -----------------------------
+# The scheduler inlines these two in its run loop; they are here to document and test the protocol.
+
+
+def start(future: MainThreadFuture) -> bool:
+    """Claim a queued future for running; False if ``cancel()`` got it first. Main thread."""
+    return future.__dict__.setdefault("_state", RUNNING) is RUNNING
+
+
+def finish(future: MainThreadFuture, result) -> None:
+    """Complete a started future with ``result``, notifying only if somebody watches. Main thread."""
+    attrs = future.__dict__
+    attrs["_result"] = result
+    if attrs.setdefault("_sync", None) is None:
+        attrs["_state"] = FINISHED  # nobody watched: no lock, no notification owed
+    else:
+        future.set_result(result)
+
+
+def waited_future() -> tuple[MainThreadFuture, object]:
+    """A new future plus its waker: a held lock that is released when the future is done.
+
+    ``call_on_main``'s waiter: one lock, instead of the Condition (and the lock per wait that
+    ``Condition.wait`` allocates) that ``result()`` would make. Any thread.
+    """
+    future = MainThreadFuture()
+    waker = allocate_lock()
+    waker.acquire()
+    future._waker = waker
+    future._sync = True  # watched from birth: finishing takes the lock and releases the waker
+    return future, waker

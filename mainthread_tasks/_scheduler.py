@@ -1,7 +1,8 @@
 """The task queue and the loop that runs it on the main thread (no bpy).
 
 One process-wide queue (a ``queue.SimpleQueue``: its ``put`` is a single C call that never blocks)
-holds ``(future, fn, args, kwargs)`` items; ``future`` is ``None`` for ``post_on_main``. Only the
+holds ``(future, fn, args, kwargs)`` items; ``future`` is ``None`` for ``post_on_main``, ``kwargs``
+is ``None`` when there are none (so the empty dict each call makes is not kept). Only the
 main thread takes items off it to run them -- in ``pump()``, in the Blender timer (``run_for``) and
 while it waits on a future or in ``joined_threads`` -- so the stats counters below are only ever
 written on the main thread, except ``_cancelled_at_stop`` (guarded by ``_lifecycle_lock``).
@@ -23,7 +24,7 @@ from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
 
 from ._errors import NotMainThreadError, SchedulerStopped
-from ._future import MainThreadFuture
+from ._future import FINISHED, RUNNING, MainThreadFuture, waited_future
 from ._threadinfo import MAIN_THREAD_IDENT
 
 __all__ = (
@@ -94,7 +95,7 @@ class Stats:
     accepting: bool  #: False after the last unregister() or at exit: submissions raise SchedulerStopped
     registered: int  #: how many register() calls are outstanding
     ticks: int  #: Blender timer passes that ran (0 in --background, where timers never fire)
-    last_tick: float  #: duration of the latest timer pass
+    last_tick: float  #: duration of the latest timer pass (0.0 if it found the queue empty)
     longest_tick: float  #: longest timer pass: the worst UI stall the queue caused
     longest_task: float  #: longest single task
     longest_task_name: str
@@ -182,7 +183,7 @@ def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
     future = MainThreadFuture()
-    _put((future, fn, args, kwargs))
+    _put((future, fn, args, kwargs or None))
     if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
         _reject_queued()
     return future
@@ -203,7 +204,7 @@ def post_on_main(fn, /, *args, **kwargs) -> None:
         raise _not_callable(fn)
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
-    _put((None, fn, args, kwargs))
+    _put((None, fn, args, kwargs or None))
     if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
         _reject_queued()
 
@@ -224,7 +225,15 @@ def call_on_main(fn, /, *args, **kwargs):
         if not callable(fn):
             raise _not_callable(fn)
         return fn(*args, **kwargs)
-    future = run_on_main(fn, *args, **kwargs)
+    if not callable(fn):
+        raise _not_callable(fn)
+    if _stopped is not None:
+        raise SchedulerStopped(_stopped)
+    future, waker = waited_future()
+    _put((future, fn, args, kwargs or None))
+    if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
+        _reject_queued()
+    waker.acquire()  # released once the future is done: finished, or cancelled by a stop
     try:
         return future.result()
     except CancelledError:
@@ -263,72 +272,89 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
     Returns how many ran (cancelled ones are skipped, not counted). ``limit`` is the queue length
     when the batch started, like asyncio's ``_run_once`` takes ``ntodo = len(self._ready)``: a task
     that queues more work cannot keep one batch going forever. With a ``deadline`` (a perf_counter
-    time) no task starts once it has passed, so a Blender timer pass leaves the UI time to redraw.
-    A task's exception goes to its Future (or the log, for post_on_main) and the batch goes on;
-    KeyboardInterrupt and SystemExit are recorded the same way, then re-raised here so that the
-    main thread's own code decides what Ctrl-C or exit means (the rest stays queued).
+    time) no task starts once it has passed, nor when a task as long as the one before it would
+    end past it: with tasks of similar length a Blender timer pass stays within its budget and
+    leaves the UI time to redraw. A task's exception goes to its Future (or the log, for
+    post_on_main) and the batch goes on; KeyboardInterrupt and SystemExit are recorded the same
+    way, then re-raised here so that the main thread's own code decides what Ctrl-C or exit means
+    (the rest stays queued).
+
+    This is the hot loop, so it reads the clock once per task (a task's time runs from the end of
+    the one before, so it includes taking it off the queue: well under a microsecond) and starts
+    and finishes Futures inline, lock-free (``_future.start``/``_future.finish``).
     """
     global _completed, _failed, _cancelled, _running
     global _longest_task, _longest_task_name, _slow_tasks
-    completed = failed = cancelled = 0
+    taken = failed = cancelled = 0  # per-task counting is only for the rare outcomes
+    slow = slow_task_seconds
+    notable = min(_longest_task, slow)  # a task this long is a new longest or a slow one: look closer
+    get_nowait = _get_nowait
     clock = perf_counter
     outer_running = _running  # a task waiting on a future runs a nested batch
+    ended = clock()
     try:
-        while limit > 0:
-            limit -= 1
-            if first is not None:
-                item = first
-                first = None
-            else:
+        for taken in range(1, limit + 1):
+            if first is None:
                 try:
-                    item = _get_nowait()
+                    future, fn, args, kwargs = get_nowait()
                 except Empty:
+                    taken -= 1
                     break
-            future, fn, args, kwargs = item
-            item = None
-            if future is not None and not future.set_running_or_notify_cancel():
-                cancelled += 1
-                continue
-            _running = fn
-            started = clock()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                failed += 1
-                if future is None:
-                    logger.error("post_on_main task %s raised", task_name(fn), exc_info=exc)
-                else:
-                    future.set_exception(exc)
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                del exc
             else:
-                completed += 1
-                if future is not None:
-                    future.set_result(result)
-                del result
-            finally:
-                ended = clock()
-                elapsed = ended - started
-                if elapsed > _longest_task:
-                    _longest_task = elapsed
-                    _longest_task_name = task_name(fn)
-                if elapsed >= slow_task_seconds:
+                future, fn, args, kwargs = first
+                first = None
+            if future is None:  # post_on_main
+                _running = fn
+                try:
+                    fn(*args, **kwargs) if kwargs else fn(*args)
+                except BaseException as exc:
+                    failed += 1
+                    logger.error("post_on_main task %s raised", task_name(fn), exc_info=exc)
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    del exc
+            else:
+                attrs = future.__dict__
+                if attrs.setdefault("_state", RUNNING) is not RUNNING:  # _future.start(), inline
+                    cancelled += 1
+                    continue
+                _running = fn
+                try:
+                    result = fn(*args, **kwargs) if kwargs else fn(*args)
+                except BaseException as exc:
+                    failed += 1
+                    future.set_exception(exc)
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    del exc
+                else:
+                    attrs["_result"] = result  # _future.finish(), inline
+                    if attrs.setdefault("_sync", None) is None:
+                        attrs["_state"] = FINISHED
+                    else:
+                        future.set_result(result)  # somebody waits: lock and notify
+                    del result
+            started, ended = ended, clock()
+            elapsed = ended - started
+            if elapsed >= notable:
+                if elapsed > _longest_task:  # the global: a nested batch may have raised it
+                    _longest_task, _longest_task_name = elapsed, task_name(fn)
+                if elapsed >= slow:
                     _slow_tasks += 1
                     logger.warning(
                         "task %s blocked the main thread for %.3f s; do slow work in a worker thread",
                         task_name(fn),
                         elapsed,
                     )
-                future = fn = args = kwargs = None  # drop references now, not at the next task
-            if deadline is not None and ended >= deadline:
+                notable = min(_longest_task, slow)
+            if deadline is not None and ended + elapsed > deadline:
                 break
     finally:
         _running = outer_running
-        _completed += completed
+        _completed += taken - failed - cancelled
         _failed += failed
         _cancelled += cancelled
-    return completed + failed
+    return taken - cancelled
 
 
 def pump(timeout: float | None = 0.0) -> int:
@@ -365,16 +391,21 @@ def pump(timeout: float | None = 0.0) -> int:
 def run_for(budget: float) -> int:
     """One Blender timer pass: run queued tasks for at most about ``budget`` seconds. Main thread.
 
-    A task already started is never interrupted, so a pass lasts ``budget`` plus at most one task.
-    Whatever is left runs in the next pass.
+    A task already started is never interrupted, and the next one only starts if a task as long as
+    the latest would still end within ``budget``: with tasks of similar length a pass stays within
+    the budget, and it never overruns it by more than one task. Whatever is left runs in the next
+    pass. A pass that finds the queue empty reads no clock and counts as taking no time
+    (``stats().last_tick == 0``): it runs every ~5 ms while Blender idles, so it must cost nothing.
     """
     global _ticks, _last_tick, _longest_tick
-    started = perf_counter()
-    queued = _qsize()
-    ran = _run_batch(queued, started + budget) if queued else 0
-    elapsed = perf_counter() - started
     _ticks += 1
-    _last_tick = elapsed
+    queued = _qsize()
+    if not queued:
+        _last_tick = 0.0
+        return 0
+    started = perf_counter()
+    ran = _run_batch(queued, started + budget)
+    elapsed = _last_tick = perf_counter() - started
     if elapsed > _longest_tick:
         _longest_tick = elapsed
     return ran

@@ -257,3 +257,36 @@ def test_cancel_races_with_running():
         assert set(ran).isdisjoint(cancelled)
         assert set(ran) | cancelled == set(range(500))
         assert all(f.done() for f in futures)
+
+
+def test_main_thread_lock_free_start_and_finish():
+    # What _run_batch inlines: no lock unless somebody watches (MainThreadFuture's docstring).
+    from mainthread_tasks import _future
+
+    quiet, watched = mt.MainThreadFuture(), mt.MainThreadFuture()
+    assert _future.start(quiet) and _future.start(watched)
+    assert not quiet.cancel() and quiet.running()
+    got = []
+    watched.add_done_callback(lambda f: got.append(f.result()))
+    _future.finish(quiet, 1)
+    _future.finish(watched, 2)
+    assert (quiet.result(0), watched.result(0), got) == (1, 2, [2])
+    cancelled = mt.MainThreadFuture()
+    assert cancelled.cancel() and not _future.start(cancelled)
+
+
+def test_a_waiter_arriving_in_the_middle_of_a_lock_free_finish_waits_for_its_end():
+    from mainthread_tasks import _future
+
+    future = mt.MainThreadFuture()
+    assert _future.start(future)
+    attrs = future.__dict__
+    attrs["_result"] = 7
+    assert attrs.setdefault("_sync", None) is None  # the main thread's finish: nobody watches
+    got = []
+    t = start_thread(lambda: got.append(future.result(timeout=10)))
+    time.sleep(0.05)  # the waiter arrives between that claim and the state write
+    assert got == []
+    attrs["_state"] = _future.FINISHED  # the finish ends without notifying anybody
+    t.join(2)  # well before result()'s own timeout: it noticed the end of the finish
+    assert got == [7]

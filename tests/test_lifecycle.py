@@ -197,7 +197,8 @@ def test_timer_callback_drains_within_budget_and_never_raises(monkeypatch):
     started = time.perf_counter()
     _blender._drain_timer()
     elapsed = time.perf_counter() - started
-    assert 0.02 <= elapsed < 0.2  # stopped after the budget (plus one task), not after all 10
+    # Stopped at the budget, not after all 10: the 2nd task, as long as the 1st, would overrun it.
+    assert 0.01 <= elapsed < 0.2
     assert mt.stats().pending > 0
     assert mt.stats().ticks == 2
 

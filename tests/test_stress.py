@@ -70,7 +70,7 @@ def test_many_threads_with_cancels_and_failures():
         for future in mine:
             if future.cancelled():
                 outcome["cancelled"] += 1
-            elif future.exception(timeout=60) is not None:
+            elif future.exception(timeout=20) is not None:
                 outcome["failed"] += 1
             else:
                 outcome["ok"] += 1
@@ -85,3 +85,59 @@ def test_many_threads_with_cancels_and_failures():
     assert results["ok"] + results["failed"] + results["cancelled"] == THREADS * 1000
     assert results["ran"] == results["ok"] + results["failed"]
     assert (s.completed, s.failed, s.cancelled, s.pending) == (results["ok"], results["failed"], results["cancelled"], 0)
+
+
+def test_waiters_racing_the_main_threads_lock_free_finish():
+    # The main thread finishes futures without the lock unless somebody watches them
+    # (MainThreadFuture's module docstring). Workers start watching while it finishes them:
+    # result(), wait(), as_completed() and add_done_callback() must each see every future done
+    # exactly once -- no lost wakeup (a hang), no double notification (as_completed's KeyError).
+    # A tiny GIL switch interval makes threads switch at nearly every chance, inside the main
+    # thread's finish too; tasks that sleep(0) let the watchers in while a task runs.
+    import collections
+    import concurrent.futures as cf
+    import sys
+    import time
+
+    rounds, per_round = 40, 300
+    problems = []
+    callbacks = collections.Counter()
+    lock = threading.Lock()
+
+    def watcher(futures, kind, start, r):
+        start.wait()
+        try:
+            if kind == 0:
+                assert [f.result(timeout=20) for f in futures] == list(range(per_round))
+            elif kind == 1:
+                done, not_done = cf.wait(futures, timeout=20)
+                assert len(done) == per_round and not not_done
+            elif kind == 2:
+                assert sorted(f.result() for f in cf.as_completed(futures, timeout=20)) == list(range(per_round))
+            else:
+                for f in futures:
+                    f.add_done_callback(lambda f: callbacks.update([(r, f.result())]))
+        except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+            with lock:
+                problems.append(repr(exc))
+
+    def task(i):
+        if i % 3 == 0:
+            time.sleep(0)
+        return i
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for r in range(rounds):
+            futures = [mt.run_on_main(task, i) for i in range(per_round)]
+            start = threading.Barrier(5)
+            with mt.joined_threads(timeout=120) as scope:
+                for kind in range(4):
+                    scope.start(watcher, futures, kind, start, r)
+                start.wait()
+                mt.pump()  # finishes them while the watchers arrive
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert problems == []
+    assert len(callbacks) == rounds * per_round and set(callbacks.values()) == {1}
