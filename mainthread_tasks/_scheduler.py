@@ -221,12 +221,11 @@ def call_on_main(fn, /, *args, **kwargs):
         SchedulerStopped: the scheduler was stopped before or while waiting (last
             ``unregister()``, or Python exiting), so ``fn`` never ran.
     """
-    if _get_ident() == MAIN_THREAD_IDENT:
-        if not callable(fn):
-            raise _not_callable(fn)
-        return fn(*args, **kwargs)
     if not callable(fn):
         raise _not_callable(fn)
+    if _get_ident() == MAIN_THREAD_IDENT:
+        return fn(*args, **kwargs)
+    # The submit steps of run_on_main, inlined like in post_on_main: this is the hot path.
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
     future, waker = waited_future()
