@@ -58,6 +58,7 @@ __all__ = ("MainThreadFuture", "finish", "start", "waited_future")
 # every future it waits on, and here they all share this lock.
 _state_lock = threading.RLock()
 
+_INFINITY = float("inf")
 _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
@@ -199,6 +200,11 @@ class MainThreadFuture(Future):
     # -- waiting -----------------------------------------------------------------------------
 
     def _wait(self, timeout: float | None) -> None:
+        if timeout is not None and timeout != timeout:
+            # NaN: no deadline could ever pass, and Condition.wait(nan) would block for ever.
+            raise ValueError("timeout must be a number of seconds or None, got nan")
+        if timeout == _INFINITY:
+            timeout = None  # the same, and lock waits overflow on inf
         if self._state in _DONE_STATES:
             return
         if is_main_thread():

@@ -375,6 +375,8 @@ def pump(timeout: float | None = 0.0) -> int:
         )
     if timeout is not None:
         timeout = _check_timeout(timeout, "pump()")
+        if timeout == math.inf:
+            timeout = None  # the same, and lock waits overflow on inf
     queued = _qsize()
     if queued:
         return _run_batch(queued, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import concurrent.futures as cf
 import threading
 import time
@@ -290,3 +291,31 @@ def test_a_waiter_arriving_in_the_middle_of_a_lock_free_finish_waits_for_its_end
     attrs["_state"] = _future.FINISHED  # the finish ends without notifying anybody
     t.join(2)  # well before result()'s own timeout: it noticed the end of the finish
     assert got == [7]
+
+
+def test_nan_timeout_is_refused_negative_means_now_inf_means_none():
+    future = mt.run_on_main(int)
+    outcomes = []
+
+    def worker():
+        for timeout in (math.nan, -1):
+            try:
+                future.result(timeout=timeout)
+            except (ValueError, cf.TimeoutError) as exc:
+                outcomes.append(type(exc))
+
+    start_thread(worker).join(10)
+    assert outcomes == [ValueError, cf.TimeoutError]
+    with pytest.raises(ValueError):
+        future.result(timeout=math.nan)
+    with pytest.raises(ValueError):
+        future.exception(timeout=math.nan)
+    with pytest.raises(cf.TimeoutError):
+        future.result(timeout=-1)
+    later = []
+    t = start_thread(lambda: later.append(future.result(timeout=math.inf)))  # no OverflowError
+    while t.is_alive() and not mt.pump(0.01):
+        pass
+    t.join(10)
+    assert later == [0]
+    assert future.result(timeout=math.inf) == 0

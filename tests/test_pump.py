@@ -65,6 +65,13 @@ def test_pump_rejects_non_numbers():
         mt.pump("1")
 
 
+def test_pump_infinite_timeout_waits_like_none():
+    t = threading.Timer(0.05, mt.post_on_main, args=(int,))
+    t.start()
+    assert mt.pump(math.inf) == 1
+    t.join()
+
+
 def test_pump_none_waits_without_limit_until_a_task():
     t = threading.Timer(0.05, mt.post_on_main, args=(int,))
     t.start()
