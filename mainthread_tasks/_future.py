@@ -13,8 +13,8 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
   ``_waiters``/``_done_callbacks`` lists are only made when somebody waits or adds a callback;
 - ``cancel()`` notifies waiters at once (state ``CANCELLED_AND_NOTIFIED``): nobody has to dequeue a
   cancelled task before ``concurrent.futures.wait`` sees it;
-- the main thread starts and finishes a task's future without taking the lock (``start`` and
-  ``finish`` below), with two atomic ``dict.setdefault`` calls on the future's ``__dict__`` (one C
+- the main thread starts and finishes a task's future without taking the lock (the scheduler's
+  run loop, ``_scheduler._run_batch``, does both inline), with two atomic ``dict.setdefault`` calls on the future's ``__dict__`` (one C
   call each, under the GIL; they never run Python code since the keys are str):
 
   * start: ``setdefault("_state", RUNNING)``. ``_state`` stays off the instance (the class says
@@ -50,7 +50,7 @@ from time import monotonic, sleep
 
 from ._threadinfo import is_main_thread
 
-__all__ = ("MainThreadFuture", "finish", "start", "waited_future")
+__all__ = ("MainThreadFuture", "waited_future")
 
 # Must be held while reading-then-changing the state of any MainThreadFuture (except the main
 # thread's lock-free start and finish, see the module docstring), and while touching its
@@ -251,25 +251,6 @@ class MainThreadFuture(Future):
         if state in _CANCELLED_STATES:
             raise CancelledError()
         raise TimeoutError()
-
-
-# -- the main thread's lock-free fast path (see the module docstring) -----------------------------
-# The scheduler inlines these two in its run loop; they are here to document and test the protocol.
-
-
-def start(future: MainThreadFuture) -> bool:
-    """Claim a queued future for running; False if ``cancel()`` got it first. Main thread."""
-    return future.__dict__.setdefault("_state", RUNNING) is RUNNING
-
-
-def finish(future: MainThreadFuture, result) -> None:
-    """Complete a started future with ``result``, notifying only if somebody watches. Main thread."""
-    attrs = future.__dict__
-    attrs["_result"] = result
-    if attrs.setdefault("_sync", None) is None:
-        attrs["_state"] = FINISHED  # nobody watched: no lock, no notification owed
-    else:
-        future.set_result(result)
 
 
 def waited_future() -> tuple[MainThreadFuture, object]:

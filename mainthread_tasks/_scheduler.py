@@ -280,7 +280,7 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
 
     This is the hot loop, so it reads the clock once per task (a task's time runs from the end of
     the one before, so it includes taking it off the queue: well under a microsecond) and starts
-    and finishes Futures inline, lock-free (``_future.start``/``_future.finish``).
+    and finishes Futures inline, lock-free (the protocol is in ``_future``'s module docstring).
     """
     global _completed, _failed, _cancelled, _running
     global _longest_task, _longest_task_name, _slow_tasks
@@ -314,7 +314,7 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
                     del exc
             else:
                 attrs = future.__dict__
-                if attrs.setdefault("_state", RUNNING) is not RUNNING:  # _future.start(), inline
+                if attrs.setdefault("_state", RUNNING) is not RUNNING:  # start: atomic against cancel()
                     cancelled += 1
                     continue
                 _running = fn
@@ -327,7 +327,7 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
                         raise
                     del exc
                 else:
-                    attrs["_result"] = result  # _future.finish(), inline
+                    attrs["_result"] = result  # finish: lock-free unless watched
                     if attrs.setdefault("_sync", None) is None:
                         attrs["_state"] = FINISHED
                     else:

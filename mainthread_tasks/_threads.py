@@ -112,9 +112,10 @@ class ThreadScope:
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
             _scheduler.pump(wait)
 
-    def _collect_failures(self) -> list[BaseException]:
+    def _collect_failures(self, body_error: BaseException | None) -> list[BaseException]:
+        # The block's own error (if any) first, then the workers', as asyncio.TaskGroup reports them.
         with self._lock:
-            failures = list(self._failures)
+            failures = ([body_error] if body_error is not None else []) + self._failures
         with _failures_lock:
             for thread in [t for t in _plain_failures if self._owns(t)]:
                 failures.append(_plain_failures.pop(thread))
@@ -161,9 +162,7 @@ def joined_threads(timeout: float | None = None):
             body_error = exc
         scope._join(timeout)
     except ThreadsStillRunning as timed_out:
-        failures = scope._collect_failures()
-        if body_error is not None:
-            failures.insert(0, body_error)
+        failures = scope._collect_failures(body_error)
         if failures:
             raise timed_out from _ExceptionGroup("joined_threads: failures before the timeout", failures)
         raise
@@ -172,9 +171,7 @@ def joined_threads(timeout: float | None = None):
         if not _open_scopes and threading.excepthook is _excepthook:
             threading.excepthook = _previous_excepthook
             _previous_excepthook = None
-    failures = scope._collect_failures()
-    if body_error is not None:
-        failures.insert(0, body_error)
+    failures = scope._collect_failures(body_error)
     if failures:
         count = len(failures)
         raise _ExceptionGroup(f"joined_threads: {count} thread(s) raised" if body_error is None

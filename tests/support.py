@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -65,7 +64,3 @@ def start_thread(target, *args, name=None) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
     thread.start()
     return thread
-
-
-def blender_executable() -> str | None:
-    return os.environ.get("BLENDER") or shutil.which("blender")

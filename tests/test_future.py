@@ -261,26 +261,27 @@ def test_cancel_races_with_running():
 
 
 def test_main_thread_lock_free_start_and_finish():
-    # What _run_batch inlines: no lock unless somebody watches (MainThreadFuture's docstring).
-    from mainthread_tasks import _future
-
-    quiet, watched = mt.MainThreadFuture(), mt.MainThreadFuture()
-    assert _future.start(quiet) and _future.start(watched)
-    assert not quiet.cancel() and quiet.running()
+    # The run loop starts and finishes futures without the lock unless somebody watches
+    # (MainThreadFuture's docstring); a cancelled one is never started.
+    states = []
+    quiet = mt.run_on_main(lambda: states.append(quiet.running()) or 1)
+    watched = mt.run_on_main(lambda: 2)
+    cancelled = mt.run_on_main(lambda: 3)
     got = []
     watched.add_done_callback(lambda f: got.append(f.result()))
-    _future.finish(quiet, 1)
-    _future.finish(watched, 2)
+    assert cancelled.cancel()
+    assert mt.pump() == 2
+    assert states == [True]
+    assert "_sync" in quiet.__dict__ and quiet.__dict__["_sync"] is None  # finished without the lock
     assert (quiet.result(0), watched.result(0), got) == (1, 2, [2])
-    cancelled = mt.MainThreadFuture()
-    assert cancelled.cancel() and not _future.start(cancelled)
+    assert cancelled.cancelled() and not cancelled.running()
 
 
 def test_a_waiter_arriving_in_the_middle_of_a_lock_free_finish_waits_for_its_end():
     from mainthread_tasks import _future
 
     future = mt.MainThreadFuture()
-    assert _future.start(future)
+    assert future.set_running_or_notify_cancel()  # the same atomic claim as the run loop's start
     attrs = future.__dict__
     attrs["_result"] = 7
     assert attrs.setdefault("_sync", None) is None  # the main thread's finish: nobody watches
