@@ -25,11 +25,30 @@ DEFAULT_TICK_BUDGET = 0.004
 TICK_BUDGET_RANGE = (0.0001, 1.0)
 tick_budget = DEFAULT_TICK_BUDGET
 
-# Timings of the timer passes, for the preferences panel. Written by _drain_timer (main thread).
-_pass_started = 0.0  #: perf_counter() at the start of the latest pass
-_queue_empty_at = 0.0  #: perf_counter() when a pass last left the queue empty
-pass_interval = 0.0  #: time between the latest two passes: one event-loop pass, ~5 ms when idle
-queue_wait = 0.0  #: at the latest pass that ran tasks: upper bound of how long they had waited
+#: However late Blender's own part of a pass ran, a pass that finds tasks gets at least this share
+#: of the tick budget: the queue always moves.
+MIN_BUDGET_SHARE = 0.125
+#: How many recent passes tell what Blender's own part of a pass usually takes (their median).
+PACING_SAMPLES = 9
+#: After this many seconds without work the timer polls every IDLE_POLL seconds (every third idle
+#: pass) instead of every pass: the first task after a quiet spell waits at most that much longer.
+IDLE_AFTER = 1.0
+IDLE_POLL = 0.015
+
+_clock = perf_counter
+_qsize = _scheduler._qsize
+
+# The timer's state and the timings shown in the preferences. Main thread only (_drain_timer).
+_pass_end = 0.0  #: perf_counter() when the latest pass that ran tasks ended (or register())
+_queue_empty_at = 0.0  #: perf_counter() when a pass last saw the queue empty (idle passes too)
+_rests: list[float] = []  #: Blender's own part of the latest passes of this backlog (a ring)
+_rest_slot = 0
+# Between two passes in a row that both ran tasks (a backlog draining):
+pass_interval = 0.0  #: time between their starts: the interface's frame time while the queue drains
+blender_part = 0.0  #: of that, Blender's own part (events, redraw, its 5 ms idle sleep)
+# At the latest pass that ran tasks:
+pass_budget = 0.0  #: the budget it got: tick_budget, less if Blender's part before it ran long
+queue_wait = 0.0  #: upper bound of how long its tasks had waited
 longest_queue_wait = 0.0
 
 
@@ -38,8 +57,10 @@ def set_tick_budget(seconds: float) -> float:
 
     Any thread; applies from the next pass. A task already started is never interrupted, so a pass
     lasts at most the budget plus one task; what is left runs in the next passes. A smaller budget
-    keeps the UI smoother under a backlog, a larger one drains a backlog in fewer passes. The
-    add-on's preferences ("Tick budget") set the same value.
+    keeps the UI smoother under a backlog, a larger one drains a backlog in fewer passes. When
+    Blender's own part of a pass ran longer than it usually does (a slow redraw, a late wake-up),
+    the next pass gives the overrun back, down to 1/8 of the budget, so that passes stay evenly
+    spaced. The add-on's preferences ("Tick budget") set the same value.
 
     Raises:
         TypeError: ``seconds`` is not a number.
@@ -56,32 +77,68 @@ def set_tick_budget(seconds: float) -> float:
 
 
 def reset_pass_stats() -> None:
-    """Zero the pass timings shown in the preferences. Main thread."""
-    global pass_interval, queue_wait, longest_queue_wait, _queue_empty_at
-    pass_interval = queue_wait = longest_queue_wait = 0.0
-    _queue_empty_at = _pass_started
+    """Zero the pass timings shown in the preferences and forget the pacing history. Main thread."""
+    global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait, _rest_slot
+    pass_interval = blender_part = pass_budget = queue_wait = longest_queue_wait = 0.0
+    _rests.clear()
+    _rest_slot = 0
 
 
 def _drain_timer() -> float:
-    # bpy.app.timers callback, every event-loop pass (~5 ms when idle). It must never raise:
-    # Blender unregisters a timer that raises, for good.
-    global _pass_started, _queue_empty_at, pass_interval, queue_wait, longest_queue_wait
+    # The bpy.app.timers callback. It must never raise: Blender drops a timer that raises, for good.
+    # Idle, it would run ~190 times a second, each time with the CPU caches cold after Blender's 5 ms
+    # sleep: measured here, an empty timer costs ~10 us a call that way (~0.2% of a core) and the
+    # old idle path with its statistics ~10 us more. So an idle pass only checks the queue and
+    # reads the clock, and after IDLE_AFTER seconds without work the timer polls every IDLE_POLL
+    # seconds instead of every pass. Work found puts it back to every pass.
+    global _queue_empty_at
+    if _qsize():
+        _run_pass()
+        return 0.0
+    now = _queue_empty_at = _clock()
+    return 0.0 if now - _pass_end < IDLE_AFTER else IDLE_POLL
+
+
+def _run_pass() -> None:
+    """A timer pass that found tasks: run them within this pass's budget, keep the timings."""
+    global _pass_end, _queue_empty_at, _rest_slot
+    global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait
     try:
-        started = perf_counter()
-        pass_interval = started - _pass_started
-        _pass_started = started
-        if _scheduler.run_for(tick_budget):
+        started = _clock()
+        budget = tick_budget
+        if _pass_end > _queue_empty_at:  # the pass before this one ran tasks and left some
+            # Pacing. Since our previous pass ended, Blender handled events, redrew and maybe slept:
+            # its own part of the pass. If that ran longer than its median over the latest passes
+            # of this backlog, give the overrun back from this pass's budget, so that the time
+            # between two passes stays about budget + a usual pass (a longer redraw that persists
+            # becomes the usual within a few passes).
+            rest = started - _pass_end
+            rests = _rests
+            if len(rests) < PACING_SAMPLES:
+                rests.append(rest)
+            else:
+                rests[_rest_slot] = rest
+                _rest_slot = (_rest_slot + 1) % PACING_SAMPLES
+            overrun = rest - sorted(rests)[len(rests) // 2]
+            if overrun > 0.0:
+                budget = max(budget * MIN_BUDGET_SHARE, budget - overrun)
+            blender_part, pass_interval = rest, rest + _scheduler._last_tick
+        else:  # a new backlog: what Blender's passes took before it says little about now
+            _rests.clear()
+            _rest_slot = 0
+        pass_budget = budget
+        if _scheduler.run_for(budget):
             # No queued task is older than the last moment the queue was seen empty. This bound
             # costs nothing per task (tasks carry no timestamp).
             queue_wait = started - _queue_empty_at
-            longest_queue_wait = max(longest_queue_wait, queue_wait)
-            if not _scheduler.stats().pending:
-                _queue_empty_at = perf_counter()
-        else:  # found the queue empty (an idle pass: one clock read in all)
-            _queue_empty_at = started
-    except BaseException:  # noqa: BLE001 - see above; the task's own failure is already recorded
+            if queue_wait > longest_queue_wait:
+                longest_queue_wait = queue_wait
+        _pass_end = _clock()
+        if not _qsize():
+            _queue_empty_at = _pass_end
+    except BaseException:  # noqa: BLE001 - see _drain_timer; the task's own failure is already recorded
+        _pass_end = _clock()
         logger.exception("mainthread_tasks: a task interrupted the timer pass; the queue keeps running")
-    return 0.0
 
 
 def _bpy():
@@ -113,7 +170,7 @@ def register() -> None:
     Raises:
         SchedulerStopped: Python is exiting.
     """
-    global _pass_started, _queue_empty_at
+    global _pass_end, _queue_empty_at
     _scheduler.acquire()
     try:
         bpy = _bpy()
@@ -121,7 +178,7 @@ def register() -> None:
             return
         timers = bpy.app.timers
         if not timers.is_registered(_drain_timer):
-            _pass_started = _queue_empty_at = perf_counter()
+            _pass_end = _queue_empty_at = _clock()
             # persistent: survive File > New/Open; first_interval 0: start on the next pass.
             timers.register(_drain_timer, first_interval=0.0, persistent=True)
         if _is_enabled_addon(bpy):

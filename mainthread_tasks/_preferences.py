@@ -69,8 +69,9 @@ class MainThreadTasksPreferences(bpy.types.AddonPreferences):
             ("Pending", str(s.pending), "Running", s.running or "-"),
             ("Completed", str(s.completed), "Failed", str(s.failed)),
             ("Cancelled", str(s.cancelled), "Add-ons using it", str(s.registered)),
-            ("Pass interval", _ms(_blender.pass_interval), "Timer passes", str(s.ticks)),
+            ("Passes with tasks", str(s.ticks), "Latest budget", _ms(_blender.pass_budget)),
             ("Latest pass", _ms(s.last_tick), "Longest pass", _ms(s.longest_tick)),
+            ("Pass interval", _ms(_blender.pass_interval), "Blender's part", _ms(_blender.blender_part)),
             ("Queue wait \u2264", _ms(_blender.queue_wait), "Longest wait \u2264", _ms(_blender.longest_queue_wait)),
             ("Longest task", _ms(s.longest_task), "", s.longest_task_name),
         )

@@ -94,9 +94,9 @@ class Stats:
     running: str | None  #: name of the task running on the main thread right now, if any
     accepting: bool  #: False after the last unregister() or at exit: submissions raise SchedulerStopped
     registered: int  #: how many register() calls are outstanding
-    ticks: int  #: Blender timer passes that ran (0 in --background, where timers never fire)
-    last_tick: float  #: duration of the latest timer pass (0.0 if it found the queue empty)
-    longest_tick: float  #: longest timer pass: the worst UI stall the queue caused
+    ticks: int  #: Blender timer passes that found tasks to run (0 in --background: timers never fire)
+    last_tick: float  #: time the latest of those passes spent running tasks
+    longest_tick: float  #: longest such pass: the worst UI stall the queue caused
     longest_task: float  #: longest single task
     longest_task_name: str
     slow_tasks: int  #: tasks that took longer than ``slow_task_seconds`` (each one is logged)
@@ -390,22 +390,18 @@ def pump(timeout: float | None = 0.0) -> int:
 
 
 def run_for(budget: float) -> int:
-    """One Blender timer pass: run queued tasks for at most about ``budget`` seconds. Main thread.
+    """One Blender timer pass that found tasks: run them for at most about ``budget`` seconds.
 
-    A task already started is never interrupted, and the next one only starts if a task as long as
-    the latest would still end within ``budget``: with tasks of similar length a pass stays within
-    the budget, and it never overruns it by more than one task. Whatever is left runs in the next
-    pass. A pass that finds the queue empty reads no clock and counts as taking no time
-    (``stats().last_tick == 0``): it runs every ~5 ms while Blender idles, so it must cost nothing.
+    Main thread. A task already started is never interrupted, and the next one only starts if a task
+    as long as the latest would still end within ``budget``: with tasks of similar length a pass
+    stays within the budget, and it never overruns it by more than one task. Whatever is left runs
+    in the next pass. Counts the pass in ``stats().ticks`` and its duration in ``last_tick`` and
+    ``longest_tick`` (the timer checks for an empty queue itself, so idle passes cost no more).
     """
     global _ticks, _last_tick, _longest_tick
     _ticks += 1
-    queued = _qsize()
-    if not queued:
-        _last_tick = 0.0
-        return 0
     started = perf_counter()
-    ran = _run_batch(queued, started + budget)
+    ran = _run_batch(_qsize(), started + budget)
     elapsed = _last_tick = perf_counter() - started
     if elapsed > _longest_tick:
         _longest_tick = elapsed

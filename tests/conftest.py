@@ -96,6 +96,7 @@ def _reset_scheduler() -> None:
     _scheduler._reject_queued()
     _scheduler._stopped = None  # back to the state right after import: accepting, no users
     _scheduler.reset_stats()
+    _blender.reset_pass_stats()
     _blender.tick_budget = _blender.DEFAULT_TICK_BUDGET
 
 

@@ -20,6 +20,7 @@ def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass
     assert mt.set_tick_budget(0.001) == 0.02
     budgets = []
     monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: budgets.append(budget) or 0)
+    mt.post_on_main(int)
     _blender._drain_timer()
     assert budgets == [0.001]
 
@@ -37,17 +38,29 @@ def test_set_tick_budget_rejects_non_numbers(bad):
         mt.set_tick_budget(bad)
 
 
-def test_timer_passes_record_interval_and_a_queue_wait_bound():
+def test_timer_passes_record_a_queue_wait_bound():
     _blender._drain_timer()  # queue empty: marks it seen empty now
     mt.post_on_main(int)
     time.sleep(0.02)
     _blender._drain_timer()
-    assert _blender.pass_interval >= 0.02
     # The task waited about 20 ms; the bound is the time since the queue was last seen empty.
     assert 0.02 <= _blender.queue_wait < 1.0
     assert _blender.longest_queue_wait >= _blender.queue_wait
     _blender.reset_pass_stats()
     assert (_blender.pass_interval, _blender.queue_wait, _blender.longest_queue_wait) == (0.0, 0.0, 0.0)
+
+
+def test_passes_draining_a_backlog_record_the_interval_and_blenders_part(monkeypatch):
+    monkeypatch.setattr(_blender, "tick_budget", 0.0001)
+    for _ in range(3):
+        mt.post_on_main(time.sleep, 0.005)
+    _blender._drain_timer()  # runs one (budget spent), two left
+    time.sleep(0.02)  # Blender's part of the pass
+    _blender._drain_timer()
+    assert 0.02 <= _blender.blender_part < 1.0
+    assert _blender.pass_interval >= _blender.blender_part + 0.005  # + the previous pass's task
+    while mt.stats().pending:
+        _blender._drain_timer()
 
 
 def test_a_backlog_left_by_a_pass_keeps_growing_the_bound(monkeypatch):
@@ -65,6 +78,70 @@ def test_a_backlog_left_by_a_pass_keeps_growing_the_bound(monkeypatch):
     assert _blender.queue_wait > first  # measured from the same "last empty" moment
     while mt.stats().pending:
         _blender._drain_timer()
+
+
+class FakeClock:
+    """Stands in for the timer's clock: tests set the time of each pass."""
+
+    def __init__(self, now=100.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(_blender, "_clock", fake)
+    monkeypatch.setattr(_blender, "_pass_end", fake.now)  # as register() leaves them
+    monkeypatch.setattr(_blender, "_queue_empty_at", fake.now)
+    return fake
+
+
+def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_spell(clock, monkeypatch):
+    monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: pytest.fail("ran a batch with nothing queued"))
+    clock.now += _blender.IDLE_AFTER / 2
+    assert _blender._drain_timer() == 0.0  # recently registered: every pass
+    clock.now += _blender.IDLE_AFTER
+    assert _blender._drain_timer() == _blender.IDLE_POLL  # a quiet spell: every IDLE_POLL seconds
+    assert _blender.queue_wait == 0.0 and mt.stats().ticks == 0
+    assert _blender._queue_empty_at == clock.now  # the queue-wait bound still moves on
+    monkeypatch.undo()  # the real run_for (and clock) again
+    mt.post_on_main(int)
+    assert _blender._drain_timer() == 0.0  # work: every pass again...
+    assert mt.stats().ticks == 1 and mt.stats().pending == 0
+    assert _blender._drain_timer() == 0.0  # ...for IDLE_AFTER seconds after it
+
+
+def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_one(clock, monkeypatch):
+    budgets = []
+    monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: budgets.append(budget) or 1)
+    mt.post_on_main(int)  # stays queued (run_for is a stub): every pass finds a backlog
+
+    def passes(*parts):
+        for part in parts:
+            clock.now += part  # Blender's own part of the pass, then ours (instant here)
+            _blender._drain_timer()
+        return budgets[-len(parts):]
+
+    budget = _blender.DEFAULT_TICK_BUDGET
+    assert passes(0.5) == [budget]  # the first pass of a backlog: nothing to compare with
+    assert passes(*[0.005] * 8) == [budget] * 8
+    assert passes(0.008) == [pytest.approx(budget - 0.003)]  # 3 ms late: 3 ms less
+    assert _blender.pass_budget == pytest.approx(budget - 0.003) and _blender.blender_part == pytest.approx(0.008)
+    floor = budget * _blender.MIN_BUDGET_SHARE
+    assert passes(0.020) == [floor]  # very late: never below the floor, the queue keeps moving
+    assert passes(0.005) == [budget]
+    # Redraws that got slower for good (e.g. the tasks change the scene) become the usual.
+    slow = passes(*[0.25] * 6)
+    assert slow[:4] == [floor] * 4 and slow[-1] == budget
+    # The queue runs dry (an idle pass sees it empty); a new backlog starts a fresh history.
+    assert mt.pump() == 1
+    clock.now += 0.005
+    _blender._drain_timer()
+    mt.post_on_main(int)
+    assert passes(0.005, 0.005, 0.005) == [budget] * 3  # not measured against the 0.25 s passes
 
 
 def test_preferences_are_not_registered_unless_the_package_is_an_enabled_addon():
