@@ -7,7 +7,7 @@ step per timer call (a generator), so the UI keeps drawing and the add-on's own 
 queue exactly as it does for users. Each figure is measured next to its anchor in this same
 session: the recipe in the ``bpy.app.timers`` docs (a timer every 1.0 s draining a ``queue.Queue``,
 verbatim below) and the same recipe polling every 0.3 s. What each step measures is in its
-docstring and in bench/RESULTS.md. Writes OUT.json and quits Blender.
+docstring and in the README's "Performance" section. Writes OUT.json and quits Blender.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ OUT = Path(ARGS[0])
 QUICK = "--quick" in ARGS  # a smoke run of the whole pipeline, not for figures
 
 IDLE_PASS_SECONDS = 1.0 if QUICK else 5.0  # about as many passes as the backlog drain has
-CPU_WINDOW_SECONDS = 1.0  # rounds of three states, one window each: 15 s per state in all
-CPU_WINDOW_ROUNDS = 3 if QUICK else 15
+CPU_CYCLES = 6 if QUICK else 75  # cycles through the three states: 22.5 s of windows per state
+CPU_WINDOWS_PER_VISIT = 3
+CPU_WINDOW_SECONDS = 0.1
 ROUND_TRIP_WORKERS = 8
-ROUND_TRIP_SECONDS = {"ours": 2.0 if QUICK else 5.0, "poll_0.3s": 2.0 if QUICK else 6.0,
+ROUND_TRIP_SECONDS = {"ours": 2.0 if QUICK else 5.0, "ours_after_quiet": 3.0 if QUICK else 20.0,
+                      "poll_0.3s": 2.0 if QUICK else 6.0,
                       "docs_recipe_1.0s": 3.0 if QUICK else 14.0}
 BACKLOG_TASKS = 2_000 if QUICK else 20_000
 BACKLOG_TASK_SECONDS = 0.0002
@@ -62,6 +64,7 @@ class Passes:
         self.times: list[float] = []
         self.action = None
         self.mark = 0
+        self.probe = None  # if set, called every pass (it must not allocate: a tuple a pass adds GC pauses)
 
     def __call__(self):
         action, self.action = self.action, None
@@ -69,6 +72,8 @@ class Passes:
             action()
             self.mark = len(self.times)
         self.times.append(perf_counter())
+        if self.probe is not None:
+            self.probe()
         return 0.0
 
     def start(self):
@@ -170,69 +175,89 @@ def _empty_timer():
 
 
 def _set_idle_state(state: str) -> None:
-    """"disabled": nothing of ours; "empty timer": only a timer that returns 0.0 at once (the
-    cheapest any every-pass timer can be); "enabled": the add-on."""
-    set_enabled(state == "enabled")
-    registered = bpy.app.timers.is_registered(_empty_timer)
-    if state == "empty timer" and not registered:
-        bpy.app.timers.register(_empty_timer, first_interval=0.0)
-    elif state != "empty timer" and registered:
-        bpy.app.timers.unregister(_empty_timer)
+    """"disabled": no timer of ours; "enabled": the add-on's timer, in the state it is in after a
+    quiet spell (polling every IDLE_POLL s); "empty timer": only a timer that returns 0.0 at once
+    (the cheapest any timer that runs every pass can be). The add-on stays registered throughout:
+    with its timer removed it does nothing at all, as when it is disabled (it has no threads)."""
+    timers = bpy.app.timers
+    for timer in (_blender._drain_timer, _empty_timer):
+        if timers.is_registered(timer):
+            timers.unregister(timer)
+    if state == "enabled":
+        _blender._pass_end = perf_counter() - _blender.IDLE_AFTER  # as after a quiet spell
+        timers.register(_blender._drain_timer, first_interval=0.0, persistent=True)
+    elif state == "empty timer":
+        timers.register(_empty_timer, first_interval=0.0)
+
+
+def _median_difference(windows, state, cycles):
+    """Median of ``state``'s windows minus the median of "disabled"'s, over the given cycles."""
+    pick = lambda name: [value for cycle in cycles for value in windows[name][cycle]]  # noqa: E731
+    return statistics.median(pick(state)) - statistics.median(pick("disabled"))
 
 
 def idle_cpu():
     """Blender's process CPU time (``time.process_time``: every thread, user + system) while the UI
-    idles: add-on disabled, enabled, and instead of it an empty timer returning 0.0. CPU_WINDOW_ROUNDS
-    rounds of one 1 s window each, the order rotating every round so that drift cancels. Nothing
-    else of ours runs meanwhile: this driver wakes twice per window. The overhead of a state is the
-    median over the rounds of its difference to "disabled" in the same round (other processes'
-    bursts land in single windows); means over all windows are kept too."""
+    idles, in three states (see _set_idle_state). Idle CPU drifts by a few tenths of a percent over
+    seconds and comes in bursts (a few 0.1 s windows in a hundred take 5-15 times the usual:
+    Blender's own periodic work, the VM), so the states alternate fast: CPU_CYCLES cycles, each
+    visiting the three states in an order that rotates every cycle; a visit waits 0.1 s, then reads
+    the CPU time every 0.1 s for 0.3 s. A state's figure is the median of its windows (bursts hit
+    every state alike); the overhead is the difference of the medians, its standard error comes
+    from resampling whole cycles (bootstrap), and the plain means (bursts included) are kept too."""
     states = ("disabled", "enabled", "empty timer")
+    windows: dict[str, list[list[float]]] = {state: [] for state in states}
     spent = dict.fromkeys(states, 0.0)
     wall = dict.fromkeys(states, 0.0)
-    differences: dict[str, list[float]] = {"enabled": [], "empty timer": []}
-    for round_ in range(CPU_WINDOW_ROUNDS):
-        percent = {}
-        for state in states[round_ % 3:] + states[:round_ % 3]:
+    for cycle in range(CPU_CYCLES):
+        for state in states[cycle % 3:] + states[:cycle % 3]:
             _set_idle_state(state)
-            yield 0.2  # let the timer change take effect
-            cpu0, wall0 = time.process_time(), perf_counter()
-            yield CPU_WINDOW_SECONDS
-            cpu, elapsed = time.process_time() - cpu0, perf_counter() - wall0
-            spent[state] += cpu
-            wall[state] += elapsed
-            percent[state] = 100.0 * cpu / elapsed
-        for state, diffs in differences.items():
-            diffs.append(percent[state] - percent["disabled"])
+            yield CPU_WINDOW_SECONDS  # the change itself is not measured
+            block = []
+            cpu, now = time.process_time(), perf_counter()
+            for _ in range(CPU_WINDOWS_PER_VISIT):
+                yield CPU_WINDOW_SECONDS
+                cpu_before, before = cpu, now
+                cpu, now = time.process_time(), perf_counter()
+                block.append(100.0 * (cpu - cpu_before) / (now - before))
+                spent[state] += cpu - cpu_before
+                wall[state] += now - before
+            windows[state].append(block)
     _set_idle_state("enabled")
-    mean = {state: 100.0 * spent[state] / wall[state] for state in states}
-    enabled = differences["enabled"]
-    quartiles = statistics.quantiles(enabled, n=4)
+    everything = range(CPU_CYCLES)
+    resample = random.Random(1)
+
+    def overhead(state):
+        replicas = [_median_difference(windows, state, resample.choices(everything, k=CPU_CYCLES))
+                    for _ in range(200)]
+        return {"pp": _median_difference(windows, state, everything),
+                "pp_mean": 100.0 * (spent[state] / wall[state] - spent["disabled"] / wall["disabled"]),
+                "stderr": statistics.stdev(replicas)}
+
     results["idle_cpu"] = {
-        "disabled_percent": mean["disabled"], "enabled_percent": mean["enabled"],
-        "overhead_pp": statistics.median(enabled), "overhead_pp_mean": mean["enabled"] - mean["disabled"],
-        "overhead_pp_quartiles": [quartiles[0], quartiles[2]],
-        "overhead_pp_stderr": statistics.stdev(enabled) / len(enabled) ** 0.5,
-        "empty_timer_pp": statistics.median(differences["empty timer"]),
-        "differences_pp": differences, "seconds_each": wall["enabled"]}
+        **{f"{state.replace(' ', '_')}_percent": statistics.median(v for block in windows[state] for v in block)
+           for state in states},
+        "enabled": overhead("enabled"), "empty_timer": overhead("empty timer"),
+        "windows": CPU_CYCLES * CPU_WINDOWS_PER_VISIT, "window_seconds": CPU_WINDOW_SECONDS,
+        "seconds_each": wall["enabled"], "cycles": CPU_CYCLES}
 
 
-def _round_trips(name, submit_and_wait, phase_span):
-    """Round trips worker -> main -> worker, from ROUND_TRIP_WORKERS threads; each sleeps a random
-    time up to ``phase_span`` (one period of the mechanism) before each trip, so trips start at
-    random points of the timer's cycle."""
+def _round_trips(name, submit_and_wait, phase_span, workers=ROUND_TRIP_WORKERS, quiet=0.0):
+    """Round trips worker -> main -> worker, from ``workers`` threads; each sleeps ``quiet`` plus a
+    random time up to ``phase_span`` (one period of the mechanism) before each trip, so trips start
+    at random points of the timer's cycle."""
     samples: list[float] = []
     stop = threading.Event()
 
     def worker(seed):
         rng = random.Random(seed)
         while not stop.is_set():
-            time.sleep(rng.uniform(0.0, phase_span))
+            time.sleep(quiet + rng.uniform(0.0, phase_span))
             started = perf_counter()
             submit_and_wait()
             samples.append(perf_counter() - started)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(ROUND_TRIP_WORKERS)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(workers)]
     for thread in threads:
         thread.start()
     yield ROUND_TRIP_SECONDS[name]
@@ -242,8 +267,12 @@ def _round_trips(name, submit_and_wait, phase_span):
 
 
 def round_trips():
-    """``call_on_main`` next to the docs recipe at 1.0 s and a 0.3 s polling timer."""
+    """``call_on_main`` next to the docs recipe at 1.0 s and a 0.3 s polling timer; and on its own
+    after quiet spells: one worker, a trip every IDLE_AFTER + 0.05..0.35 s, so that each one finds
+    the add-on's timer polling at its idle rate (every IDLE_POLL s instead of every pass)."""
     yield from _round_trips("ours", lambda: mt.call_on_main(noop), 0.010)
+    yield from _round_trips("ours_after_quiet", lambda: mt.call_on_main(noop), 0.3, workers=1,
+                            quiet=_blender.IDLE_AFTER + 0.05)
     for name, interval in (("poll_0.3s", 0.3), ("docs_recipe_1.0s", 1.0)):
         run_in_main_thread, stop = docs_recipe(interval)
 
@@ -269,6 +298,16 @@ def _stall(name, submit_all):
         ran[0] += 1
 
     _scheduler.reset_stats()  # for the longest timer pass of the add-on during the drain
+    # What the add-on's timer saw in each pass (it runs just before this recorder in a pass): floats
+    # into preallocated lists, so that the probe allocates nothing the garbage collector tracks.
+    seen = {"blender_part": [], "budget": [], "addon_pass": []}
+
+    def probe(part=seen["blender_part"].append, budget=seen["budget"].append, addon=seen["addon_pass"].append):
+        part(_blender.blender_part)
+        budget(_blender.pass_budget)
+        addon(_scheduler._last_tick)
+
+    passes.probe = probe
     passes.start()
     passes.action = lambda: submit_all(task)
     started = perf_counter()
@@ -280,14 +319,22 @@ def _stall(name, submit_all):
     while passes.times[-1] < end:  # the gap that ends after the last task, too
         yield 0.0
     gaps = passes.stop()[passes.mark:]
-    results.setdefault("stall", {})[name] = dict(percentiles(gaps), drain_seconds=passes.times[-1] - passes.times[passes.mark],
-                                                 longest_addon_pass=mt.stats().longest_tick)
+    passes.probe = None
+    worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-5:][::-1]
+    at = passes.mark + 1  # seen[...][at + i]: the add-on's pass inside gap i
+    results.setdefault("stall", {})[name] = dict(
+        percentiles(gaps), drain_seconds=passes.times[-1] - passes.times[passes.mark],
+        longest_addon_pass=mt.stats().longest_tick, longest_task=mt.stats().longest_task,
+        # the longest gaps, each with what the add-on's timer saw in it: Blender's part of the pass
+        # before, the budget it gave itself and the time it spent running tasks
+        worst_gaps=[dict(gap=gaps[i], **{key: values[at + i] for key, values in seen.items()}) for i in worst])
 
 
 def stalls():
     """The add-on's timer (tick budget per pass) next to the docs recipe, which drains all at once."""
     results["tick_budget"] = _blender.tick_budget
     results["backlog_tasks"] = BACKLOG_TASKS
+    results["backlog_task_seconds"] = BACKLOG_TASK_SECONDS
 
     def ours(task):
         for _ in range(BACKLOG_TASKS):
