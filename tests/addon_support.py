@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import zipfile
 from pathlib import Path
@@ -45,23 +44,6 @@ def session_env(work: Path) -> dict[str, str]:
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(work / "user"), TMPDIR=str(work), PYTHONFAULTHANDLER="1")
     env.pop("PYTHONPATH", None)
     return env
-
-
-def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """subprocess.run that kills the whole process group on timeout (or on any interruption, e.g. the
-    per-test timeout): xvfb-run starts Xvfb and Blender as children, and killing xvfb-run alone
-    would leave them running."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except BaseException as exc:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        if isinstance(exc, subprocess.TimeoutExpired):
-            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def read_outcome(result: Path, proc: subprocess.CompletedProcess) -> dict:

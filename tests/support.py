@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -57,7 +58,24 @@ def run_script(script_text: str, tmp_path: Path, timeout: float = 60.0) -> subpr
     script = tmp_path / "script.py"
     script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + script_text)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
-    return subprocess.run(python_command(script), capture_output=True, text=True, timeout=timeout, env=env)
+    return run(python_command(script), timeout, env=env)
+
+
+def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that kills the whole process group on timeout (or on any interruption, e.g. the
+    per-test timeout): xvfb-run starts Xvfb and Blender as children, and killing xvfb-run alone
+    would leave them running."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def start_thread(target, *args, name=None) -> threading.Thread:

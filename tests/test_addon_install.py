@@ -26,7 +26,8 @@ import pytest
 
 import mainthread_tasks
 from tests import support
-from tests.addon_support import CONSUMER, ROOT, build, consumer_legacy_zip, read_outcome, run, session_env
+from tests.addon_support import CONSUMER, ROOT, build, consumer_legacy_zip, read_outcome, session_env
+from tests.support import run
 
 SESSION = ROOT / "tests" / "addons" / "install_session.py"
 SESSION_TIMEOUT = 100  # seconds, under the per-test timeout; a scenario takes a few

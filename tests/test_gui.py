@@ -16,7 +16,8 @@ import shutil
 import pytest
 
 from tests import support
-from tests.addon_support import RESULTS, ROOT, build, consumer_legacy_zip, read_outcome, run, session_env
+from tests.addon_support import RESULTS, ROOT, build, consumer_legacy_zip, read_outcome, session_env
+from tests.support import run
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
 
