@@ -355,6 +355,37 @@ def measure_timers_per_pass(samples=200):
     return ratio
 
 
+def step_idle_polling(samples=150):
+    """After a quiet spell the timer polls every IDLE_POLL s (every third ~5 ms pass), and a task
+    submitted then still runs within about that; work puts it back to every pass."""
+    blender = mt._blender
+    calls = [0]
+    qsize = blender._qsize
+
+    def counting_qsize():  # the timer calls it once per idle call
+        calls[0] += 1
+        return qsize()
+
+    yield from wait_until(lambda: perf_counter() - blender._pass_end > blender.IDLE_AFTER + 0.1, 10,
+                          "a quiet spell")
+    blender._qsize = counting_qsize
+    try:
+        mark = passes.mark()
+        yield from wait_until(lambda: passes.mark() - mark >= samples, 30, f"{samples} idle passes")
+        idle_ratio = calls[0] / (passes.mark() - mark)
+    finally:
+        blender._qsize = qsize
+    out = []
+    started = perf_counter()
+    thread = start(lambda: out.append(mt.call_on_main(perf_counter)))
+    yield from wait_threads([thread], 10, "a round trip after the quiet spell")
+    facts["idle_polling"] = {"timer_calls_per_idle_pass": round(idle_ratio, 3),
+                             "round_trip_after_quiet_ms": ms(perf_counter() - started)}
+    # 15 ms over ~5.2 ms passes: every third pass (every fourth when passes run short).
+    assert 0.2 <= idle_ratio <= 0.45, facts["idle_polling"]
+    assert out and out[0] - started < blender.IDLE_POLL + 0.1, facts["idle_polling"]
+
+
 def step_second_addon_and_no_doubled_timers():
     assert bpy.ops.preferences.addon_install(filepath=CONSUMER_ZIP) == {"FINISHED"}
     assert bpy.ops.preferences.addon_enable(module="mtt_consumer") == {"FINISHED"}
@@ -458,6 +489,7 @@ STEPS = (
     step_tick_budget_preference,
     step_preferences_live_view,
     step_file_new_and_open,
+    step_idle_polling,
     step_second_addon_and_no_doubled_timers,
     step_disable_while_workers_submit,
     step_quit_with_a_worker_inside,
