@@ -30,10 +30,10 @@ tick_budget = DEFAULT_TICK_BUDGET
 MIN_BUDGET_SHARE = 0.125
 #: How many recent passes tell what Blender's own part of a pass usually takes (their median).
 PACING_SAMPLES = 9
-#: After this many seconds without work the timer polls every IDLE_POLL seconds (every fifth idle
+#: After this many seconds without work the timer polls every IDLE_POLL seconds (every third idle
 #: pass) instead of every pass: the first task after a quiet spell waits at most that much longer.
 IDLE_AFTER = 1.0
-IDLE_POLL = 0.025
+IDLE_POLL = 0.015
 
 _clock = perf_counter
 _qsize = _scheduler._qsize
