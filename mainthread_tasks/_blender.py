@@ -78,8 +78,13 @@ def set_tick_budget(seconds: float) -> float:
 
 def reset_pass_stats() -> None:
     """Zero the pass timings shown in the preferences and forget the pacing history. Main thread."""
-    global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait, _rest_slot
+    global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait
     pass_interval = blender_part = pass_budget = queue_wait = longest_queue_wait = 0.0
+    _forget_pacing()
+
+
+def _forget_pacing() -> None:
+    global _rest_slot
     _rests.clear()
     _rest_slot = 0
 
@@ -125,8 +130,7 @@ def _run_pass() -> None:
                 budget = max(budget * MIN_BUDGET_SHARE, budget - overrun)
             blender_part, pass_interval = rest, rest + _scheduler._last_tick
         else:  # a new backlog: what Blender's passes took before it says little about now
-            _rests.clear()
-            _rest_slot = 0
+            _forget_pacing()
         pass_budget = budget
         if _scheduler.run_for(budget):
             # No queued task is older than the last moment the queue was seen empty. This bound

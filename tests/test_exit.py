@@ -32,13 +32,18 @@ print("SCRIPT ENDS WITH A BLOCKED WORKER", flush=True)
 """
 
 
+def _run_to_a_clean_exit(script, tmp_path, *lines):
+    """Run ``script`` in a fresh interpreter; it must print every one of ``lines`` and exit 0."""
+    proc = run_script(script, tmp_path, timeout=90)
+    out = proc.stdout + proc.stderr
+    for line in lines:
+        assert line in out, out
+    assert proc.returncode == 0, out
+
+
 def test_script_end_with_a_worker_blocked_in_call_on_main(tmp_path):
     started = time.monotonic()
-    proc = run_script(BLOCKED_AT_EXIT, tmp_path, timeout=90)
-    out = proc.stdout + proc.stderr
-    assert "SCRIPT ENDS WITH A BLOCKED WORKER" in out, out
-    assert "WORKER GOT SchedulerStopped" in out, out
-    assert proc.returncode == 0, out
+    _run_to_a_clean_exit(BLOCKED_AT_EXIT, tmp_path, "SCRIPT ENDS WITH A BLOCKED WORKER", "WORKER GOT SchedulerStopped")
     assert time.monotonic() - started < 60
 
 
@@ -63,10 +68,7 @@ print("SCRIPT ENDS WHILE A PRODUCER SUBMITS", flush=True)
 
 
 def test_script_end_while_a_producer_keeps_submitting(tmp_path):
-    proc = run_script(SUBMIT_AFTER_EXIT, tmp_path, timeout=90)
-    out = proc.stdout + proc.stderr
-    assert "PRODUCER STOPPED CLEANLY" in out, out
-    assert proc.returncode == 0, out
+    _run_to_a_clean_exit(SUBMIT_AFTER_EXIT, tmp_path, "PRODUCER STOPPED CLEANLY")
 
 
 IMPORT_IS_INERT = r"""
@@ -85,7 +87,4 @@ print("IMPORT IS INERT", flush=True)
 
 
 def test_import_starts_no_thread_and_touches_no_bpy(tmp_path):
-    proc = run_script(IMPORT_IS_INERT, tmp_path, timeout=90)
-    out = proc.stdout + proc.stderr
-    assert "IMPORT IS INERT" in out, out
-    assert proc.returncode == 0, out
+    _run_to_a_clean_exit(IMPORT_IS_INERT, tmp_path, "IMPORT IS INERT")
