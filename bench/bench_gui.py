@@ -24,10 +24,13 @@ from pathlib import Path
 
 import bpy
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for folder in (ROOT, BENCH):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
+import _pauses  # noqa: E402
 import mainthread_tasks as mt  # noqa: E402
 from mainthread_tasks import _blender, _scheduler  # noqa: E402
 
@@ -116,11 +119,14 @@ def noop():
     pass
 
 
-def busy_task(seconds=BACKLOG_TASK_SECONDS):
-    """Holds the main thread (and the GIL) like a short bpy call would."""
+def busy_task(seconds=BACKLOG_TASK_SECONDS) -> float:
+    """Holds the main thread (and the GIL) like a short bpy call would. Returns how far past its
+    end it noticed the time: a few µs, unless the thread was paused (see _pauses)."""
     end = perf_counter() + seconds
-    while perf_counter() < end:
-        pass
+    now = perf_counter()
+    while now < end:
+        now = perf_counter()
+    return now - end
 
 
 def docs_recipe(interval: float):
@@ -287,25 +293,33 @@ def round_trips():
             stop()
 
 
-def _stall(name, submit_all):
+def _stall(name, submit_all, addon=True):
     """Longest gap between two event-loop passes while a backlog of BACKLOG_TASKS tasks of 0.2 ms,
     queued at once from the main thread, drains. Gaps count from the moment the backlog is queued
-    (queuing it is not counted) until the pass after the last task."""
+    (queuing it is not counted) until the pass after the last task. Every gap is also split into
+    what the add-on's timer saw (Blender's own part of the pass before it, the budget it gave
+    itself, the time it spent running tasks) and the machine's pauses measured inside it: the time
+    tasks ran past their 0.2 ms (a busy-wait only overruns when its thread is paused) and the time
+    outside both Blender's part and the add-on's pass (between the add-on's timer and this one).
+    ``addon``: the add-on's timer runs the backlog (else its figures say nothing about the gaps)."""
     ran = [0]
+    overrun = [0.0]  # seconds, summed over the tasks
 
     def task():
-        busy_task()
+        overrun[0] += busy_task()
         ran[0] += 1
 
     _scheduler.reset_stats()  # for the longest timer pass of the add-on during the drain
     # What the add-on's timer saw in each pass (it runs just before this recorder in a pass): floats
     # into preallocated lists, so that the probe allocates nothing the garbage collector tracks.
-    seen = {"blender_part": [], "budget": [], "addon_pass": []}
+    seen = {"blender_part": [], "budget": [], "addon_pass": [], "task_overrun": []}
 
-    def probe(part=seen["blender_part"].append, budget=seen["budget"].append, addon=seen["addon_pass"].append):
+    def probe(part=seen["blender_part"].append, budget=seen["budget"].append, addon=seen["addon_pass"].append,
+              tasks=seen["task_overrun"].append):
         part(_blender.blender_part)
         budget(_blender.pass_budget)
         addon(_scheduler._last_tick)
+        tasks(overrun[0])
 
     passes.probe = probe
     passes.start()
@@ -320,14 +334,27 @@ def _stall(name, submit_all):
         yield 0.0
     gaps = passes.stop()[passes.mark:]
     passes.probe = None
-    worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-5:][::-1]
-    at = passes.mark + 1  # seen[...][at + i]: the add-on's pass inside gap i
-    results.setdefault("stall", {})[name] = dict(
-        percentiles(gaps), drain_seconds=passes.times[-1] - passes.times[passes.mark],
-        longest_addon_pass=mt.stats().longest_tick, longest_task=mt.stats().longest_task,
-        # the longest gaps, each with what the add-on's timer saw in it: Blender's part of the pass
-        # before, the budget it gave itself and the time it spent running tasks
-        worst_gaps=[dict(gap=gaps[i], **{key: values[at + i] for key, values in seen.items()}) for i in worst])
+    figures = dict(percentiles(gaps), drain_seconds=passes.times[-1] - passes.times[passes.mark],
+                   task_pauses=overrun[0])
+    if addon:
+        at = passes.mark + 1  # seen[...][at + i]: the add-on's pass inside gap i
+        split = []
+        for i, gap in enumerate(gaps):
+            part, budget, addon_pass = (seen[key][at + i] for key in ("blender_part", "budget", "addon_pass"))
+            task_pauses = seen["task_overrun"][at + i] - seen["task_overrun"][at + i - 1]
+            # Blender's part in the first gap is the one before the backlog: nothing to split there
+            outside = max(0.0, gap - part - addon_pass) if i else 0.0
+            split.append(dict(gap=gap, blender_part=part, budget=budget, addon_pass=addon_pass,
+                              task_pauses=task_pauses, outside=outside, net=gap - task_pauses - outside))
+        worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-5:][::-1]
+        figures.update(longest_addon_pass=mt.stats().longest_tick, longest_task=mt.stats().longest_task,
+                       net=percentiles([gap["net"] for gap in split]), worst_gaps=[split[i] for i in worst],
+                       # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
+                       longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split),
+                       longest_addon_overshoot=max(gap["addon_pass"] - gap["task_pauses"] - gap["budget"]
+                                                   for gap in split),
+                       worst_net=max(split, key=lambda gap: gap["net"]))
+    results.setdefault("stall", {})[name] = figures
 
 
 def stalls():
@@ -343,12 +370,31 @@ def stalls():
     yield from _stall("ours", ours)
     run_in_main_thread, stop = docs_recipe(1.0)
     try:
-        yield from _stall("docs_recipe_1.0s", lambda task: [run_in_main_thread(task) for _ in range(BACKLOG_TASKS)])
+        yield from _stall("docs_recipe_1.0s", lambda task: [run_in_main_thread(task) for _ in range(BACKLOG_TASKS)],
+                          addon=False)
     finally:
         stop()
 
 
-STEPS = (settle, idle_pass, idle_cpu, round_trips, stalls)
+def machine_pauses():
+    """How long this machine pauses a running thread, here in Blender's main thread: the busy loop
+    of _pauses for as long as the add-on's drain lasted, in slices of _pauses.SLICE seconds (the
+    UI runs a pass between two slices; those gaps are not counted)."""
+    seconds = results["stall"]["ours"]["drain_seconds"]
+    pauses: list[float] = []
+    waited = 0.0
+    done = 0.0
+    while done < seconds:
+        before = _pauses.run_queue_wait()
+        _pauses.busy_loop(min(_pauses.SLICE, seconds - done), pauses)
+        after = _pauses.run_queue_wait()
+        waited = None if before is None or after is None or waited is None else waited + after - before
+        done += _pauses.SLICE
+        yield 0.0
+    results["machine_pauses"] = _pauses.summary(pauses, seconds, waited)
+
+
+STEPS = (settle, idle_pass, idle_cpu, round_trips, stalls, machine_pauses)
 
 
 def scenario():

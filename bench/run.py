@@ -34,6 +34,7 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(BENCH))
 import _setup  # noqa: E402
+import _pauses  # noqa: E402
 from _png import Canvas  # noqa: E402
 
 BACKGROUND_TIMEOUT = 900  # seconds
@@ -191,11 +192,20 @@ def gui_rows(gui: dict) -> list[dict]:
         _row(f"p50 {backlog}", stall["ours"]["p50"], _time, "tick budget + idle pass p50", budget + one_pass),
         _row("longest add-on timer pass in that drain", stall["ours"]["longest_addon_pass"], _time,
              "tick budget", budget),
+        _row("longest add-on timer pass in that drain, less the pauses measured in its tasks",
+             stall["ours"]["longest_addon_share"], _time, "tick budget + one task", budget + gui["backlog_task_seconds"]),
+        _row("most an add-on pass, less those pauses, ran past the budget it gave itself",
+             max(stall["ours"]["longest_addon_overshoot"], 0.0), _time, "one task", gui["backlog_task_seconds"]),
         _row("longest task in that drain (a 0.2 ms busy-wait: the rest is preemption)", stall["ours"]["longest_task"], _time,
              "the task's own time", gui["backlog_task_seconds"]),
-        *[_row(f"{rank} longest stall: the add-on's pass in it", gap["addon_pass"], _time,
-               f"its budget then (Blender's own part: {_time(gap['blender_part'])})", gap["budget"])
+        *[_row(f"{rank} longest stall = Blender's part {_time(gap['blender_part'])} + the add-on's pass "
+               f"{_time(gap['addon_pass'])} (its budget then {_time(gap['budget'])}; pauses in its tasks "
+               f"{_time(gap['task_pauses'])}) + {_time(gap['outside'])} outside both", gap["gap"], _time,
+               "tick budget + one pass (idle p50)", budget + one_pass)
           for rank, gap in zip(("the", "2nd", "3rd"), stall["ours"]["worst_gaps"])],
+        _row(f"longest {backlog}, every gap less the pauses measured in it", stall["ours"]["net"]["max"], _time,
+             "tick budget + one pass (idle p50)", budget + one_pass),
+        *pause_rows(gui, stall["ours"]["max"] - (budget + one_pass)),
         _row("idle CPU, add-on enabled (% of a core, median)", cpu["enabled_percent"], lambda v: f"{v:.2f} %",
              "add-on disabled", cpu["disabled_percent"]),
         {"figure": "idle CPU overhead (enabled − disabled)",
@@ -204,6 +214,22 @@ def gui_rows(gui: dict) -> list[dict]:
          "ratio": "", "target": "≤ 0.2 pp", "result": "PASS" if enabled["pp"] <= 0.2 else "MISS",
          "raw": {"value": enabled["pp"], "anchor": empty["pp"], "ratio": None}},
     ]
+
+
+def pause_rows(gui: dict, excess: float) -> list[dict]:
+    """The machine's own pauses of a running thread (bench/_pauses.py) next to how far the longest
+    stall went past tick budget + one pass."""
+    rows = []
+    for where, pauses in (("Blender's main thread, same session", gui.get("machine_pauses")),
+                          ("plain python3, no Blender running", gui.get("machine_pauses_python"))):
+        if not pauses:
+            continue
+        waited = pauses["run_queue_wait"]
+        queue = "" if waited is None else f"; the guest kernel kept it waiting {_time(waited)} in all"
+        rows.append(_row(f"longest pause of a busy loop ({where}; {pauses['seconds']:.0f} s, "
+                         f"{pauses['over_1ms']} pauses over 1 ms{queue})", pauses["longest"], _time,
+                         "longest stall − (tick budget + one pass)", max(excess, 0.0)))
+    return rows
 
 
 COLUMNS = ("figure", "value", "anchor", "anchor_value", "ratio", "target", "result")
@@ -309,6 +335,9 @@ def main(argv: list[str]) -> int:
             rows += background_rows(results["background"])
         if "--skip-gui" not in argv:
             results["gui"] = run_gui(blender, Path(scratch), quick)
+            seconds = results["gui"]["stall"]["ours"]["drain_seconds"]
+            print(f"[bench] machine pauses: a busy loop in plain python3 for {seconds:.0f} s", flush=True)
+            results["gui"]["machine_pauses_python"] = _pauses.measure(seconds)
             rows += gui_rows(results["gui"])
             plot(results["gui"], RESULTS / "latest.png",
                  f"{info['date']}, Blender {results['gui']['blender']}, {info['machine']['description']}")
