@@ -11,6 +11,7 @@ import logging
 import math
 import numbers
 import sys
+import types
 from time import perf_counter
 
 from . import _scheduler
@@ -35,6 +36,30 @@ PACING_SAMPLES = 9
 IDLE_AFTER = 1.0
 IDLE_POLL = 0.015
 
+#: Copies of this library in one Blender (the installed add-on, the wheel that extensions bundle,
+#: a copy vendored inside a legacy add-on) each have their own queue and timer. So that a pass
+#: stays within one tick budget however many of them have work, they keep what each pass spent in
+#: one record, shared through ``sys.modules`` under this name (a new layout gets a new name):
+#: ``end`` (perf_counter when the latest copy's pass that ran tasks ended), ``spent`` (seconds
+#: those passes spent in the current pass of the event loop), ``count`` (how many ran tasks in
+#: it) and ``previous`` (how many in the pass before). Main thread only, like the timers.
+SHARED_PASS_RECORD = "_mainthread_tasks_shared_pass_1"
+#: A copy's timer that starts this soon after another copy's pass ended runs in the same
+#: event-loop pass (Blender calls the timers one after the other; a pass takes ~5 ms or more).
+SAME_PASS_WITHIN = 0.0005
+
+
+def _shared_pass_record():
+    record = sys.modules.get(SHARED_PASS_RECORD)
+    if record is None:
+        record = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
+        record.end = record.spent = 0.0
+        record.count = record.previous = 0
+        record = sys.modules.setdefault(SHARED_PASS_RECORD, record)
+    return record
+
+
+_shared = _shared_pass_record()
 _clock = perf_counter
 _qsize = _scheduler._qsize
 
@@ -60,7 +85,10 @@ def set_tick_budget(seconds: float) -> float:
     keeps the UI smoother under a backlog, a larger one drains a backlog in fewer passes. When
     Blender's own part of a pass ran longer than it usually does (a slow redraw, a late wake-up),
     the next pass gives the overrun back, down to 1/8 of the budget, so that passes stay evenly
-    spaced. The add-on's preferences ("Tick budget") set the same value.
+    spaced. Copies of the library in one Blender (the installed add-on, a bundled wheel, a vendored
+    copy) share each pass: a copy's pass gets what the copies that ran before it in the same pass
+    left of its budget (at least 1/8 of it), an equal share when several had work in the pass
+    before. The add-on's preferences ("Tick budget") set the same value.
 
     Raises:
         TypeError: ``seconds`` is not a number.
@@ -109,8 +137,8 @@ def _run_pass() -> None:
     """A timer pass that found tasks: run them within this pass's budget, keep the timings."""
     global _pass_end, _queue_empty_at, _rest_slot
     global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait
+    started = _clock()
     try:
-        started = _clock()
         budget = tick_budget
         if _pass_end > _queue_empty_at:  # the pass before this one ran tasks and left some
             # Pacing. Since our previous pass ended, Blender handled events, redrew and maybe slept:
@@ -131,6 +159,14 @@ def _run_pass() -> None:
             blender_part, pass_interval = rest, rest + _scheduler._last_tick
         else:  # a new backlog: what Blender's passes took before it says little about now
             _forget_pacing()
+        # Other copies of the library that ran tasks earlier in this event-loop pass (see
+        # SHARED_PASS_RECORD) already spent part of it.
+        shared = _shared
+        if not 0.0 <= started - shared.end <= SAME_PASS_WITHIN:  # no other copy ran tasks in this pass yet
+            shared.previous, shared.count, shared.spent = shared.count, 0, 0.0
+        if shared.previous > 1 or shared.spent:  # other copies have work: split the budget
+            budget = max(budget * MIN_BUDGET_SHARE, min(budget / max(shared.previous, 1), budget - shared.spent))
+        shared.count += 1
         pass_budget = budget
         if _scheduler.run_for(budget):
             # No queued task is older than the last moment the queue was seen empty. This bound
@@ -144,6 +180,8 @@ def _run_pass() -> None:
     except BaseException:  # noqa: BLE001 - see _drain_timer; the task's own failure is already recorded
         _pass_end = _clock()
         logger.exception("mainthread_tasks: a task interrupted the timer pass; the queue keeps running")
+    _shared.spent += _pass_end - started
+    _shared.end = _pass_end
 
 
 def _bpy():

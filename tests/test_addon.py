@@ -5,9 +5,11 @@ The installed add-on itself is tested in real Blender by test_addon_install.py a
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -96,7 +98,65 @@ def clock(monkeypatch):
     monkeypatch.setattr(_blender, "_clock", fake)
     monkeypatch.setattr(_blender, "_pass_end", fake.now)  # as register() leaves them
     monkeypatch.setattr(_blender, "_queue_empty_at", fake.now)
+    for name, value in (("end", 0.0), ("spent", 0.0), ("count", 0), ("previous", 0)):
+        monkeypatch.setattr(_blender._shared, name, value)  # no other copy ran a pass yet
     return fake
+
+
+@pytest.fixture
+def vendored_copy():
+    """A second copy of the package, as an add-on that vendors it has: own modules, queue, timer."""
+    name = "mtt_vendored_copy"
+    folder = Path(mt.__file__).parent
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    copy = importlib.util.module_from_spec(spec)
+    sys.modules[name] = copy
+    try:
+        spec.loader.exec_module(copy)
+        copy.register()
+        yield copy
+    finally:
+        if hasattr(copy, "unregister"):
+            copy.unregister()
+        for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[module]
+
+
+def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, vendored_copy):
+    copies = (_blender, vendored_copy._blender)
+    assert copies[0] is not copies[1] and copies[0]._shared is copies[1]._shared
+    budgets: tuple[list, list] = ([], [])
+    for copy, got in zip(copies, budgets):
+        monkeypatch.setattr(copy, "_clock", clock)
+
+        def run_for(budget, got=got):  # a backlog that fills the whole budget
+            got.append(budget)
+            clock.now += budget
+            return 1
+
+        monkeypatch.setattr(copy._scheduler, "run_for", run_for)
+    mt.post_on_main(int)  # stays queued (run_for is a stub)
+    vendored_copy.post_on_main(int)
+
+    def one_pass(*order, apart=0.0):
+        clock.now += 0.005  # Blender's part of the pass
+        for i in order:
+            copies[i]._queue_empty_at = clock.now  # pacing off: only the sharing is tested here
+            copies[i]._drain_timer()
+            clock.now += apart
+        return [budgets[i][-1] for i in order]
+
+    budget = _blender.DEFAULT_TICK_BUDGET
+    floor = budget * _blender.MIN_BUDGET_SHARE
+    assert one_pass(0) == [budget]  # alone: the whole budget
+    assert one_pass(0, 1) == [budget, floor]  # the other copy's new backlog: what is left, at least the floor
+    assert one_pass(0, 1) == [budget / 2, budget / 2]  # both had work in the pass before: half each
+    assert one_pass(0, 1) == [budget / 2, budget / 2]
+    assert one_pass(1) == [budget / 2]  # the first copy ran dry: one more pass at half...
+    assert one_pass(1) == [budget]  # ...then the whole budget again
+    # A timer that starts well after the other copy's pass ended runs in a later event-loop pass.
+    assert one_pass(0, 1, apart=2 * _blender.SAME_PASS_WITHIN) == [budget, budget]
+    assert _blender.pass_budget == budget and vendored_copy._blender.pass_budget == budget
 
 
 def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_spell(clock, monkeypatch):
