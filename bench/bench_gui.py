@@ -40,13 +40,14 @@ OUT = Path(ARGS[0])
 QUICK = "--quick" in ARGS  # a smoke run of the whole pipeline, not for figures
 
 IDLE_PASS_SECONDS = 1.0 if QUICK else 5.0  # about as many passes as the backlog drain has
-CPU_CYCLES = 6 if QUICK else 75  # cycles through the three states: 22.5 s of windows per state
+CPU_CYCLES = 6 if QUICK else 75  # cycles through the IDLE_STATES: 22.5 s of windows per state
 CPU_WINDOWS_PER_VISIT = 3
 CPU_WINDOW_SECONDS = 0.1
 ROUND_TRIP_WORKERS = 8
 ROUND_TRIP_SECONDS = {"ours": 2.0 if QUICK else 5.0, "ours_after_quiet": 3.0 if QUICK else 20.0,
                       "poll_0.3s": 2.0 if QUICK else 6.0,
                       "docs_recipe_1.0s": 3.0 if QUICK else 14.0}
+LONG_QUIET_SAMPLES = 5 if QUICK else 30
 BACKLOG_TASKS = 2_000 if QUICK else 20_000
 BACKLOG_TASK_SECONDS = 0.0002
 
@@ -180,19 +181,26 @@ def _empty_timer():
     return 0.0
 
 
+#: The states idle_cpu() alternates between (see _set_idle_state).
+IDLE_STATES = ("disabled", "enabled", "enabled_recent_work", "empty_timer")
+
+
 def _set_idle_state(state: str) -> None:
-    """"disabled": no timer of ours; "enabled": the add-on's timer, in the state it is in after a
-    quiet spell (polling every IDLE_POLL s); "empty timer": only a timer that returns 0.0 at once
-    (the cheapest any timer that runs every pass can be). The add-on stays registered throughout:
-    with its timer removed it does nothing at all, as when it is disabled (it has no threads)."""
+    """"disabled": no timer of ours; "enabled": the add-on's timer as it is when Blender idles, more
+    than LONG_IDLE_AFTER s after the latest work (polling every LONG_IDLE_POLL s);
+    "enabled_recent_work": the same, IDLE_AFTER..LONG_IDLE_AFTER s after work (polling every
+    IDLE_POLL s); "empty_timer": only a timer that returns 0.0 at once (the cheapest any timer that
+    runs every pass can be). The add-on stays registered throughout: with its timer removed it does
+    nothing at all, as when it is disabled (it has no threads)."""
     timers = bpy.app.timers
     for timer in (_blender._drain_timer, _empty_timer):
         if timers.is_registered(timer):
             timers.unregister(timer)
-    if state == "enabled":
-        _blender._pass_end = perf_counter() - _blender.IDLE_AFTER  # as after a quiet spell
+    if state.startswith("enabled"):
+        quiet = _blender.LONG_IDLE_AFTER if state == "enabled" else _blender.IDLE_AFTER
+        _blender._pass_end = perf_counter() - quiet  # the latest work that long ago
         timers.register(_blender._drain_timer, first_interval=0.0, persistent=True)
-    elif state == "empty timer":
+    elif state == "empty_timer":
         timers.register(_empty_timer, first_interval=0.0)
 
 
@@ -204,19 +212,19 @@ def _median_difference(windows, state, cycles):
 
 def idle_cpu():
     """Blender's process CPU time (``time.process_time``: every thread, user + system) while the UI
-    idles, in three states (see _set_idle_state). Idle CPU drifts by a few tenths of a percent over
-    seconds and comes in bursts (a few 0.1 s windows in a hundred take 5-15 times the usual:
+    idles, in the IDLE_STATES (see _set_idle_state). Idle CPU drifts by a few tenths of a percent
+    over seconds and comes in bursts (a few 0.1 s windows in a hundred take 5-15 times the usual:
     Blender's own periodic work, the VM), so the states alternate fast: CPU_CYCLES cycles, each
-    visiting the three states in an order that rotates every cycle; a visit waits 0.1 s, then reads
+    visiting every state in an order that rotates every cycle; a visit waits 0.1 s, then reads
     the CPU time every 0.1 s for 0.3 s. A state's figure is the median of its windows (bursts hit
     every state alike); the overhead is the difference of the medians, its standard error comes
     from resampling whole cycles (bootstrap), and the plain means (bursts included) are kept too."""
-    states = ("disabled", "enabled", "empty timer")
+    states = IDLE_STATES
     windows: dict[str, list[list[float]]] = {state: [] for state in states}
     spent = dict.fromkeys(states, 0.0)
     wall = dict.fromkeys(states, 0.0)
     for cycle in range(CPU_CYCLES):
-        for state in states[cycle % 3:] + states[:cycle % 3]:
+        for state in states[cycle % len(states):] + states[:cycle % len(states)]:
             _set_idle_state(state)
             yield CPU_WINDOW_SECONDS  # the change itself is not measured
             block = []
@@ -230,6 +238,7 @@ def idle_cpu():
                 wall[state] += now - before
             windows[state].append(block)
     _set_idle_state("enabled")
+    _blender._pass_end = perf_counter()  # back to its state right after work: the next steps submit some
     everything = range(CPU_CYCLES)
     resample = random.Random(1)
 
@@ -241,9 +250,8 @@ def idle_cpu():
                 "stderr": statistics.stdev(replicas)}
 
     results["idle_cpu"] = {
-        **{f"{state.replace(' ', '_')}_percent": statistics.median(v for block in windows[state] for v in block)
-           for state in states},
-        "enabled": overhead("enabled"), "empty_timer": overhead("empty timer"),
+        **{f"{state}_percent": statistics.median(v for block in windows[state] for v in block) for state in states},
+        **{state: overhead(state) for state in states if state != "disabled"},
         "windows": CPU_CYCLES * CPU_WINDOWS_PER_VISIT, "window_seconds": CPU_WINDOW_SECONDS,
         "seconds_each": wall["enabled"], "cycles": CPU_CYCLES}
 
@@ -272,13 +280,37 @@ def _round_trips(name, submit_and_wait, phase_span, workers=ROUND_TRIP_WORKERS, 
     results.setdefault("round_trip", {})[name] = percentiles(samples)
 
 
+def _round_trips_after_long_quiet(samples=LONG_QUIET_SAMPLES):
+    """Round trips that each find the add-on's timer as Blender idling leaves it (polling every
+    LONG_IDLE_POLL s). Waiting LONG_IDLE_AFTER s before each would take minutes, so the main thread
+    sets the time of the latest work back by that much, then lets 0.06..0.35 s pass (the timer
+    takes up that rate at its next call), then one worker makes the trip."""
+    rng = random.Random(2)
+    trips: list[float] = []
+    for _ in range(samples):
+        _blender._pass_end = perf_counter() - _blender.LONG_IDLE_AFTER
+        yield 0.06 + rng.uniform(0.0, 0.3)
+
+        def trip():
+            started = perf_counter()
+            mt.call_on_main(noop)
+            trips.append(perf_counter() - started)
+
+        thread = threading.Thread(target=trip, daemon=True)
+        thread.start()
+        yield from wait_threads([thread], 10)
+    results.setdefault("round_trip", {})["ours_after_long_quiet"] = percentiles(trips)
+
+
 def round_trips():
     """``call_on_main`` next to the docs recipe at 1.0 s and a 0.3 s polling timer; and on its own
     after quiet spells: one worker, a trip every IDLE_AFTER + 0.05..0.35 s, so that each one finds
-    the add-on's timer polling at its idle rate (every IDLE_POLL s instead of every pass)."""
+    the add-on's timer polling every IDLE_POLL s instead of every pass; and after long ones
+    (_round_trips_after_long_quiet)."""
     yield from _round_trips("ours", lambda: mt.call_on_main(noop), 0.010)
     yield from _round_trips("ours_after_quiet", lambda: mt.call_on_main(noop), 0.3, workers=1,
                             quiet=_blender.IDLE_AFTER + 0.05)
+    yield from _round_trips_after_long_quiet()
     for name, interval in (("poll_0.3s", 0.3), ("docs_recipe_1.0s", 1.0)):
         run_in_main_thread, stop = docs_recipe(interval)
 

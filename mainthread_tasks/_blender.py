@@ -31,10 +31,14 @@ tick_budget = DEFAULT_TICK_BUDGET
 MIN_BUDGET_SHARE = 0.125
 #: How many recent passes tell what Blender's own part of a pass usually takes (their median).
 PACING_SAMPLES = 9
-#: After this many seconds without work the timer polls every IDLE_POLL seconds (every third idle
-#: pass) instead of every pass: the first task after a quiet spell waits at most that much longer.
+#: After IDLE_AFTER seconds without work the timer polls every IDLE_POLL seconds (every third idle
+#: pass) instead of every pass, and after LONG_IDLE_AFTER seconds (Blender idling: most of its
+#: time) every LONG_IDLE_POLL seconds: the first task after a quiet spell waits at most that much
+#: longer.
 IDLE_AFTER = 1.0
 IDLE_POLL = 0.015
+LONG_IDLE_AFTER = 10.0
+LONG_IDLE_POLL = 0.05
 
 #: Copies of this library in one Blender (the installed add-on, the wheel that extensions bundle,
 #: a copy vendored inside a legacy add-on) each have their own queue and timer. So that a pass
@@ -122,15 +126,18 @@ def _drain_timer() -> float:
     # Idle, it would run ~190 times a second, each time with the CPU caches cold after Blender's 5 ms
     # sleep: measured here, any timer that runs every pass costs 0.1-0.4% of a core that way, and
     # the old idle path with its statistics took ~11 us of Python a call (an empty function 2-3 us).
-    # So an idle pass only checks the queue and reads the clock, and after IDLE_AFTER seconds
-    # without work the timer polls every IDLE_POLL seconds instead of every pass (README,
+    # So an idle pass only checks the queue and reads the clock, and after a quiet spell the timer
+    # polls every IDLE_POLL, later LONG_IDLE_POLL seconds instead of every pass (README,
     # "Performance"). Work found puts it back to every pass.
     global _queue_empty_at
     if _qsize():
         _run_pass()
         return 0.0
     now = _queue_empty_at = _clock()
-    return 0.0 if now - _pass_end < IDLE_AFTER else IDLE_POLL
+    quiet = now - _pass_end
+    if quiet < IDLE_AFTER:
+        return 0.0
+    return IDLE_POLL if quiet < LONG_IDLE_AFTER else LONG_IDLE_POLL
 
 
 def _run_pass() -> None:

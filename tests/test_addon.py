@@ -165,6 +165,8 @@ def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_s
     assert _blender._drain_timer() == 0.0  # recently registered: every pass
     clock.now += _blender.IDLE_AFTER
     assert _blender._drain_timer() == _blender.IDLE_POLL  # a quiet spell: every IDLE_POLL seconds
+    clock.now += _blender.LONG_IDLE_AFTER
+    assert _blender._drain_timer() == _blender.LONG_IDLE_POLL  # idling for long: less often still
     assert _blender.queue_wait == 0.0 and mt.stats().ticks == 0
     assert _blender._queue_empty_at == clock.now  # the queue-wait bound still moves on
     monkeypatch.undo()  # the real run_for (and clock) again

@@ -356,9 +356,10 @@ def measure_timers_per_pass(samples=200):
     return ratio
 
 
-def step_idle_polling(samples=150):
-    """After a quiet spell the timer polls every IDLE_POLL s (every third ~5 ms pass), and a task
-    submitted then still runs within about that; work puts it back to every pass."""
+def step_idle_polling(samples=150, long_samples=300):
+    """After a quiet spell the timer polls every IDLE_POLL s (every third ~5 ms pass), after a
+    long one every LONG_IDLE_POLL s (every tenth), and a task submitted then still runs within
+    about that; work puts it back to every pass."""
     blender = mt._blender
     calls = [0]
     qsize = blender._qsize
@@ -367,24 +368,33 @@ def step_idle_polling(samples=150):
         calls[0] += 1
         return qsize()
 
-    yield from wait_until(lambda: perf_counter() - blender._pass_end > blender.IDLE_AFTER + 0.1, 10,
-                          "a quiet spell")
+    def calls_per_pass(count):
+        calls[0], mark = 0, passes.mark()
+        yield from wait_until(lambda: passes.mark() - mark >= count, 30, f"{count} idle passes")
+        return calls[0] / (passes.mark() - mark)
+
+    def quiet_for(seconds):
+        return lambda: perf_counter() - blender._pass_end > seconds
+
+    yield from wait_until(quiet_for(blender.IDLE_AFTER + 0.1), 10, "a quiet spell")
     blender._qsize = counting_qsize
     try:
-        mark = passes.mark()
-        yield from wait_until(lambda: passes.mark() - mark >= samples, 30, f"{samples} idle passes")
-        idle_ratio = calls[0] / (passes.mark() - mark)
+        ratio = yield from calls_per_pass(samples)
+        yield from wait_until(quiet_for(blender.LONG_IDLE_AFTER + 0.1), 30, "a long quiet spell")
+        long_ratio = yield from calls_per_pass(long_samples)
     finally:
         blender._qsize = qsize
     out = []
     started = perf_counter()
     thread = start(lambda: out.append(mt.call_on_main(perf_counter)))
-    yield from wait_threads([thread], 10, "a round trip after the quiet spell")
-    facts["idle_polling"] = {"timer_calls_per_idle_pass": round(idle_ratio, 3),
-                             "round_trip_after_quiet_ms": ms(perf_counter() - started)}
-    # 15 ms over ~5.2 ms passes: every third pass (every fourth when passes run short).
-    assert 0.2 <= idle_ratio <= 0.45, facts["idle_polling"]
-    assert out and out[0] - started < blender.IDLE_POLL + 0.1, facts["idle_polling"]
+    yield from wait_threads([thread], 10, "a round trip after the long quiet spell")
+    facts["idle_polling"] = {"timer_calls_per_idle_pass": round(ratio, 3),
+                             "after_a_long_quiet_spell": round(long_ratio, 3),
+                             "round_trip_after_long_quiet_ms": ms(perf_counter() - started)}
+    # 15 ms over ~5.2 ms passes: every third pass (every fourth when passes run short); 50 ms: every tenth.
+    assert 0.2 <= ratio <= 0.45, facts["idle_polling"]
+    assert 0.05 <= long_ratio <= 0.15, facts["idle_polling"]
+    assert out and out[0] - started < blender.LONG_IDLE_POLL + 0.1, facts["idle_polling"]
 
 
 def busy(seconds):
