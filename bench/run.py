@@ -347,6 +347,7 @@ def main(argv: list[str]) -> int:
             results["gui"] = run_gui(blender, Path(scratch), quick)
             seconds = results["gui"]["stall"]["ours"]["drain_seconds"]
             print(f"[bench] machine pauses: a busy loop in plain python3 for {seconds:.0f} s", flush=True)
+            time.sleep(2.0)  # Blender and Xvfb have just quit: let them finish
             results["gui"]["machine_pauses_python"] = _pauses.measure(seconds)
             rows += gui_rows(results["gui"])
             plot(results["gui"], RESULTS / "latest.png",
