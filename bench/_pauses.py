@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 THRESHOLD = 0.0005  # seconds; reading the clock in a loop takes well under 1 µs
-SLICE = 0.5  # seconds of busy loop per call of busy_loop()
+SLICE = 0.5  # seconds of busy loop between two breaks (see measure_in_slices)
 
 
 def run_queue_wait() -> float | None:
@@ -44,10 +44,28 @@ def summary(pauses: list[float], seconds: float, waited: float | None) -> dict:
             "paused_seconds": sum(ordered), "run_queue_wait": waited}
 
 
-def measure(seconds: float) -> dict:
-    """The busy loop in one go (plain Python; Blender's UI runs it in slices, see bench_gui.py)."""
+def measure_in_slices(seconds: float):
+    """The busy loop for ``seconds``, SLICE seconds at a time: a generator that yields 0.0 between
+    two slices (Blender's UI runs a pass there; those gaps are not counted) and returns the
+    summary."""
     pauses: list[float] = []
-    before = run_queue_wait()
-    busy_loop(seconds, pauses)
-    after = run_queue_wait()
-    return summary(pauses, seconds, None if before is None or after is None else after - before)
+    waited: float | None = 0.0
+    done = 0.0
+    while done < seconds:
+        before = run_queue_wait()
+        busy_loop(min(SLICE, seconds - done), pauses)
+        after = run_queue_wait()
+        waited = None if before is None or after is None or waited is None else waited + after - before
+        done += SLICE
+        yield 0.0
+    return summary(pauses, seconds, waited)
+
+
+def measure(seconds: float) -> dict:
+    """The busy loop, slice after slice without a break (plain Python)."""
+    slices = measure_in_slices(seconds)
+    while True:
+        try:
+            next(slices)
+        except StopIteration as finished:
+            return finished.value

@@ -384,8 +384,7 @@ def _stall(name, submit_all, addon=True):
                        # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
                        longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split),
                        longest_addon_overshoot=max(gap["addon_pass"] - gap["task_pauses"] - gap["budget"]
-                                                   for gap in split),
-                       worst_net=max(split, key=lambda gap: gap["net"]))
+                                                   for gap in split))
     results.setdefault("stall", {})[name] = figures
 
 
@@ -410,20 +409,8 @@ def stalls():
 
 def machine_pauses():
     """How long this machine pauses a running thread, here in Blender's main thread: the busy loop
-    of _pauses for as long as the add-on's drain lasted, in slices of _pauses.SLICE seconds (the
-    UI runs a pass between two slices; those gaps are not counted)."""
-    seconds = results["stall"]["ours"]["drain_seconds"]
-    pauses: list[float] = []
-    waited = 0.0
-    done = 0.0
-    while done < seconds:
-        before = _pauses.run_queue_wait()
-        _pauses.busy_loop(min(_pauses.SLICE, seconds - done), pauses)
-        after = _pauses.run_queue_wait()
-        waited = None if before is None or after is None or waited is None else waited + after - before
-        done += _pauses.SLICE
-        yield 0.0
-    results["machine_pauses"] = _pauses.summary(pauses, seconds, waited)
+    of _pauses for as long as the add-on's drain lasted, in slices between event-loop passes."""
+    results["machine_pauses"] = yield from _pauses.measure_in_slices(results["stall"]["ours"]["drain_seconds"])
 
 
 STEPS = (settle, idle_pass, idle_cpu, round_trips, stalls, machine_pauses)
