@@ -134,10 +134,36 @@ def _drain_timer() -> float:
         _run_pass()
         return 0.0
     now = _queue_empty_at = _clock()
+    if _scheduler._sources:
+        return _sources_pass(now)
+    return _idle_interval(now)
+
+
+def _idle_interval(now: float) -> float:
     quiet = now - _pass_end
     if quiet < IDLE_AFTER:
         return 0.0
     return IDLE_POLL if quiet < LONG_IDLE_AFTER else LONG_IDLE_POLL
+
+
+def _sources_pass(now: float) -> float:
+    """A pass with the queue empty while sources (process results, the asyncio loop) exist.
+
+    Polls them when one is busy or due, within the tick budget; then sleeps no longer than the
+    idle rules allow, nor past the soonest due(). Never raises (see _drain_timer).
+    """
+    global _pass_end
+    due = None
+    try:
+        due = _scheduler.sources_due()
+        if due is not None and due <= 0.0:
+            if _scheduler._poll_sources(now + tick_budget):
+                _pass_end = _clock()
+            due = _scheduler.sources_due()
+    except BaseException:  # noqa: BLE001
+        logger.exception("mainthread_tasks: polling the sources interrupted the timer pass")
+    interval = _idle_interval(now)
+    return interval if due is None or interval <= due else max(due, 0.0)
 
 
 def _run_pass() -> None:
@@ -174,6 +200,11 @@ def _run_pass() -> None:
         if shared.previous > 1 or shared.spent:  # other copies have work: split the budget
             budget = max(budget * MIN_BUDGET_SHARE, min(budget / max(shared.previous, 1), budget - shared.spent))
         shared.count += 1
+        if _scheduler._sources:
+            # Process results and coroutine steps share the pass's budget: at most half of it, so
+            # that neither they nor the queue can starve the other.
+            _scheduler._poll_sources(started + budget * 0.5)
+            budget = max(budget * MIN_BUDGET_SHARE, budget - (_clock() - started))
         pass_budget = budget
         if _scheduler.run_for(budget):
             # No queued task is older than the last moment the queue was seen empty. This bound

@@ -17,6 +17,8 @@ import functools
 import logging
 import math
 import numbers
+import os
+import select
 import threading
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -29,12 +31,15 @@ from ._threadinfo import MAIN_THREAD_IDENT
 
 __all__ = (
     "Stats",
+    "add_source",
     "call_on_main",
     "main_thread",
     "post_on_main",
     "pump",
+    "remove_source",
     "run_on_main",
     "stats",
+    "wake_main",
 )
 
 logger = logging.getLogger("mainthread_tasks")
@@ -184,6 +189,8 @@ def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
         raise SchedulerStopped(_stopped)
     future = MainThreadFuture()
     _put((future, fn, args, kwargs or None))
+    if _main_asleep:
+        wake_main()
     if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
         _reject_queued()
     return future
@@ -205,6 +212,8 @@ def post_on_main(fn, /, *args, **kwargs) -> None:
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
     _put((None, fn, args, kwargs or None))
+    if _main_asleep:
+        wake_main()
     if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
         _reject_queued()
 
@@ -230,6 +239,8 @@ def call_on_main(fn, /, *args, **kwargs):
         raise SchedulerStopped(_stopped)
     future, waker = waited_future()
     _put((future, fn, args, kwargs or None))
+    if _main_asleep:
+        wake_main()
     if _stopped is not None:  # stopped between the check and the put: nothing may stay queued
         _reject_queued()
     waker.acquire()  # released once the future is done: finished, or cancelled by a stop
@@ -378,6 +389,8 @@ def pump(timeout: float | None = 0.0) -> int:
         if timeout == math.inf:
             timeout = None  # the same, and lock waits overflow on inf
     queued = _qsize()
+    if _sources:
+        return _pump_with_sources(queued, timeout)
     if queued:
         return _run_batch(queued, None)
     if timeout == 0:
@@ -423,6 +436,137 @@ def _wait_on_main(future: MainThreadFuture, timeout: float | None) -> None:
 
 
 MainThreadFuture._wait_on_main = _wait_on_main
+
+
+# -- sources: other kinds of main-thread work ---------------------------------------------------
+#
+# Process results and the asyncio loop's steps also run on the main thread, with no helper thread:
+# they plug in here as "sources", objects with
+#   fds() -> sequence of file descriptors that turn readable when poll() has work (main thread)
+#   due() -> seconds until poll() has work without fd activity (0.0: now), or None
+#   busy() -> True while work is in flight (the UI timer then runs every pass)
+#   poll(deadline=None) -> int: main thread only; does what is ready without blocking, starting
+#       nothing once time.perf_counter() is past ``deadline``; returns how much work completed
+#   stop(message) -> None: at the last unregister() and at exit; fails what is pending with
+#       SchedulerStopped(message), frees OS resources, never blocks long
+# pump() polls them after its queue batch and, when it has to wait, sleeps in poll(2) on their fds
+# plus a wake-up pipe that submissions write to only while the main thread sleeps there.
+
+_sources: tuple = ()  # replaced, never mutated: readers need no lock
+_sources_lock = threading.Lock()  # must be held while replacing _sources
+_wake_fds: tuple[int, int] | None = None  # (read end, write end), made on first use
+_main_asleep = False  # the main thread sleeps in poll(2) and must be woken through the pipe
+
+
+def add_source(source) -> None:
+    """Let the main thread poll ``source`` wherever it runs tasks (see above). Any thread."""
+    global _sources
+    with _sources_lock:
+        if not any(s is source for s in _sources):
+            _sources = (*_sources, source)
+    wake_main()
+
+
+def remove_source(source) -> None:
+    """Stop polling ``source``; harmless if it is not added. Any thread."""
+    global _sources
+    with _sources_lock:
+        _sources = tuple(s for s in _sources if s is not source)
+
+
+def wake_main() -> None:
+    """Wake the main thread if it sleeps in ``pump()`` waiting for work, so it looks again. Any thread.
+
+    Costs one global read when it does not sleep there.
+    """
+    if _main_asleep and _wake_fds is not None:
+        try:
+            os.write(_wake_fds[1], b"\0")
+        except (BlockingIOError, OSError):  # full: a wake-up is pending anyway; closed: exiting
+            pass
+
+
+def _wake_pipe() -> tuple[int, int]:
+    global _wake_fds
+    if _wake_fds is None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        _wake_fds = (read_end, write_end)
+    return _wake_fds
+
+
+def _poll_sources(deadline: float | None = None) -> int:
+    # Main thread. A source's own failure is a bug of ours: log it, never stop the dispatcher.
+    done = 0
+    for source in _sources:
+        try:
+            done += source.poll(deadline)
+        except Exception:
+            logger.exception("mainthread_tasks: polling %r failed", source)
+    return done
+
+
+def sources_due() -> float | None:
+    """The UI timer's question: 0.0 when a source is busy, else the soonest due(), else None."""
+    soonest = None
+    for source in _sources:
+        if source.busy():
+            return 0.0
+        due = source.due()
+        if due is not None and (soonest is None or due < soonest):
+            soonest = due
+    return soonest
+
+
+def _pump_with_sources(queued: int, timeout: float | None) -> int:
+    """pump() while sources exist: the queue, then the sources; if neither had work, wait for either."""
+    global _main_asleep
+    deadline = None if timeout is None else monotonic() + timeout
+    while True:
+        ran = _run_batch(queued, None) if queued else 0
+        ran += _poll_sources()
+        if ran:
+            return ran
+        wait = None if deadline is None else deadline - monotonic()
+        if wait is not None and wait <= 0:
+            return 0
+        fds = [_wake_pipe()[0]]
+        for source in _sources:
+            fds.extend(source.fds())
+            due = source.due()
+            if due is not None and (wait is None or due < wait):
+                wait = max(due, 0.0)
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        _main_asleep = True
+        try:
+            if not _qsize():  # re-checked after raising the flag: a put before it is seen here
+                poller.poll(None if wait is None else math.ceil(wait * 1000))
+        finally:
+            _main_asleep = False
+            _drain_wake_pipe()
+        queued = _qsize()
+
+
+def _drain_wake_pipe() -> None:
+    try:
+        while os.read(_wake_fds[0], 4096):  # type: ignore[index]
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _stop_sources(message: str) -> None:
+    global _sources
+    with _sources_lock:
+        stopping, _sources = _sources, ()
+    for source in stopping:
+        try:
+            source.stop(message)
+        except Exception:
+            logger.exception("mainthread_tasks: stopping %r failed", source)
 
 
 # -- lifecycle --------------------------------------------------------------------------------
@@ -489,6 +633,7 @@ def release() -> int:
             return _users
         _stopped = _STOPPED_BY_UNREGISTER
     _reject_queued()
+    _stop_sources(_STOPPED_BY_UNREGISTER)
     return 0
 
 
@@ -502,6 +647,7 @@ def shutdown_at_exit() -> None:
         _exiting = True
         _stopped = _STOPPED_BY_EXIT
     _reject_queued()
+    _stop_sources(_STOPPED_BY_EXIT)
 
 
 try:

@@ -1,0 +1,205 @@
+"""Sources: other main-thread work (process results, asyncio steps) polled where the queue runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+import mainthread_tasks
+from mainthread_tasks import _scheduler
+
+
+class PipeSource:
+    """A source whose work arrives as bytes on a pipe, or at a due time."""
+
+    def __init__(self, due=None):
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+        self.got = []
+        self.polls = 0
+        self.stopped = None
+        self.due_at = due
+        self.deadlines = []
+
+    def fds(self):
+        return [self.read_end]
+
+    def due(self):
+        return None if self.due_at is None else self.due_at - time.monotonic()
+
+    def busy(self):
+        return False
+
+    def poll(self, deadline=None):
+        assert threading.current_thread() is threading.main_thread()
+        self.polls += 1
+        self.deadlines.append(deadline)
+        done = 0
+        if self.due_at is not None and time.monotonic() >= self.due_at:
+            self.due_at = None
+            done += 1
+        try:
+            data = os.read(self.read_end, 100)
+        except BlockingIOError:
+            data = b""
+        self.got.append(data) if data else None
+        return done + len(data)
+
+    def stop(self, message):
+        self.stopped = message
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+
+@pytest.fixture
+def source():
+    made = PipeSource()
+    _scheduler.add_source(made)
+    yield made
+    _scheduler.remove_source(made)
+    if made.stopped is None:
+        made.stop("test over")
+
+
+def test_pump_polls_sources_after_the_queue(source):
+    order = []
+    mainthread_tasks.post_on_main(order.append, "task")
+    os.write(source.write_end, b"ab")
+    assert mainthread_tasks.pump() == 1 + 2
+    assert order == ["task"] and source.got == [b"ab"]
+
+
+def test_pump_sleeps_until_a_source_fd_is_readable(source):
+    timer = threading.Timer(0.2, os.write, (source.write_end, b"x"))
+    started = time.monotonic()
+    timer.start()
+    assert mainthread_tasks.pump(5.0) == 1
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert 0.15 <= elapsed < 2.0, elapsed
+    assert source.got == [b"x"]
+
+
+def test_pump_wakes_for_a_task_submitted_while_it_sleeps_on_sources(source):
+    ran = []
+    timer = threading.Timer(0.2, mainthread_tasks.post_on_main, (ran.append, 1))
+    started = time.monotonic()
+    timer.start()
+    assert mainthread_tasks.pump(5.0) == 1
+    timer.join()
+    assert ran == [1] and time.monotonic() - started < 2.0
+
+
+def test_pump_wakes_at_a_source_due_time():
+    source = PipeSource(due=time.monotonic() + 0.2)
+    _scheduler.add_source(source)
+    try:
+        started = time.monotonic()
+        assert mainthread_tasks.pump(5.0) == 1
+        assert 0.15 <= time.monotonic() - started < 2.0
+    finally:
+        _scheduler.remove_source(source)
+        source.stop("test over")
+
+
+def test_pump_timeout_with_idle_sources(source):
+    started = time.monotonic()
+    assert mainthread_tasks.pump(0.1) == 0
+    assert 0.09 <= time.monotonic() - started < 2.0
+
+
+def test_waiting_on_a_future_on_main_polls_sources(source):
+    future = mainthread_tasks.run_on_main(lambda: None)
+    future.result(timeout=5)  # ran through pump: the source was polled meanwhile
+    assert source.polls >= 1
+
+
+def test_last_unregister_stops_sources_with_the_reason():
+    source = PipeSource()
+    mainthread_tasks.register()
+    _scheduler.add_source(source)
+    mainthread_tasks.unregister()
+    assert source.stopped and "unregister" in source.stopped
+    assert source not in _scheduler._sources
+
+
+def test_a_failing_source_is_logged_and_the_queue_goes_on(caplog):
+    class Broken(PipeSource):
+        def poll(self, deadline=None):
+            raise ValueError("source bug")
+
+    broken = Broken()
+    _scheduler.add_source(broken)
+    try:
+        ran = []
+        mainthread_tasks.post_on_main(ran.append, 1)
+        with caplog.at_level(logging.ERROR, logger="mainthread_tasks"):
+            assert mainthread_tasks.pump() == 1
+        assert ran == [1] and "source bug" in caplog.text
+    finally:
+        _scheduler.remove_source(broken)
+        broken.stop("test over")
+
+
+def test_add_source_is_idempotent(source):
+    _scheduler.add_source(source)
+    assert sum(s is source for s in _scheduler._sources) == 1
+
+
+# -- the UI timer (driven by hand here; the GUI tier runs it in Blender's event loop) -------------
+
+from mainthread_tasks import _blender  # noqa: E402
+
+
+class FakeSource(PipeSource):
+    def __init__(self):
+        super().__init__()
+        self.is_busy = False
+        self.due_in = None
+
+    def busy(self):
+        return self.is_busy
+
+    def due(self):
+        return self.due_in
+
+
+def test_timer_polls_a_busy_source_every_pass_within_the_budget(monkeypatch):
+    source = FakeSource()
+    _scheduler.add_source(source)
+    try:
+        monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
+        assert _blender._drain_timer() == _blender.LONG_IDLE_POLL and source.polls == 0  # idle source: not polled
+        source.due_in = 0.02
+        assert _blender._drain_timer() == pytest.approx(0.02)  # no later than its due time
+        source.due_in = None
+        source.is_busy = True
+        os.write(source.write_end, b"r")
+        started = time.perf_counter()
+        assert _blender._drain_timer() == 0.0  # busy: every pass
+        assert source.got == [b"r"] and started < source.deadlines[-1] <= started + _blender.tick_budget + 0.01
+        # Work done counts as work: the timer stays at every pass for IDLE_AFTER seconds.
+        source.is_busy = False
+        assert _blender._drain_timer() == 0.0
+    finally:
+        _scheduler.remove_source(source)
+        source.stop("test over")
+
+
+def test_timer_pass_with_tasks_gives_sources_part_of_the_budget():
+    source = FakeSource()
+    _scheduler.add_source(source)
+    try:
+        ran = []
+        mainthread_tasks.post_on_main(ran.append, 1)
+        started = time.perf_counter()
+        assert _blender._drain_timer() == 0.0
+        assert ran == [1] and source.polls == 1
+        assert source.deadlines[0] <= started + _blender.tick_budget / 2 + 0.01
+    finally:
+        _scheduler.remove_source(source)
+        source.stop("test over")
