@@ -3,9 +3,9 @@
 - Blender 3.4.1: ``$BLENDER`` if set, else ``blender`` on PATH, else Debian's package (apt-get, as
   root) together with Xvfb for the GUI tier.
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
-  ``venv-dev`` (test tools + fake-bpy-module), ``venv-bpy-<version>`` (the bpy wheel + test tools),
-  ``blender-site-py<X.Y>`` (test tools for the Blender binary's own Python, via ``pip --target``).
-  Each is rebuilt when its requirements change.
+  ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
+  + test tools), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own Python, via
+  ``pip --target``). The hash is of the pinned requirements: a change makes a new folder.
 
 Standard library only: this runs before anything is installed.
 """
@@ -94,10 +94,14 @@ def _mark(folder: Path, stamp: str) -> None:
 
 
 def venv_python(name: str, requirements: list[str]) -> Path:
-    """A venv under the cache with ``requirements`` installed; returns its python."""
-    folder = CACHE / name
-    python = folder / "bin" / "python"
+    """A venv under the cache with ``requirements`` installed; returns its python.
+
+    The folder's name carries a hash of what is in it, so checkouts that pin different versions
+    (branches, worktrees) each keep their own venv instead of rebuilding one another's.
+    """
     stamp = _stamp(sys.version, *requirements)
+    folder = CACHE / f"{name}-{stamp[:8]}"
+    python = folder / "bin" / "python"
     if _fresh(folder, stamp) and python.exists():
         return python
     log(f"creating {folder} ({' '.join(requirements)})")
@@ -153,8 +157,8 @@ def blender_site(blender: str) -> Path:
     """Test tools for the Blender binary's own Python (it is not a venv), via pip --target."""
     pyver = blender_python_version(blender)
     tools = [r for r in test_requirements() if not r.startswith("fake-bpy-module")]
-    folder = CACHE / f"blender-site-py{pyver}"
     stamp = _stamp(pyver, *tools)
+    folder = CACHE / f"blender-site-py{pyver}-{stamp[:8]}"
     if _fresh(folder, stamp):
         return folder
     log(f"installing test tools for Blender's Python {pyver} into {folder}")
