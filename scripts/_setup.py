@@ -42,8 +42,13 @@ def log(message: str) -> None:
     print(f"[setup] {message}", flush=True)
 
 
+def shown(cmd: list[str]) -> str:
+    """A command as printed in logs (the chroot's entry script abridged)."""
+    return " ".join(cmd).replace(_SID_ENTER, "<enter the chroot>")
+
+
 def _run(cmd: list[str], **kwargs) -> None:
-    log("$ " + " ".join(cmd).replace(_SID_ENTER, "<enter the chroot>"))
+    log("$ " + shown(cmd))
     subprocess.run(cmd, check=True, **kwargs)
 
 

@@ -67,7 +67,7 @@ def _pytest_tier(tier: str, command: list[str], env: dict[str, str]) -> Outcome:
     xml_path = RESULTS / f"{tier}.xml"
     xml_path.unlink(missing_ok=True)
     command = [*command, f"--junitxml={xml_path}", "-o", f"junit_suite_name={tier}"]
-    print(f"\n===== tier {tier} =====\n$ {' '.join(command)}", flush=True)
+    print(f"\n===== tier {tier} =====\n$ {_setup.shown(command)}", flush=True)
     started = time.monotonic()
     try:
         code = subprocess.run(command, cwd=ROOT, env=env, timeout=TIER_TIMEOUT).returncode
