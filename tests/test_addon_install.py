@@ -141,10 +141,11 @@ def _consumer_extension(tmp_path: Path, pkg_id: str, wheel: Path | None = None) 
 def _reload_scripts() -> str:
     """Whether this Blender survives Reload Scripts: the bpy 4.2 module crashes at exit after
     ``bpy.ops.script.reload()`` even with no add-on installed (``python -c "import bpy;
-    bpy.ops.script.reload()"`` ends with SIGSEGV), so there it is left to the other tiers."""
+    bpy.ops.script.reload()"`` ends with SIGSEGV), and the bpy 4.5.15 module hangs there (the
+    same command never exits), so there it is left to the other tiers."""
     import bpy
 
-    broken = not support.IN_BLENDER_BINARY and bpy.app.version[:2] == (4, 2)
+    broken = not support.IN_BLENDER_BINARY and bpy.app.version[:2] in ((4, 2), (4, 5))
     return "no" if broken else "yes"
 
 
