@@ -229,6 +229,7 @@ def blender_site(blender: str | list[str]) -> Path:
 # (fcntl.flock) serialises building; the build itself refuses a folder that has mounts in it.
 
 SID_MIRROR = "http://deb.debian.org/debian"
+SID_BLENDER = "5.2"  #: the Blender series the blender-5.2-* tiers test
 #: python3-requests: Blender 5.2's extension add-on (bl_pkg) imports it at register() -- Debian's
 #: blender package does not depend on it, and without it package_install_files does not exist.
 #: python3-pip, python3-setuptools: the tests build the wheel with the chroot's Python.
@@ -337,6 +338,15 @@ def sid_python_version() -> str:
 
 
 def sid_blender() -> tuple[list[str], Path]:
-    """(the command that runs the chroot's Blender 5.2 with its test-tools site mounted, that site)."""
-    site = blender_site([*sid_command(), "blender"])
+    """(the command that runs the chroot's Blender with its test-tools site mounted, that site).
+
+    Raises SetupError unless it is Blender 5.2.x (a chroot built after sid moved on would hold
+    another version: the tiers named 5.2 must not quietly test it).
+    """
+    probe = [*sid_command(), "blender"]
+    version = blender_versions(probe)[0]
+    if not version.startswith(SID_BLENDER + "."):
+        raise SetupError(f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
+                         "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES")
+    site = blender_site(probe)
     return [*sid_command([site]), "blender"], site

@@ -42,7 +42,8 @@ def test_manifest_matches_the_package():
     assert manifest["version"] == mainthread_tasks.__version__
     assert manifest["type"] == "add-on"
     assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
-    assert manifest["blender_version_min"] == "4.2.0"
+    assert manifest["blender_version_min"] == "4.2.0"  # the oldest extension tier: bpy 4.2.23
+    assert mainthread_tasks.bl_info["blender"] == (3, 4, 0)  # the oldest legacy tier: Blender 3.4.1
     assert "permissions" not in manifest, "the library opens no files, network, ...: it needs no permission"
     assert mainthread_tasks.bl_info["name"] == manifest["name"]
 
