@@ -7,18 +7,23 @@
 
 Tiers:
   cpython              plain CPython + fake-bpy-module + pytest-mock: fast logic tests
+  cpython-3.13         the same on Python 3.13 (pyenv's; else the sid chroot's Python, said so)
   blender-background   the Blender binary (3.4.1 from Debian unless $BLENDER), pytest inside
                        ``blender --background``
   bpy-5.0.1            the bpy wheel 5.0.1 (Blender as a Python module)
+  bpy-4.5.15           the bpy wheel 4.5.15 LTS (the newest 4.5)
   bpy-4.2.23           the bpy wheel 4.2.23 LTS
   install-bpy-5.0.1    the built zip installed as an extension (package_install_files) and as a
-  install-bpy-4.2.23   legacy add-on into a fresh bpy 5.0.1 / 4.2.23, with a second add-on that
-                       imports it or bundles its wheel (tests/test_addon_install.py)
+  install-bpy-4.5.15   legacy add-on into a fresh bpy 5.0.1 / 4.5.15 / 4.2.23, with a second
+  install-bpy-4.2.23   add-on that imports it or bundles its wheel (tests/test_addon_install.py)
   install-legacy-blender  the built zip installed as a legacy add-on (addon_install +
                        addon_utils.enable) into the Blender binary, with the second add-on
   blender-gui          Blender's UI under Xvfb (xvfb-run), the add-on enabled as a user does, driven
                        from its event loop (tests/test_gui.py; measurements in
                        test-results/blender-gui.json)
+  blender-5.2-background  Debian sid's Blender 5.2 LTS (Python 3.14) in a chroot under the cache
+  install-blender-5.2  folder (scripts/_setup.py builds it with debootstrap): the core tests, the
+  blender-5.2-gui      install scenarios, and the GUI session in its UI (extension install)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -110,8 +115,8 @@ def tier_cpython_313() -> Outcome:
         python = _setup.venv_python("venv-dev-py3.13", _setup.test_requirements(), base=base)
         return _noted(_pytest_tier(tier, [str(python), "-m", "pytest", "-m", "not blender"], _env(tier)),
                       f"Python {_python_version([str(python)])}")
-    site = _setup.target_site(f"chroot-site-py{_setup.sid_python_version()}", _setup.sid_python_version(),
-                              _setup.test_requirements())
+    pyver = _setup.sid_python_version()
+    site = _setup.target_site(f"chroot-site-py{pyver}", pyver, _setup.test_requirements())
     python = [*_setup.sid_command([site]), "python3"]
     version = _python_version(python)
     print(f"[{tier}] no Python 3.13 here: running on the sid chroot's Python {version}", flush=True)
@@ -144,7 +149,7 @@ def _blender_tier(tier: str, markers: str, blender: list[str] | None = None, sit
         blender = [_setup.blender_executable()]
         site = _setup.blender_site(blender)
     version, python = _setup.blender_versions(blender)
-    print(f"\n[{tier}] Blender {version} (Python {python}): {' '.join(blender[-1:])}", flush=True)
+    print(f"\n[{tier}] Blender {version} (Python {python}): {blender[-1]}", flush=True)
     command = [*blender, "--background", "--factory-startup", "--python-exit-code", "86",
                "--python", str(ROOT / "tests" / "blender_pytest.py"), "--", "-m", markers]
     outcome = _pytest_tier(tier, command, _env(tier, MAINTHREAD_TASKS_BLENDER_SITE=str(site), **extra))
