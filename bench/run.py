@@ -6,14 +6,15 @@
     python3 bench/run.py --skip-gui       # background mode only (no Xvfb needed)
     python3 bench/run.py --skip-background  # GUI mode only
     BLENDER=/opt/blender/blender python3 bench/run.py
+    python3 bench/run.py --blender-5.2    # Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)
 
 Background mode (``blender --background``, the main thread drains with ``pump``): throughput of
 ``post_on_main``, ``run_on_main`` and their anchors, the blocking round trip, memory. GUI mode
 (``xvfb-run ... blender``, Blender's real event loop): round-trip latency, the longest stall while a
 backlog drains, idle CPU. Every anchor is measured in the same run as the figure it is compared with;
 the table shows the ratio, the target and PASS/MISS. Writes bench/results/latest.json, latest.md and
-latest.png (GUI latency and stall next to the anchors). Exit status 1 if a target was missed or a
-run failed. The README's "Performance" section says what each line measures.
+latest.png (GUI latency and stall next to the anchors); with ``--blender-5.2``, blender-5.2.json, .md
+and .png. Exit status 1 if a target was missed or a run failed. The README's "Performance" section says what each line measures.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ COMMAND = "python3 bench/run.py"
 
 
 def _run_blender(label: str, command: list[str], out: Path, timeout: int, env: dict | None = None) -> dict:
-    print(f"[bench] {label}: {' '.join(command)}", flush=True)
+    print(f"[bench] {label}: {_setup.shown(command)}", flush=True)
     started = time.monotonic()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -61,16 +62,25 @@ def _run_blender(label: str, command: list[str], out: Path, timeout: int, env: d
     return result
 
 
-def run_background(blender: str, scratch: Path, quick: bool) -> dict:
+def blender_commands(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the command that runs Blender, the one that runs xvfb-run): $BLENDER or Debian's 3.4.1 on this
+    machine, or with ``--blender-5.2`` both inside the sid chroot."""
+    if "--blender-5.2" in argv:
+        inside = _setup.sid_command()
+        return [*inside, "blender"], [*inside, "xvfb-run"]
+    return [_setup.blender_executable()], [_setup.xvfb_run()]
+
+
+def run_background(blender: list[str], scratch: Path, quick: bool) -> dict:
     out = scratch / "background.json"
-    command = [blender, "--background", "--factory-startup", "--python-exit-code", "1",
+    command = [*blender, "--background", "--factory-startup", "--python-exit-code", "1",
                "--python", str(BENCH / "bench_background.py"), "--", str(out)] + (["--quick"] if quick else [])
     return _run_blender("background", command, out, BACKGROUND_TIMEOUT)
 
 
-def run_gui(blender: str, scratch: Path, quick: bool) -> dict:
+def run_gui(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> dict:
     out = scratch / "gui.json"
-    command = [_setup.xvfb_run(), "-a", "-s", "-screen 0 1280x720x24", blender, "--factory-startup",
+    command = [*xvfb_run, "-a", "-s", "-screen 0 1280x720x24", blender[-1], "--factory-startup",
                "--python", str(BENCH / "bench_gui.py"), "--", str(out)] + (["--quick"] if quick else [])
     user = scratch / "user"  # keep the user's own Blender config (recent files...) untouched
     user.mkdir(exist_ok=True)
@@ -332,7 +342,8 @@ def plot(gui: dict, path: Path, caption: str) -> None:
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
-    blender = _setup.blender_executable()
+    blender, xvfb_run = blender_commands(argv)
+    name = "blender-5.2" if "--blender-5.2" in argv else "latest"
     started = time.monotonic()
     info = {"command": " ".join([COMMAND, *argv]), "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick}
@@ -344,22 +355,22 @@ def main(argv: list[str]) -> int:
             results["background"] = run_background(blender, Path(scratch), quick)
             rows += background_rows(results["background"])
         if "--skip-gui" not in argv:
-            results["gui"] = run_gui(blender, Path(scratch), quick)
+            results["gui"] = run_gui(blender, xvfb_run, Path(scratch), quick)
             seconds = results["gui"]["stall"]["ours"]["drain_seconds"]
             print(f"[bench] machine pauses: a busy loop in plain python3 for {seconds:.0f} s", flush=True)
             time.sleep(2.0)  # Blender and Xvfb have just quit: let them finish
             results["gui"]["machine_pauses_python"] = _pauses.measure(seconds)
             rows += gui_rows(results["gui"])
-            plot(results["gui"], RESULTS / "latest.png",
+            plot(results["gui"], RESULTS / f"{name}.png",
                  f"{info['date']}, Blender {results['gui']['blender']}, {info['machine']['description']}")
     some = results.get("background") or results.get("gui") or {}
     info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
                 blender=some.get("blender", "?"), python=some.get("python", "?"))
     print_table(rows)
-    (RESULTS / "latest.json").write_text(json.dumps({"info": info, "rows": rows, "results": results}, indent=2))
-    (RESULTS / "latest.md").write_text(markdown(rows, info))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"info": info, "rows": rows, "results": results}, indent=2))
+    (RESULTS / f"{name}.md").write_text(markdown(rows, info))
     print(f"\n{info['machine']['description']}; Blender {info['blender']}; {info['seconds']:.0f} s")
-    print(f"wrote {RESULTS / 'latest.json'}, latest.md" + (", latest.png" if "gui" in results else ""))
+    print(f"wrote {RESULTS / name}.json, {name}.md" + (f", {name}.png" if "gui" in results else ""))
     missed = [r["figure"] for r in rows if r["result"] == "MISS"]
     if missed:
         print(f"MISSED {len(missed)} target(s): " + "; ".join(missed))

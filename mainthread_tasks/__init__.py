@@ -38,11 +38,12 @@ __all__ = (
 __version__ = "0.1.0"
 
 # Legacy add-on metadata (Blender <= 4.1); Blender >= 4.2 reads blender_manifest.toml instead.
+# "blender": the oldest series a tier runs the legacy add-on in (install-legacy-blender: 3.4.1).
 bl_info = {
     "name": "Main Thread Tasks",
     "author": "mainthread_tasks developers",
     "version": (0, 1, 0),
-    "blender": (3, 0, 0),
+    "blender": (3, 4, 0),
     "location": "Edit > Preferences > Add-ons > Main Thread Tasks",
     "description": "Lets worker threads run bpy work safely on Blender's main thread",
     "category": "Development",

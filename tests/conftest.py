@@ -28,10 +28,11 @@ from tests import support  # noqa: E402
 
 def pytest_configure(config):
     tier = os.environ.get("MAINTHREAD_TASKS_TIER")
-    if tier and tier != "cpython" and not support.REAL_BLENDER:
+    plain = tier is not None and (tier == "cpython" or tier.startswith("cpython-"))  # cpython, cpython-3.13
+    if tier and not plain and not support.REAL_BLENDER:
         raise pytest.UsageError(f"tier {tier!r} expects real Blender, but bpy is {support.bpy_origin()}")
-    if tier == "cpython" and support.REAL_BLENDER:
-        raise pytest.UsageError("the cpython tier must run on fake-bpy-module, not real Blender")
+    if plain and support.REAL_BLENDER:
+        raise pytest.UsageError(f"the {tier} tier must run on fake-bpy-module, not real Blender")
 
 
 def pytest_report_header(config):
