@@ -105,6 +105,15 @@ class Stats:
     longest_task: float  #: longest single task
     longest_task_name: str
     slow_tasks: int  #: tasks that took longer than ``slow_task_seconds`` (each one is logged)
+    # run_in_process: process_submitted == process_completed + process_failed + process_cancelled
+    # + process_pending + process_running.
+    processes: int = 0  #: worker processes alive
+    process_submitted: int = 0  #: tasks accepted by run_in_process
+    process_completed: int = 0  #: returned a result
+    process_failed: int = 0  #: raised, lost with a dead worker, or stopped while running
+    process_cancelled: int = 0  #: never started: cancelled, or dropped when the pool stopped
+    process_pending: int = 0  #: waiting for a free worker process
+    process_running: int = 0  #: in a worker process now
 
 
 def stats() -> Stats:
@@ -128,6 +137,7 @@ def stats() -> Stats:
         longest_task=_longest_task,
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
+        **_process.counts(),
     )
 
 
@@ -139,6 +149,7 @@ def reset_stats() -> None:
         _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
+    _process.reset_counts()
 
 
 def task_name(fn) -> str:
@@ -649,6 +660,8 @@ def shutdown_at_exit() -> None:
     _reject_queued()
     _stop_sources(_STOPPED_BY_EXIT)
 
+
+from . import _process  # noqa: E402 - it imports this module (stats() reads its counters)
 
 try:
     # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).
