@@ -553,12 +553,22 @@ def _pump_with_sources(queued: int, timeout: float | None) -> int:
             poller.register(fd, select.POLLIN)
         _main_asleep = True
         try:
-            if not _qsize():  # re-checked after raising the flag: a put before it is seen here
+            # Re-checked after raising the flag: a put, or work a source got from another thread
+            # (whose wake_main() found the flag down), before it is seen here.
+            if not _qsize() and not _sources_ready():
                 poller.poll(None if wait is None else math.ceil(wait * 1000))
         finally:
             _main_asleep = False
             _drain_wake_pipe()
         queued = _qsize()
+
+
+def _sources_ready() -> bool:
+    for source in _sources:
+        due = source.due()
+        if due is not None and due <= 0.0:
+            return True
+    return False
 
 
 def _drain_wake_pipe() -> None:
