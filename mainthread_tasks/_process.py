@@ -231,14 +231,16 @@ def _pickle_call(fn, args, kwargs) -> tuple[bytes, dict[str, list[str]]]:
             f"run_in_process({_scheduler.task_name(fn)}, ...): the arguments pickle to {len(body):,} bytes, more "
             f"than {max_message_bytes:,}; pass a file path and read the data in the worker"
         )
+    # The packages above every module the call needs, with their __path__ (empty for a module
+    # without one, like Blender's bl_ext), for the worker's stand-ins (_process_child.import_module).
     packages = {}
     for module in pickler.modules:
         parts = module.split(".")
         for i in range(1, len(parts)):
             name = ".".join(parts[:i])
-            path = getattr(sys.modules.get(name), "__path__", None)
-            if path is not None:
-                packages[name] = list(path)
+            found = sys.modules.get(name)
+            if found is not None and name not in packages:
+                packages[name] = list(getattr(found, "__path__", None) or ())
     return body, packages
 
 

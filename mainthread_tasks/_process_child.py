@@ -122,9 +122,9 @@ def import_module(name: str, packages: dict) -> None:
 
     First as Python would. If that fails and the parent sent the ``__path__`` of packages that
     contain the module (an add-on: ``my_addon.work`` or ``bl_ext.user_default.my_addon.work``,
-    whose package ``__init__`` imports bpy, or ``bl_ext`` which Blender makes at run time), those
-    packages become stand-ins with the parent's ``__path__`` whose ``__init__`` never runs, and
-    the module is imported again: only the module itself runs.
+    whose package ``__init__`` imports bpy; ``bl_ext`` and ``bl_ext.<repo>``, which Blender makes
+    at run time), those that are missing here become stand-ins with the parent's ``__path__``
+    whose ``__init__`` never runs, and the module is imported again: only the module itself runs.
     """
     try:
         importlib.import_module(name)

@@ -129,7 +129,7 @@ def test_a_submission_from_a_worker_wakes_a_sleeping_pump():
     mt.run_in_process(work.square, 1).result(30)  # the pool is up: its source is polled
     started = time.monotonic()
     timer.start()
-    while not (futures and futures[0].done()):
+    while mt.stats().process_completed < 2:  # (the timer thread may not have stored the future yet)
         mt.pump(10.0)
         assert time.monotonic() - started < 8, "the main thread slept through a worker's submission"
     timer.join(10)
@@ -483,31 +483,30 @@ def test_a_function_of_a_legacy_addon_whose_init_imports_bpy(tmp_path, monkeypat
 
 
 def test_a_function_of_an_extension_under_bl_ext(tmp_path):
-    # Blender >= 4.2 makes bl_ext and bl_ext.<repo> at run time, with the repositories' folders as
-    # their __path__: a worker process cannot import them at all.
+    # Blender >= 4.2 makes bl_ext (a module without __path__) and bl_ext.<repo> (with the
+    # repository's folder as __path__) at run time: a worker process cannot import them at all.
     repo = tmp_path / "extensions" / "user_default"
     _write_addon(repo / "mt_fake_ext")
-    made = []
-    for name, path in (("bl_ext", tmp_path / "extensions"), ("bl_ext.user_default", repo)):
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            module.__path__ = [str(path)]
-            sys.modules[name] = module
-            made.append(name)
+    made = [name for name in ("bl_ext", "bl_ext.user_default") if name not in sys.modules]
+    if "bl_ext" in made:
+        sys.modules["bl_ext"] = types.ModuleType("bl_ext")
+    if "bl_ext.user_default" in made:
+        sys.modules["bl_ext.user_default"] = types.ModuleType("bl_ext.user_default")
+        sys.modules["bl_ext.user_default"].__path__ = []
+    repo_path = sys.modules["bl_ext.user_default"].__path__
+    repo_path.append(str(repo))  # in Blender >= 4.2: next to the real user repository
     try:
-        if "bl_ext" not in made:  # real Blender >= 4.2: add our repository to its bl_ext
-            sys.modules["bl_ext"].__path__.append(str(tmp_path / "extensions"))
         import importlib
 
         addon_work = importlib.import_module("bl_ext.user_default.mt_fake_ext.work")
         assert mt.run_in_process(addon_work.scale, [1.5], 2).result(60) == [3.0]
-        assert mt.run_in_process(addon_work.seen).result(60)["bpy"] is False
+        seen = mt.run_in_process(addon_work.seen).result(60)
+        assert seen["bpy"] is False and "Stand-in" in seen["package_doc"]
     finally:
         _forget_modules("bl_ext.user_default.mt_fake_ext")
+        repo_path.remove(str(repo))
         for name in reversed(made):
             del sys.modules[name]
-        if "bl_ext" not in made and "bl_ext" in sys.modules:
-            sys.modules["bl_ext"].__path__.remove(str(tmp_path / "extensions"))
 
 
 # -- whole interpreters: exit, __main__, multiprocessing's alias ---------------------------------
