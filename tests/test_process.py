@@ -602,3 +602,19 @@ def test_an_idle_worker_ends_when_its_parent_is_killed(tmp_path):
 
 def test_process_died_is_made_once():
     assert _errors.process_died() is mt.ProcessDied is _errors.ProcessDied
+
+
+@pytest.mark.blender
+def test_the_process_mesh_example(tmp_path):
+    from tests import support
+
+    example = ROOT / "examples" / "process_mesh.py"
+    command = [*support.python_command(example), "--", "--meshes", "3", "--grid", "40", "--workers", "2",
+               "--save", str(tmp_path / "ripples.blend")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
+    proc = support.run(command, 120, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "PROCESS MESH OK" in out and "3 meshes of 1,600 vertices displaced in worker processes" in out, out
+    assert "bpy calls made off the main thread: 0" in out and "threads in Blender now: ['MainThread']" in out, out
+    assert (tmp_path / "ripples.blend").stat().st_size > 0
