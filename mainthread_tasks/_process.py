@@ -26,7 +26,8 @@ and ``pickle`` alone:
   terminated (killed if they do not end within half a second) and waited for, and the futures of
   unfinished tasks fail with SchedulerStopped. The next use after ``register()`` starts a new pool.
 
-Windows is not supported: it has no ``pass_fds`` and cannot ``poll()`` pipes.
+Windows is not supported (``run_in_process`` raises NotImplementedError there): it has no
+``pass_fds``, and ``select``/``poll`` do not work on its pipes.
 """
 
 from __future__ import annotations
@@ -696,6 +697,7 @@ def run_in_process(fn, /, *args, **kwargs) -> ProcessFuture:
         ValueError: the pickled arguments are larger than 1 GiB.
         RuntimeError: no Python interpreter of Blender's version was found for the workers (the
             message says which were tried).
+        NotImplementedError: on Windows.
         SchedulerStopped: after the last ``unregister()``, or while Python exits.
 
     The Future fails with:
@@ -706,6 +708,9 @@ def run_in_process(fn, /, *args, **kwargs) -> ProcessFuture:
     """
     if not callable(fn):
         raise _scheduler._not_callable(fn)
+    if os.name != "posix":
+        raise NotImplementedError("run_in_process needs Linux or macOS: on Windows Blender's main thread cannot "
+                                  "poll the workers' pipes")
     if _scheduler._stopped is not None:
         raise SchedulerStopped(_scheduler._stopped)
     body, packages = _pickle_call(fn, args, kwargs)
