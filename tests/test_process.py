@@ -102,6 +102,23 @@ def test_done_callbacks_run_on_the_main_thread_for_tasks_from_any_thread():
     assert sorted(f.result(0) for f in futures) == [4, 9]
 
 
+def test_a_done_callback_may_submit_and_wait_on_the_main_thread():
+    # The callback runs inside the pool's poll(); waiting there polls again, nested.
+    mt.set_process_workers(2)
+    chained = []
+
+    def then(future):
+        chained.append(mt.run_in_process(work.square, future.result()).result(60))
+
+    futures = [mt.run_in_process(work.sleep_then, 0.05 * i, i + 2) for i in range(4)]
+    for future in futures:
+        future.add_done_callback(then)
+    _pump_until(lambda: len(chained) == 4)
+    assert sorted(chained) == [4, 9, 16, 25]
+    s = mt.stats()
+    assert (s.process_completed, s.process_running, s.process_pending) == (8, 0, 0)
+
+
 def test_a_worker_thread_waits_while_the_main_thread_pumps():
     outcome = []
 
@@ -111,6 +128,33 @@ def test_a_worker_thread_waits_while_the_main_thread_pumps():
     thread = start_thread(worker)
     _pump_until(lambda: not thread.is_alive())
     assert outcome == ["done"]
+
+
+def test_threads_submit_and_cancel_at_once_and_every_task_is_accounted_for():
+    mt.set_process_workers(2)
+    results = {}
+    errors = []
+
+    def submitter(t):
+        try:
+            mine = [mt.run_in_process(work.add, t, i) for i in range(150)]
+            cancelled = {i for i in range(0, 150, 3) if mine[i].cancel()}
+            for i, future in enumerate(mine):
+                if i in cancelled:
+                    assert future.cancelled()
+                else:
+                    results[(t, i)] = future.result(120)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [start_thread(submitter, t) for t in range(4)]
+    _pump_until(lambda: not any(thread.is_alive() for thread in threads), 120)
+    assert not errors, errors
+    assert all(value == t + i for (t, i), value in results.items())
+    _pump_until(lambda: mt.stats().process_pending == 0)
+    s = mt.stats()
+    assert s.process_submitted == 600 and s.process_failed == 0 and s.process_running == 0
+    assert s.process_completed == len(results) and s.process_completed + s.process_cancelled == 600, s
 
 
 def test_pump_sleeps_until_a_result_arrives():
