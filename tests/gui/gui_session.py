@@ -620,6 +620,7 @@ def step_quit_with_a_worker_inside():
     yield from wait_until(lambda: mt.stats().completed > 20, 10, "the last worker to run")
     assert thread.is_alive()
     # And worker processes in the middle of a task: Blender must still quit at once, leaving none.
+    mt.set_process_workers(2)
     running = [mt.run_in_process(time.sleep, 600) for _ in range(2)]
     yield from wait_until(lambda: all(f.running() for f in running), 30, "the process tasks to start")
     facts["quit_process_pids"] = [child.proc.pid for child in mt._process._pool._children]
