@@ -21,6 +21,11 @@ Two parts (``bench/run.py`` runs them too, unless ``--skip-process``):
    makes Blender crash at exit (and ``spawn`` would re-run the script and use the wrong
    ``sys.executable``). Goal: run_in_process <= 1.0x the executor's time per task.
 
+3. The UI while workers compute (``xvfb-run blender``, the add-on's timer reading results): the
+   event-loop pass (time between two calls of a timer that runs every pass) while idle, while one
+   worker computes (the default pool on 2 cores) and while two do, and the time the pool's poll
+   takes per pass. For information: no goal.
+
 Writes bench/results/process.json. Exit status 1 if a goal was missed or a part failed.
 """
 
@@ -181,6 +186,83 @@ def overhead(out: Path, quick: bool) -> None:
     }, indent=2))
 
 
+# -- part 3: the UI while workers compute -----------------------------------------------------------
+
+
+def inside_ui(out: Path, quick: bool) -> None:
+    """Part 3; runs in Blender's UI (under Xvfb). Steps run from a timer, one per event-loop pass."""
+    from time import perf_counter
+
+    import bpy
+
+    import mainthread_tasks as mt
+
+    seconds = 0.5 if quick else 2.0
+    passes: list[float] = []
+    polls: list[float] = []
+    pool_poll = mt._process._Pool.poll
+
+    def timed_poll(self, deadline=None):
+        started = perf_counter()
+        try:
+            return pool_poll(self, deadline)
+        finally:
+            polls.append(perf_counter() - started)
+
+    mt._process._Pool.poll = timed_poll
+    mt.register()
+    result: dict = {"blender": bpy.app.version_string, "seconds": seconds, "phases": {}}
+
+    def steps():
+        started = perf_counter()
+        while perf_counter() - started < 5.0 or max(b - a for a, b in zip(passes[-60:], passes[-59:])) > 0.03:
+            yield  # the first passes after start-up are slow (the window's first draws)
+        for workers in (1, 2):
+            mt.set_process_workers(workers)
+            warm = [mt.run_in_process(sum_of_squares, 10) for _ in range(workers)]
+            while not all(f.done() for f in warm):
+                yield
+            for label, busy in ((f"idle, {workers} worker(s) alive", False), (f"{workers} worker(s) computing", True)):
+                mark, polls[:] = len(passes), []
+                futures = [mt.run_in_process(_spin, seconds) for _ in range(workers)] if busy else []
+                began = perf_counter()
+                while perf_counter() - began < seconds or not all(f.done() for f in futures):
+                    yield
+                gaps = [b - a for a, b in zip(passes[mark:], passes[mark + 1:])]
+                result["phases"][label] = {"passes": len(gaps), "gap_median": statistics.median(gaps), "gap_max": max(gaps),
+                                           "polls": len(polls), "poll_median": statistics.median(polls) if polls else 0.0,
+                                           "poll_max": max(polls, default=0.0)}
+
+    def heartbeat():
+        passes.append(perf_counter())
+        return 0.0
+
+    run = steps()
+
+    def drive():
+        try:
+            next(run)
+            return 0.0
+        except StopIteration:
+            pass
+        except BaseException:  # noqa: BLE001 - reported through the file
+            import traceback
+
+            result["error"] = traceback.format_exc()
+        out.write_text(json.dumps(result, indent=2))
+        bpy.ops.wm.quit_blender()
+        return None
+
+    bpy.app.timers.register(heartbeat, first_interval=0.0, persistent=True)
+    bpy.app.timers.register(drive, first_interval=0.0, persistent=True)
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 # -- the driver ------------------------------------------------------------------------------------
 
 
@@ -192,10 +274,10 @@ def _shell_path() -> str:
     return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if "/.pyenv/versions/" not in p)
 
 
-def _run(label: str, command: list[str], out: Path) -> dict:
+def _run(label: str, command: list[str], out: Path, **env_extra: str) -> dict:
     print(f"[bench] {label}: {' '.join(command)}", flush=True)
     started = time.monotonic()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=_shell_path())
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=_shell_path(), **env_extra)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
     except subprocess.TimeoutExpired:
@@ -219,7 +301,14 @@ def run(blender: str, scratch: Path, quick: bool) -> dict:
     per_task = _run("process overhead (bpy 5.0.1)", [python, str(Path(__file__).resolve()), "--overhead",
                                                      str(scratch / "process_overhead.json"), *flags],
                     scratch / "process_overhead.json")
-    return {"cpu": cpu, "overhead": per_task}
+    (scratch / "ui_user").mkdir(exist_ok=True)
+    ui = _run("process UI (Blender under Xvfb)", [_setup.xvfb_run(), "-a", "-s", "-screen 0 1280x720x24", blender,
+                                                  "--factory-startup", "--python", str(Path(__file__).resolve()), "--",
+                                                  "--inside-ui", str(scratch / "process_ui.json"), *flags],
+              scratch / "process_ui.json", BLENDER_USER_RESOURCES=str(scratch / "ui_user"))
+    if ui.get("error"):
+        raise RuntimeError(f"process UI failed inside Blender:\n{ui['error']}")
+    return {"cpu": cpu, "overhead": per_task, "ui": ui}
 
 
 def _spread(values: list[float]) -> str:
@@ -242,7 +331,7 @@ def rows(result: dict) -> list[dict]:
 
     median = {name: statistics.median(values) for name, values in runs.items()}
     label = f"{tasks} tasks of {cpu['task_seconds_on_main'] * 1e3:.0f} ms, Blender {cpu['blender']} --background"
-    return [
+    table = [
         _row(f"run_in_process, 2 workers: {label} (repeats {_spread(speedups)})", tasks / median["run_in_process"],
              rate, "the same tasks on the main thread", tasks / median["main_thread"], 1.7, True),
         _row(f"2 threads: {label} (repeats {_spread(thread_ratios)})", tasks / median["threads"], rate,
@@ -253,6 +342,17 @@ def rows(result: dict) -> list[dict]:
         _row("run_in_process round trip p50, one task at a time", ovh["round_trip_p50"]["run_in_process"], _time,
              "ProcessPoolExecutor (spawn) round trip p50", ovh["round_trip_p50"]["process_pool_executor"], None),
     ]
+    ui = result["ui"]["phases"]
+    for workers in (1, 2):
+        idle, busy = ui[f"idle, {workers} worker(s) alive"], ui[f"{workers} worker(s) computing"]
+        table += [
+            _row(f"UI pass while {workers} worker(s) compute, median (max {_time(busy['gap_max'])}), "
+                 f"Blender {result['ui']['blender']} under Xvfb", busy["gap_median"], _time,
+                 "idle UI pass, median", idle["gap_median"], None),
+            _row(f"the pool's poll per UI pass while {workers} worker(s) compute, median (max {_time(busy['poll_max'])})",
+                 busy["poll_median"], _time, "UI pass while they compute, median", busy["gap_median"], None),
+        ]
+    return table
 
 
 def main(argv: list[str]) -> int:
@@ -262,6 +362,9 @@ def main(argv: list[str]) -> int:
         return 0
     if "--overhead" in argv:
         overhead(Path(argv[argv.index("--overhead") + 1]), quick)
+        return 0
+    if "--inside-ui" in argv:
+        inside_ui(Path(argv[argv.index("--inside-ui") + 1]), quick)
         return 0
     sys.path.insert(0, str(BENCH))
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -292,9 +395,14 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
-    if "--inside-blender" in args:  # inside Blender: this file is __main__, workers import it as bench_process
+    if "--inside-blender" in args or "--inside-ui" in args:
+        # Inside Blender this file is __main__, which workers cannot import: run it as bench_process.
         sys.path.insert(0, str(BENCH))
         import bench_process
 
-        sys.exit(bench_process.main(args))
-    sys.exit(main(args))
+        code = bench_process.main(args)
+        if "--inside-blender" in args:
+            sys.exit(code)
+        # In the UI the steps run from timers after this script returns; Blender quits itself.
+    else:
+        sys.exit(main(args))

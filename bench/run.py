@@ -359,7 +359,7 @@ def main(argv: list[str]) -> int:
 
             results["process"] = bench_process.run(blender, Path(scratch), quick)
             rows += bench_process.rows(results["process"])
-    some = results.get("background") or results.get("gui") or {}
+    some = results.get("background") or results.get("gui") or results.get("process", {}).get("cpu") or {}
     info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
                 blender=some.get("blender", "?"), python=some.get("python", "?"))
     print_table(rows)
