@@ -78,6 +78,24 @@ def test_result_on_the_main_thread_reads_results_instead_of_blocking():
     assert mt.run_in_process(work.add, 1, 2, c=4).result(timeout=60) == 7
 
 
+def test_result_timeout_on_the_main_thread_and_in_a_worker():
+    future = mt.run_in_process(work.sleep_then, 30)
+    started = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        future.result(timeout=0.2)
+    assert time.monotonic() - started < 5
+    outcome = []
+
+    def worker():
+        try:
+            future.result(timeout=0.2)
+        except cf.TimeoutError:
+            outcome.append("timeout")
+
+    start_thread(worker).join(30)
+    assert outcome == ["timeout"] and future.running()
+
+
 def test_many_tasks_keep_their_results():
     mt.set_process_workers(2)
     futures = [mt.run_in_process(work.square, i) for i in range(200)]
