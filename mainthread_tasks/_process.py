@@ -395,11 +395,10 @@ class _Pool:
         for task in running + pending:
             if task.started:
                 stopped_running += 1
-            elif task.future.cancelled():  # cancelled while it waited: counted now
-                stopped_pending += 1
-                continue
             else:
-                stopped_pending += 1
+                stopped_pending += 1  # (or cancelled while it waited: counted now)
+            if task.future.cancelled():
+                continue
             try:
                 task.future.set_exception(SchedulerStopped(message))
             except InvalidStateError:
