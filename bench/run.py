@@ -5,13 +5,15 @@
     python3 bench/run.py --quick          # a smoke run of the pipeline (figures not meaningful)
     python3 bench/run.py --skip-gui       # background mode only (no Xvfb needed)
     python3 bench/run.py --skip-background  # GUI mode only
+    python3 bench/run.py --skip-process   # without run_in_process's figures (bench/bench_process.py)
     BLENDER=/opt/blender/blender python3 bench/run.py
     python3 bench/run.py --blender-5.2    # Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)
 
 Background mode (``blender --background``, the main thread drains with ``pump``): throughput of
 ``post_on_main``, ``run_on_main`` and their anchors, the blocking round trip, memory. GUI mode
 (``xvfb-run ... blender``, Blender's real event loop): round-trip latency, the longest stall while a
-backlog drains, idle CPU. Every anchor is measured in the same run as the figure it is compared with;
+backlog drains, idle CPU. Processes (``bench/bench_process.py``): run_in_process's speed-up on CPU-bound
+tasks and its per-task overhead next to ProcessPoolExecutor's. Every anchor is measured in the same run as the figure it is compared with;
 the table shows the ratio, the target and PASS/MISS. Writes bench/results/latest.json, latest.md and
 latest.png (GUI latency and stall next to the anchors); with ``--blender-5.2``, blender-5.2.json, .md
 and .png. Exit status 1 if a target was missed or a run failed. The README's "Performance" section says what each line measures.
@@ -363,7 +365,12 @@ def main(argv: list[str]) -> int:
             rows += gui_rows(results["gui"])
             plot(results["gui"], RESULTS / f"{name}.png",
                  f"{info['date']}, Blender {results['gui']['blender']}, {info['machine']['description']}")
-    some = results.get("background") or results.get("gui") or {}
+        if "--skip-process" not in argv:
+            import bench_process
+
+            results["process"] = bench_process.run(blender, Path(scratch), quick)
+            rows += bench_process.rows(results["process"])
+    some = results.get("background") or results.get("gui") or results.get("process", {}).get("cpu") or {}
     info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
                 blender=some.get("blender", "?"), python=some.get("python", "?"))
     print_table(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._blender import register, set_tick_budget, unregister
 from ._errors import MainThreadTasksError, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
+from ._process import run_in_process, set_process_workers
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
@@ -18,6 +19,7 @@ __all__ = (
     "MainThreadFuture",
     "MainThreadTasksError",
     "NotMainThreadError",
+    "ProcessDied",
     "SchedulerStopped",
     "Stats",
     "ThreadScope",
@@ -29,13 +31,26 @@ __all__ = (
     "post_on_main",
     "pump",
     "register",
+    "run_in_process",
     "run_on_main",
+    "set_process_workers",
     "set_tick_budget",
     "stats",
     "unregister",
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ProcessDied is made on first use: see _errors.process_died().
+    if name == "ProcessDied":
+        from ._errors import process_died
+
+        globals()[name] = value = process_died()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Legacy add-on metadata (Blender <= 4.1); Blender >= 4.2 reads blender_manifest.toml instead.
 # "blender": the oldest series a tier runs the legacy add-on in (install-legacy-blender: 3.4.1).

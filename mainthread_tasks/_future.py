@@ -82,6 +82,10 @@ class MainThreadFuture(Future):
     # running queued tasks until the future is done or the timeout has passed.
     _wait_on_main = None
 
+    # RUNNING means the task runs on the main thread, up the stack of a main-thread wait: such a
+    # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
+    _runs_on_main = True
+
     # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
     __init__ = object.__init__
 
@@ -237,7 +241,7 @@ class MainThreadFuture(Future):
         if self._state in _DONE_STATES:
             return
         if is_main_thread():
-            if self._state == RUNNING:
+            if self._state == RUNNING and self._runs_on_main:
                 # Only the main thread runs tasks, so this future's task is further up this very
                 # stack: waiting for it would never end.
                 raise RuntimeError(

@@ -106,6 +106,15 @@ class Stats:
     longest_task: float  #: longest single task
     longest_task_name: str
     slow_tasks: int  #: tasks that took longer than ``slow_task_seconds`` (each one is logged)
+    # run_in_process: process_submitted == process_completed + process_failed + process_cancelled
+    # + process_pending + process_running.
+    processes: int = 0  #: worker processes alive
+    process_submitted: int = 0  #: tasks accepted by run_in_process
+    process_completed: int = 0  #: returned a result
+    process_failed: int = 0  #: raised, lost with a dead worker, or stopped while running
+    process_cancelled: int = 0  #: never started: cancelled, or dropped when the pool stopped
+    process_pending: int = 0  #: waiting for a free worker process
+    process_running: int = 0  #: in a worker process now
 
 
 def stats() -> Stats:
@@ -129,6 +138,7 @@ def stats() -> Stats:
         longest_task=_longest_task,
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
+        **_process.counts(),
     )
 
 
@@ -140,6 +150,7 @@ def reset_stats() -> None:
         _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
+    _process.reset_counts()
 
 
 def task_name(fn) -> str:
@@ -651,7 +662,9 @@ def _sleep(wait: float | None) -> bool:
         wait = _SLICE_WITHOUT_POLL
     _main_asleep = True
     try:
-        if not _qsize():
+        # Re-checked after raising the flag: a put, or work a source got from another thread
+        # (whose wake_main() found the flag down), before it is seen here.
+        if not _qsize() and not _sources_ready():
             if _HAVE_POLL:
                 poller.poll(None if wait is None else math.ceil(wait * 1000))
             else:  # pragma: no cover - Windows
@@ -663,6 +676,14 @@ def _sleep(wait: float | None) -> bool:
 
 
 _HAVE_POLL = hasattr(select, "poll")
+
+
+def _sources_ready() -> bool:
+    for source in _sources:
+        due = source.due()
+        if due is not None and due <= 0.0:
+            return True
+    return False
 
 
 def _drain_wake_socket() -> bool:
@@ -777,6 +798,8 @@ def shutdown_at_exit() -> None:
     _reject_queued()
     _stop_sources(_STOPPED_BY_EXIT)
 
+
+from . import _process  # noqa: E402 - it imports this module (stats() reads its counters)
 
 try:
     # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).

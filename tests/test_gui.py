@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 
@@ -63,3 +64,8 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     # Blender quit by itself, after the add-on stopped the worker blocked in call_on_main.
     assert "QUIT WORKER GOT SchedulerStopped" in proc.stdout, proc.stdout[-3000:]
     assert "Blender quit" in proc.stdout
+    # ... and the worker processes that were in the middle of a task: quickly, none left behind.
+    assert time.time() - float(proc.stdout.split("QUITTING AT ", 1)[1].split()[0]) < 5.0, proc.stdout[-3000:]
+    assert len(facts["quit_process_pids"]) == 2
+    assert not [pid for pid in facts["quit_process_pids"] if os.path.exists(f"/proc/{pid}")], facts["quit_process_pids"]
+    assert facts["run_in_process"]["new_threads"] == [], facts["run_in_process"]

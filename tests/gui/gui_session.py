@@ -11,8 +11,10 @@ operators; wait for the first slow window draws; round-trip latency; thousands o
 workers creating and changing objects (the UI keeps passing); the tick budget preference; the
 preferences' live statistics; File > New and File > Open; idle polling; a vendored copy of the
 library sharing the tick budget; a second add-on; disable/enable and
-Reload Scripts without doubled timers; disabling while workers submit. Then it writes the JSON
-result and quits with a worker still calling into the main thread: Blender must exit cleanly.
+Reload Scripts without doubled timers; run_in_process with a function of an add-on (results through
+the add-on's timer); disabling while workers submit. Then it writes the JSON result and quits with a
+worker still calling into the main thread and two worker processes in the middle of a task: Blender
+must exit cleanly, leaving no process behind.
 """
 
 import functools
@@ -495,6 +497,78 @@ def step_second_addon_and_no_doubled_timers():
     yield from round_trip_from_worker("after_reload")
 
 
+PROCESS_ADDON_WORK = """
+import os
+
+
+def sum_of_squares(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def pid():
+    return os.getpid()
+"""
+
+
+def step_run_in_process(tasks=6, n=400_000):
+    """run_in_process from the UI, as an operator would: a function of an add-on whose __init__
+    imports bpy runs in worker processes; the add-on's timer reads the results within its tick
+    budget and runs the done-callbacks on the main thread; no thread is started for it."""
+    addons = bpy.utils.user_resource("SCRIPTS", path="addons")
+    assert addons in sys.path, f"the user's add-ons folder {addons} is not on sys.path"
+    package = os.path.join(addons, "mtt_process_work")
+    os.makedirs(package)
+    with open(os.path.join(package, "__init__.py"), "w", encoding="utf-8") as fh:
+        fh.write("import bpy  # an add-on's __init__: a worker process must not run it\n")
+    with open(os.path.join(package, "work.py"), "w", encoding="utf-8") as fh:
+        fh.write(PROCESS_ADDON_WORK)
+    import importlib
+
+    work = importlib.import_module("mtt_process_work.work")
+    expected = sum(i * i for i in range(n))
+    threads_before = set(threading.enumerate())
+    previous = mt.set_process_workers(2)
+    callbacks = []
+    started = perf_counter()
+    mark = passes.mark()
+    futures = [mt.run_in_process(work.sum_of_squares, n) for _ in range(tasks)]
+    for future in futures:
+        future.add_done_callback(lambda f: callbacks.append(threading.current_thread() is MAIN))
+    from_worker = []
+    worker = start(lambda: from_worker.append(mt.run_in_process(work.sum_of_squares, n).result(120)),
+                   name="process-submitter")
+    seen = set()
+
+    def all_done():
+        seen.update(threading.enumerate())
+        return all(f.done() for f in futures) and not worker.is_alive()
+
+    yield from wait_until(all_done, 120, "process results through the add-on's timer")
+    elapsed = perf_counter() - started
+    gaps = passes.gaps(mark)
+    s = mt.stats()
+    pids = {child.proc.pid for child in mt._process._pool._children}
+    mt.set_process_workers(previous)
+    facts["run_in_process"] = {
+        "tasks": tasks + 1,
+        "seconds": round(elapsed, 2),
+        "processes": s.processes,
+        "ui_passes": len(gaps) + 1,
+        "ui_gap_median_ms": ms(statistics.median(gaps)) if gaps else None,
+        "ui_gap_max_ms": ms(max(gaps)) if gaps else None,
+        "new_threads": sorted(t.name for t in seen - threads_before - {worker}),
+    }
+    assert [f.result(0) for f in futures] == [expected] * tasks and from_worker == [expected], facts["run_in_process"]
+    assert callbacks == [True] * tasks, callbacks
+    assert not (seen - threads_before - {worker}), facts["run_in_process"]
+    assert s.process_completed == tasks + 1 and s.process_failed == 0, s
+    assert len(pids) == 2 and os.getpid() not in pids, pids
+    assert max(gaps) < 2.0, f"the UI stalled while results came in: {facts['run_in_process']}"
+
+
 def step_disable_while_workers_submit(workers=6):
     before = mt.stats()
     outcomes = []
@@ -554,6 +628,11 @@ def step_quit_with_a_worker_inside():
     thread = start(last_worker, name="last-worker", daemon=False)
     yield from wait_until(lambda: mt.stats().completed > 20, 10, "the last worker to run")
     assert thread.is_alive()
+    # And worker processes in the middle of a task: Blender must still quit at once, leaving none.
+    mt.set_process_workers(2)
+    running = [mt.run_in_process(time.sleep, 600) for _ in range(2)]
+    yield from wait_until(lambda: all(f.running() for f in running), 30, "the process tasks to start")
+    facts["quit_process_pids"] = [child.proc.pid for child in mt._process._pool._children]
 
 
 STEPS = (
@@ -567,6 +646,7 @@ STEPS = (
     step_idle_polling,
     step_vendored_copy_shares_one_budget,
     step_second_addon_and_no_doubled_timers,
+    step_run_in_process,
     step_disable_while_workers_submit,
     step_quit_with_a_worker_inside,
 )
@@ -588,6 +668,7 @@ def finish(ok, error=None):
     with open(RESULT, "w", encoding="utf-8") as fh:
         json.dump(outcome, fh, indent=2)
     print("GUI SESSION", "OK" if ok else "FAILED", flush=True)
+    print("QUITTING AT", time.time(), flush=True)
     bpy.context.preferences.view.use_save_prompt = False  # else quitting asks to save the changes
     bpy.ops.wm.quit_blender()
 
