@@ -7,9 +7,11 @@ thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` 
 
 from __future__ import annotations
 
+from ._async import main_loop, run_async
 from ._blender import register, set_tick_budget, unregister
 from ._errors import MainThreadTasksError, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
+from ._headless import run_forever
 from ._process import run_in_process, set_process_workers
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
 from ._threadinfo import is_main_thread
@@ -27,10 +29,13 @@ __all__ = (
     "call_on_main",
     "is_main_thread",
     "joined_threads",
+    "main_loop",
     "main_thread",
     "post_on_main",
     "pump",
     "register",
+    "run_async",
+    "run_forever",
     "run_in_process",
     "run_on_main",
     "set_process_workers",

@@ -609,6 +609,14 @@ def _wake_socket() -> socket.socket:
     return _wake_socks[0]
 
 
+def _close_wake_socket() -> None:
+    global _wake_socks
+    socks, _wake_socks = _wake_socks, None  # made again if somebody pumps later (an atexit handler)
+    if socks is not None:
+        for sock in socks:
+            sock.close()
+
+
 def _poll_sources(deadline: float | None = None) -> int:
     # Main thread. A source's own failure is a bug of ours: log it, never stop the dispatcher.
     # Sources run no user task directly (done-callbacks aside): a Ctrl-C is held back meanwhile.
@@ -797,6 +805,7 @@ def shutdown_at_exit() -> None:
         _stopped = _STOPPED_BY_EXIT
     _reject_queued()
     _stop_sources(_STOPPED_BY_EXIT)
+    _close_wake_socket()
 
 
 from . import _process  # noqa: E402 - it imports this module (stats() reads its counters)
