@@ -27,7 +27,9 @@ from array import array
 
 import bpy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # mesh_math, next to this script
+EXAMPLES = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, EXAMPLES)  # mesh_math, next to this script
+sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
 import mesh_math  # noqa: E402
 
 import mainthread_tasks  # noqa: E402

@@ -18,6 +18,7 @@ persistent), and runs under ``--background`` and in the ``bpy`` module too.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import select
 import threading
@@ -268,7 +269,7 @@ def run_async(coro) -> AsyncFuture:
         SchedulerStopped: after the last ``unregister()``, or while Python exits.
     """
     if not asyncio.iscoroutine(coro):
-        hint = " (call it: pass work(), not work)" if asyncio.iscoroutinefunction(coro) else ""
+        hint = " (call it: pass work(), not work)" if inspect.iscoroutinefunction(coro) else ""
         raise TypeError(f"run_async() needs a coroutine object, got {type(coro).__name__}{hint}")
     try:
         source = _loop_source()
