@@ -297,4 +297,7 @@ def waited_future() -> tuple[MainThreadFuture, object]:
     waker.acquire()
     future._waker = waker
     future._sync = True  # watched from birth: finishing takes the lock and releases the waker
+    # Made here, by the waiting thread, so that the main thread's finish need not make one. Only
+    # the finish and a stop's cancel() take it, never nested: a plain lock is enough.
+    future._lock = allocate_lock()
     return future, waker

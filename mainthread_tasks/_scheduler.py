@@ -23,6 +23,7 @@ import socket
 import threading
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from _thread import allocate_lock
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
 
@@ -297,24 +298,43 @@ def main_thread(fn):
 # IDEs and debuggers use) on the main thread between any two bytecodes. Landing in the dispatcher
 # between taking an item off the queue and finishing its Future, the KeyboardInterrupt would lose
 # the item, or leave its Future running for ever and its call_on_main caller blocked. So while the
-# main thread dispatches, a guard handler stands in for Python's SIGINT handler: inside a task (and
-# while the main thread sleeps waiting for work, holding no item) it calls the original handler at
-# once, so Ctrl-C interrupts a task or a wait as usual; anywhere else in the dispatcher it only
-# records the signal, and the dispatcher calls the original handler at its next safe point (after
-# the task in hand is finished), leaving the rest queued. Where Python runs no SIGINT handler (the
-# Blender binary handles SIGINT in C) nothing is swapped.
+# main thread dispatches, a guard handler stands in for Python's SIGINT handler. It looks at the
+# frames the signal interrupted: inside a task, or while the main thread sleeps waiting for work
+# (holding no item), it calls the original handler at once, so Ctrl-C interrupts a task or a wait
+# as usual; anywhere else in the dispatcher (its own bookkeeping, finishing a Future and the
+# done-callbacks that runs, logging, polling sources, rejecting the queue) it only records the
+# signal, and the dispatcher calls the original handler at its next safe point, after the task in
+# hand is finished, leaving the rest queued. Reading the frames costs nothing per task; it happens
+# only when a signal comes. Where Python runs no SIGINT handler (the Blender binary handles SIGINT
+# in C) nothing is swapped.
 
-_in_task = False  # the main thread is inside a task's fn (or a nested dispatcher's)
 _deferred_signal: tuple | None = None  # (signum, frame) of a SIGINT that landed outside a task
 _guarded_handler = None  # the SIGINT handler the guard stands in for
 
 
 def _sigint_guard(signum, frame) -> None:
     global _deferred_signal
-    if _in_task or _main_asleep:
+    if _signal_may_raise_here(frame):
         _guarded_handler(signum, frame)  # type: ignore[misc]
         return
     _deferred_signal = (signum, frame)
+    wake_main()
+
+
+def _signal_may_raise_here(frame) -> bool:
+    # Walk out from the interrupted frame to the innermost dispatcher frame (see "Ctrl-C" above).
+    called = None  # the frame that dispatcher frame called
+    while frame is not None:
+        code = frame.f_code
+        if code is _SLEEP_CODE:
+            return True  # waiting for work: holds no item
+        if code is _RUN_BATCH_CODE:
+            # Its task, or its own bookkeeping (finishing a Future, naming a task, logging)?
+            return called is not None and called.f_code not in _BATCH_BOOKKEEPING
+        if code in _DISPATCHER_CODES:
+            return False
+        called, frame = frame, frame.f_back
+    return True  # not dispatching after all
 
 
 def _defer_interrupts() -> bool:
@@ -375,7 +395,7 @@ def _run_batch(limit: int, deadline: float | None) -> int:
     returns: a failed task's traceback holds this frame, which must not keep the task's Future,
     function and arguments alive.
     """
-    global _completed, _failed, _cancelled, _running, _in_task
+    global _completed, _failed, _cancelled, _running
     global _longest_task, _longest_task_name, _slow_tasks
     taken = failed = cancelled = 0  # per-task counting is only for the rare outcomes
     slow = slow_task_seconds
@@ -383,8 +403,6 @@ def _run_batch(limit: int, deadline: float | None) -> int:
     get_nowait = _get_nowait
     clock = perf_counter
     outer_running = _running  # a task waiting on a future runs a nested batch
-    outer_in_task = _in_task
-    _in_task = False
     future = fn = args = kwargs = attrs = result = None
     ended = clock()
     try:
@@ -397,11 +415,8 @@ def _run_batch(limit: int, deadline: float | None) -> int:
             if future is None:  # post_on_main
                 _running = fn
                 try:
-                    _in_task = True
                     fn(*args, **kwargs) if kwargs else fn(*args)
-                    _in_task = False
                 except BaseException as exc:
-                    _in_task = False
                     failed += 1
                     logger.error("post_on_main task %s raised", task_name(fn), exc_info=exc)
                     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -414,11 +429,8 @@ def _run_batch(limit: int, deadline: float | None) -> int:
                     continue
                 _running = fn
                 try:
-                    _in_task = True
                     result = fn(*args, **kwargs) if kwargs else fn(*args)
-                    _in_task = False
                 except BaseException as exc:
-                    _in_task = False
                     failed += 1
                     future._finish("_exception", exc, "add_exception")
                     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -449,7 +461,6 @@ def _run_batch(limit: int, deadline: float | None) -> int:
     finally:
         future = fn = args = kwargs = attrs = result = None
         _running = outer_running
-        _in_task = outer_in_task
         _completed += taken - failed - cancelled
         _failed += failed
         _cancelled += cancelled
@@ -563,8 +574,19 @@ MainThreadFuture._wait_on_main = _wait_on_main
 
 _sources: tuple = ()  # replaced, never mutated: readers need no lock
 _sources_lock = threading.Lock()  # must be held while replacing _sources
+
+# How the main thread sleeps when it has nothing to run, and how others wake it. Submitters and
+# wake_main() ring only while ``_main_asleep`` says the main thread sleeps (it is raised before
+# the queue is checked a last time, so a task queued at any moment is either seen or rings):
+# - with no source, on the doorbell: a lock kept locked; ringing releases it. No syscall unless
+#   the main thread really waits on it, the cost of SimpleQueue.get's own wake-up;
+# - with sources, in poll(2) on their fds plus a wake socket; ringing writes a byte to it.
+_ASLEEP_ON_DOORBELL = 1
+_ASLEEP_ON_SOCKET = 2
+_main_asleep = 0
+_doorbell = allocate_lock()
+_doorbell.acquire()
 _wake_socks: tuple[socket.socket, socket.socket] | None = None  # (read end, write end), made on first use
-_main_asleep = False  # the main thread sleeps in _sleep() and must be woken through the wake socket
 # Where poll(2) is missing (Windows), the sleep polls the sources' due times and the queue in
 # slices of this length, on the wake socket alone (pipes are not selectable there).
 _SLICE_WITHOUT_POLL = 0.01
@@ -592,7 +614,17 @@ def wake_main() -> None:
     That ``pump()`` then returns (0 if nothing was ready), so a caller looping on it looks at
     its own condition again. Costs one global read when the main thread does not sleep there.
     """
-    if _main_asleep and _wake_socks is not None:
+    global _main_asleep
+    asleep = _main_asleep
+    if not asleep:
+        return
+    _main_asleep = 0  # one ring wakes it: the threads submitting after this one need not ring
+    if asleep == _ASLEEP_ON_DOORBELL:
+        try:
+            _doorbell.release()
+        except RuntimeError:  # rung already, by a thread that read the flag at the same time
+            pass
+    elif _wake_socks is not None:
         try:
             _wake_socks[1].send(b"\0")
         except OSError:  # full: a wake-up is pending anyway; closed: exiting
@@ -620,17 +652,12 @@ def _close_wake_socket() -> None:
 def _poll_sources(deadline: float | None = None) -> int:
     # Main thread. A source's own failure is a bug of ours: log it, never stop the dispatcher.
     # Sources run no user task directly (done-callbacks aside): a Ctrl-C is held back meanwhile.
-    global _in_task
-    outer_in_task, _in_task = _in_task, False
     done = 0
-    try:
-        for source in _sources:
-            try:
-                done += source.poll(deadline)
-            except Exception:
-                logger.exception("mainthread_tasks: polling %r failed", source)
-    finally:
-        _in_task = outer_in_task
+    for source in _sources:
+        try:
+            done += source.poll(deadline)
+        except Exception:
+            logger.exception("mainthread_tasks: polling %r failed", source)
     return done
 
 
@@ -648,13 +675,19 @@ def sources_due() -> float | None:
 
 def _sleep(wait: float | None) -> bool:
     """Sleep until a task is queued, a source's fd is readable or due, ``wake_main()`` is called, or
-    ``wait`` s have passed. Returns True if woken through the wake socket.
+    ``wait`` s have passed. Returns True if something rang (rather than the time running out).
 
-    Main thread, holding no task: Ctrl-C here interrupts at once. Submitters write to the wake
-    socket only while ``_main_asleep`` is set, and it is set before the queue is checked a last
-    time, so a task queued at any moment either is seen here or wakes the sleep.
+    Main thread, holding no task: Ctrl-C here interrupts at once.
     """
     global _main_asleep
+    if not _sources:
+        _main_asleep = _ASLEEP_ON_DOORBELL
+        try:
+            if _qsize():  # queued before the flag went up
+                return True
+            return _doorbell.acquire(True, -1 if wait is None else wait)
+        finally:
+            _main_asleep = 0
     wake = _wake_socket()
     fds = [wake.fileno()]
     for source in _sources:
@@ -666,21 +699,25 @@ def _sleep(wait: float | None) -> bool:
         poller = select.poll()
         for fd in fds:
             poller.register(fd, select.POLLIN)
-    elif _sources and (wait is None or wait > _SLICE_WITHOUT_POLL):
+    elif wait is None or wait > _SLICE_WITHOUT_POLL:
         wait = _SLICE_WITHOUT_POLL
-    _main_asleep = True
+    _main_asleep = _ASLEEP_ON_SOCKET
+    ready = ()
     try:
         # Re-checked after raising the flag: a put, or work a source got from another thread
         # (whose wake_main() found the flag down), before it is seen here.
-        if not _qsize() and not _sources_ready():
-            if _HAVE_POLL:
-                poller.poll(None if wait is None else math.ceil(wait * 1000))
-            else:  # pragma: no cover - Windows
-                select.select([wake], [], [], wait)
+        if _qsize() or _sources_ready():
+            return True
+        if _HAVE_POLL:
+            ready = [fd for fd, _event in poller.poll(None if wait is None else math.ceil(wait * 1000))]
+        else:  # pragma: no cover - Windows
+            ready = [sock.fileno() for sock in select.select([wake], [], [], wait)[0]]
     finally:
-        _main_asleep = False
-        woken = _drain_wake_socket()
-    return woken
+        _main_asleep = 0
+    if wake.fileno() in ready:
+        _drain_wake_socket()
+        return True
+    return bool(ready)
 
 
 _HAVE_POLL = hasattr(select, "poll")
@@ -694,14 +731,12 @@ def _sources_ready() -> bool:
     return False
 
 
-def _drain_wake_socket() -> bool:
-    woken = False
+def _drain_wake_socket() -> None:
     try:
         while _wake_socks[0].recv(4096):  # type: ignore[index]
-            woken = True
+            pass
     except OSError:  # nothing (more) to read
         pass
-    return woken
 
 
 def _stop_sources(message: str) -> None:
@@ -725,11 +760,8 @@ def _reject_queued() -> int:
     post_on_main tasks are logged by name, so nothing disappears silently. On the main thread a
     Ctrl-C cannot land between taking a task and cancelling it (see "Ctrl-C").
     """
-    global _cancelled_at_stop, _in_task
-    on_main = _get_ident() == MAIN_THREAD_IDENT
-    if on_main:  # this may run inside a task (a task that calls unregister())
-        outer_in_task, _in_task = _in_task, False
-        guarded = _defer_interrupts()
+    global _cancelled_at_stop
+    guarded = _defer_interrupts()  # on the main thread only
     rejected = 0
     dropped_posts = []
     try:
@@ -747,10 +779,8 @@ def _reject_queued() -> int:
         if rejected:
             with _lifecycle_lock:
                 _cancelled_at_stop += rejected
-        if on_main:
-            _in_task = outer_in_task
-            if guarded:
-                _restore_interrupts()
+        if guarded:
+            _restore_interrupts()
     if dropped_posts:
         names = ", ".join(task_name(fn) for fn in dropped_posts[:5])
         more = f" and {len(dropped_posts) - 5} more" if len(dropped_posts) > 5 else ""
@@ -815,3 +845,16 @@ try:
     threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or already exiting
     pass
+
+
+# The frames the Ctrl-C guard looks for (see "Ctrl-C").
+_SLEEP_CODE = _sleep.__code__
+_RUN_BATCH_CODE = _run_batch.__code__
+_BATCH_BOOKKEEPING = frozenset(
+    {MainThreadFuture._finish.__code__, task_name.__code__, logging.Logger.error.__code__,
+     logging.Logger.warning.__code__}
+)
+_DISPATCHER_CODES = frozenset(
+    {pump.__code__, run_for.__code__, _poll_sources.__code__, _reject_queued.__code__,
+     _restore_interrupts.__code__, _deliver_deferred_signal.__code__}
+)
