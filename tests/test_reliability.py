@@ -11,9 +11,7 @@ import ast
 import collections
 import concurrent.futures as cf
 import gc
-import json
 import random
-import socket
 import threading
 import time
 import tracemalloc
@@ -298,82 +296,3 @@ def test_manifest_asks_for_no_permissions():
     if manifest.exists():
         text = manifest.read_text()
         assert "[permissions]" not in text and "\npermissions" not in text
-
-
-def _command_server():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("command_server", ROOT / "examples" / "command_server.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_command_bridge_binds_loopback_only():
-    bridge = _command_server()
-    with pytest.raises(ValueError, match="127.0.0.1"):
-        bridge.CommandServer(0, host="0.0.0.0")
-    server, thread = bridge.start_server()
-    try:
-        assert server.server_address[0] == "127.0.0.1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
-def _exchange(bridge, requests: list[bytes]) -> list[dict]:
-    server, thread = bridge.start_server()
-    replies: list[dict] = []
-
-    def client():
-        with socket.create_connection(server.server_address, timeout=30) as conn:
-            stream = conn.makefile("rwb")
-            for request in requests:
-                stream.write(request + b"\n")
-                stream.flush()
-                replies.append(json.loads(stream.readline()))
-
-    try:
-        t = start_thread(client)
-        while t.is_alive():
-            mt.pump(0.01)  # the main thread runs the commands
-        t.join(10)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-    return replies
-
-
-def test_command_bridge_refuses_anything_but_named_commands():
-    bridge = _command_server()
-    replies = _exchange(bridge, [
-        b'{"command": "ping"}',
-        b'{"command": "__import__(\'os\').system(\'touch /tmp/pwned\')"}',
-        b'{"command": "eval", "params": {"source": "1+1"}}',
-        b'{"command": "ping", "params": {"extra": 1}}',
-        b'not json at all',
-        b'["command", "ping"]',
-    ])
-    assert replies[0] == {"ok": True, "result": {"pong": True}}
-    assert [r["ok"] for r in replies[1:]] == [False] * 5
-    assert "unknown command" in replies[1]["error"] and "unknown command" in replies[2]["error"]
-
-
-@pytest.mark.blender
-def test_command_bridge_runs_bpy_commands_on_the_main_thread():
-    import bpy
-
-    bridge = _command_server()
-    replies = _exchange(bridge, [
-        b'{"command": "create_object", "params": {"name": "mt_bridge", "location": [1, 2, 3]}}',
-        b'{"command": "create_object", "params": {"name": "bad", "location": "0,0,0"}}',
-        b'{"command": "list_objects"}',
-        b'{"command": "delete_object", "params": {"name": "mt_bridge"}}',
-    ])
-    assert replies[0]["ok"] and replies[0]["result"]["name"] == "mt_bridge"
-    assert not replies[1]["ok"] and "3 numbers" in replies[1]["error"]
-    assert "mt_bridge" in replies[2]["result"]["objects"]
-    assert replies[3] == {"ok": True, "result": {"deleted": "mt_bridge"}}
-    assert "mt_bridge" not in bpy.data.objects
