@@ -33,6 +33,11 @@ def asset(index: int) -> dict:
     return {"name": f"asset_{index:02d}", "location": [index * 2.5, 0.0, 0.0], "size": 0.5 + 0.1 * index}
 
 
+def latency(index: int) -> float:
+    """A little network latency before the server answers, different per file (seconds)."""
+    return 0.05 + 0.01 * (index % 5)
+
+
 class AssetServer(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's naming
         try:
@@ -40,7 +45,7 @@ class AssetServer(BaseHTTPRequestHandler):
         except ValueError:
             self.send_error(404)
             return
-        time.sleep(0.05 + 0.01 * (index % 5))  # a little network latency, different per file
+        time.sleep(latency(index))
         body = json.dumps(asset(index)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -298,3 +298,22 @@ def test_exit_with_a_live_coroutine_is_clean(tmp_path):
     for noise in ("was destroyed but it is pending", "Event loop is closed", "never awaited", "Traceback"):
         assert noise not in out, out
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.blender
+def test_the_async_download_example(tmp_path):
+    """examples/async_download.py: server and downloads are coroutines on the main thread; no thread at all."""
+    from tests import support
+
+    example = support.ROOT / "examples" / "async_download.py"
+    command = [*support.python_command(example), "--", "--files", "5", "--save", str(tmp_path / "assets.blend")]
+    env = dict(os.environ, PYTHONPATH=str(support.ROOT), PYTHONFAULTHANDLER="1")
+    proc = support.run(command, 120, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "ASYNC DOWNLOAD OK" in out and "5 objects created from 5 downloads" in out, out
+    assert "threads while downloading: ['MainThread']" in out and "bpy calls made off the main thread: 0" in out, out
+    assert out.count("main thread created asset_0") == 5, out
+    for noise in ("Traceback", "was destroyed but it is pending", "Event loop is closed", "never awaited"):
+        assert noise not in out, out
+    assert (tmp_path / "assets.blend").stat().st_size > 0
