@@ -13,7 +13,6 @@ thread steps the loop while it waits. In Blender's UI you would start the same c
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -28,7 +27,6 @@ sys.path.insert(0, EXAMPLES)  # download_demo, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
 import download_demo  # noqa: E402 - the assets and the bpy work, shared with the thread version
 
-import mainthread_tasks  # noqa: E402
 from mainthread_tasks import run_async  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -91,13 +89,7 @@ async def download_all(files: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="async_download")
-    parser.add_argument("--files", type=int, default=12)
-    parser.add_argument("--save", help="save the resulting .blend here")
-    args = parser.parse_args(argv)
-
-    print(f"mainthread_tasks {mainthread_tasks.__version__} from {mainthread_tasks.__file__}")
-    print(f"Blender {bpy.app.version_string}, background={bpy.app.background}")
+    args = download_demo.start("async_download", argv)
     before = set(bpy.data.objects.keys())
     started = time.perf_counter()
     names = run_async(download_all(args.files)).result(timeout=60)  # main thread: steps the loop meanwhile

@@ -90,14 +90,19 @@ def download(url: str) -> None:
     post_on_main(report, f"  main thread created {name:<10} ({len(data)} bytes, downloaded by {worker})")
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="download_demo")
+def start(prog: str, argv: list[str]) -> argparse.Namespace:
+    """The download demos' options (``--files N``, ``--save PATH``); prints which package and Blender run."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--files", type=int, default=12)
     parser.add_argument("--save", help="save the resulting .blend here")
     args = parser.parse_args(argv)
-
     print(f"mainthread_tasks {mainthread_tasks.__version__} from {mainthread_tasks.__file__}")
     print(f"Blender {bpy.app.version_string}, background={bpy.app.background}")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = start("download_demo", argv)
     server = ThreadingHTTPServer(("127.0.0.1", 0), AssetServer)
     # Started before the block: joined_threads waits for threads started inside it.
     server_thread = threading.Thread(target=server.serve_forever, name="asset-server", daemon=True)
