@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
         bpy.ops.wm.save_as_mainfile(filepath=args.save)
         print(f"saved {args.save}")
     ok = len(created) == args.files and not off_main_bpy_calls and stats.failed == 0 and stats.pending == 0
-    print("DEMO OK" if ok else "DEMO FAILED")
+    print("DOWNLOAD DEMO OK" if ok else "DOWNLOAD DEMO FAILED", flush=True)
     return 0 if ok else 1
 
 

@@ -1,4 +1,4 @@
-"""The README's main command works: build the add-on, install it in Blender, run the demo."""
+"""The README's main command works: build the add-on, install it in Blender, run the examples."""
 
 from __future__ import annotations
 
@@ -28,8 +28,23 @@ def test_demo_command_builds_installs_and_runs(tmp_path):
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "DEMO OK" in out, out
-    assert "installed add-on enabled" in out and "scripts/addons/mainthread_tasks" in out, out
-    assert "6 objects created from 6 downloads" in out, out
-    assert "bpy calls made off the main thread: 0" in out, out
+    assert out.rstrip().endswith("DEMO OK"), out
+    # each example ran in Blender with the installed add-on, and said it did what it should
+    assert out.count("installed add-on enabled: ") == 4 and "scripts/addons/mainthread_tasks" in out, out
+    for example in ("download_demo.py (threads)", "async_download.py (coroutines)", "process_mesh.py (processes)",
+                    "command_server.py (a session)"):
+        assert f"ok     {example}" in out, out
+    assert "DOWNLOAD DEMO OK" in out and "ASYNC DOWNLOAD OK" in out and "PROCESS MESH OK" in out, out
+    assert out.count("6 objects created from 6 downloads in") == 2, out
+    assert out.count("bpy calls made off the main thread: 0") == 3, out
+    assert "threads while downloading: ['MainThread']" in out and "threads in Blender now: ['MainThread']" in out, out
+    # the command server session: commands with the token, one refused without it, stopped by SIGTERM
+    for line in ('client: ping -> {"pong": true}',
+                 'client: create_object {"name": "from_client", "location": [0, 0, 2]} -> {"name": "from_client"}',
+                 "client: ping without the token -> refused: missing or wrong token",
+                 "command server stopped: 5 requests answered, 1 connections refused or cut off; "
+                 "connection file removed: True"):
+        assert line in out, out
+    for noise in ("Traceback", "FAILED", "was destroyed but it is pending", "Event loop is closed"):
+        assert noise not in out, out
     assert (tmp_path / "demo.blend").stat().st_size > 0
