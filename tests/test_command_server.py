@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -397,6 +398,40 @@ def test_the_size_limit_is_exact(serve):
     fits, after_idle, too_long, closed = _run(sizes())
     assert fits == after_idle == {"ok": True, "result": {"pong": True}}
     assert too_long == {"ok": False, "error": "request longer than 200 bytes"} and closed
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_off(serve):
+    server = serve(request_timeout=0.5, idle_timeout=60)
+    # Small socket buffers (accepted sockets inherit the listening socket's), so that the answers
+    # fill them and the transport's buffer after a few thousand requests.
+    server._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    async def never_reads():  # a raw socket: an asyncio stream would read (and buffer) for it
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, server.address)
+            ping = json.dumps({"token": server.token, "command": "ping"}).encode() + b"\n"
+            sending = asyncio.ensure_future(loop.sock_sendall(sock, ping * 5000))
+            started = time.monotonic()
+            while server.hung_up == 0:
+                assert time.monotonic() - started < 10, f"still served after {server.answered} answers"
+                await asyncio.sleep(0.05)
+            seconds = time.monotonic() - started
+            while server.connections:
+                assert time.monotonic() - started < 10
+                await asyncio.sleep(0.05)
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        finally:
+            sock.close()
+        return seconds
+
+    seconds = _run(never_reads(), timeout=30)
+    assert 0.45 <= seconds < 5
+    assert 100 < server.answered < 5000
 
 
 def test_stop_closes_open_connections_and_leaves_no_thread(serve):
