@@ -198,8 +198,8 @@ class CommandServer:
         On the way out it closes the listening socket and every connection and removes the
         connection file.
         """
-        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         server = None
         try:
             if not self._stop_requested:
@@ -215,7 +215,14 @@ class CommandServer:
             if server is not None:
                 await server.wait_closed()
             self._socket.close()
-            self.connection_file.unlink(missing_ok=True)
+            self._remove_connection_file()
+
+    def _remove_connection_file(self) -> None:
+        try:
+            if json.loads(self.connection_file.read_text()).get("token") == self.token:
+                self.connection_file.unlink()  # not a later session's file, written over ours
+        except (OSError, ValueError):
+            pass
 
     def stop(self) -> None:
         """Make ``serve()`` close everything and return. Any thread; does not wait."""
@@ -223,7 +230,7 @@ class CommandServer:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(self._stop.set)
+                loop.call_soon_threadsafe(self._stop.set)  # type: ignore[union-attr] - made before _loop
             except RuntimeError:  # the loop closed meanwhile, and serve() with it
                 pass
 
@@ -259,7 +266,7 @@ class CommandServer:
     # -- connections ----------------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+        peer = writer.get_extra_info("peername") or ("?", "?")  # None if the client is already gone
         task = asyncio.current_task()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -280,10 +287,11 @@ class CommandServer:
         except _Hangup as exc:
             self.hung_up += 1
             logger.warning("command_server: closing %s:%s: %s", *peer[:2], exc)
-            try:
-                await self._send(writer, {"ok": False, "error": str(exc)})
-            except (_Hangup, OSError):
-                pass
+            if not writer.transport.get_write_buffer_size():  # else the client is not reading anyway
+                try:
+                    await self._send(writer, {"ok": False, "error": str(exc)})
+                except (_Hangup, OSError):
+                    pass
         except OSError:  # the client went away mid-answer
             pass
         except Exception:  # keep serving the others, and keep asyncio from logging it at exit
@@ -347,7 +355,7 @@ def start_server(port: int = 0, **options):
         return server, run_async(server.serve())
     except BaseException:
         server._socket.close()
-        server.connection_file.unlink(missing_ok=True)
+        server._remove_connection_file()
         raise
 
 

@@ -158,6 +158,18 @@ def test_every_session_has_its_own_token_and_a_stale_file_is_replaced(private_di
     assert len(set(tokens)) == 2 and "old" not in tokens
 
 
+def test_stopping_leaves_a_newer_sessions_connection_file(private_dir):
+    path = private_dir / "server.json"
+    older, older_serving = bridge.start_server(connection_file=path)
+    newer, newer_serving = bridge.start_server(connection_file=path)  # written over the older one's
+    older.stop()
+    older_serving.result(timeout=10)
+    assert json.loads(path.read_text())["token"] == newer.token
+    newer.stop()
+    newer_serving.result(timeout=10)
+    assert not path.exists()
+
+
 def test_refuses_a_connection_file_others_could_read(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
