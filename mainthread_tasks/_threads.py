@@ -8,7 +8,9 @@ started, however deep, and nothing that threads from before the block start (a s
 per-connection threads, say). Two kinds of threads are never waited for, as they never end on
 their own: threads Python did not start (``_DummyThread``: C callbacks, ``_thread`` threads), and
 idle workers of a ``concurrent.futures.ThreadPoolExecutor`` (also behind asyncio's default
-executor), which belong to their executor; a pool worker that is running a work item is waited for.
+executor), which belong to their executor. The work given to such an executor inside the block is
+the block's, whichever worker runs it: while blocks are open ``ThreadPoolExecutor.submit`` notes
+the Futures it returns the same way, and the block waits for them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from concurrent.futures import thread as _pool_module
 from contextlib import contextmanager
 from time import monotonic
 
@@ -51,6 +54,7 @@ _open_scopes: list[ThreadScope] = []
 # What the hooks below stand in for while blocks are open. Main thread only.
 _previous_excepthook = None
 _original_start = None
+_original_submit = None
 _hook_state = threading.local()  # .active: this thread is inside _excepthook (a chain came back)
 
 
@@ -69,6 +73,15 @@ def _recording_start(self: threading.Thread) -> None:
         if scope is not None:
             _owners[self] = scope
     _original_start(self)  # type: ignore[misc]
+
+
+def _recording_submit(self, fn, /, *args, **kwargs):
+    # Stands in for ThreadPoolExecutor.submit while blocks are open: the work is the block's.
+    future = _original_submit(self, fn, *args, **kwargs)  # type: ignore[misc]
+    scope = _owner_for_new_thread()
+    if scope is not None:
+        scope._record_work(future)
+    return future
 
 
 def _excepthook(args) -> None:
@@ -99,36 +112,48 @@ def _report(args) -> None:
 
 
 def _install_hooks() -> None:
-    global _previous_excepthook, _original_start
+    global _previous_excepthook, _original_start, _original_submit
     if threading.excepthook is not _excepthook:
         _previous_excepthook = threading.excepthook
         threading.excepthook = _excepthook
     if threading.Thread.start is not _recording_start:
         _original_start = threading.Thread.start
         threading.Thread.start = _recording_start  # type: ignore[method-assign]
+    pool = _pool_module.ThreadPoolExecutor
+    if pool.submit is not _recording_submit:
+        _original_submit = pool.submit
+        pool.submit = _recording_submit  # type: ignore[method-assign]
 
 
 def _remove_hooks() -> None:
     # Only where ours is still the one installed. If another library installed its own over ours,
     # ours stays in its chain and, with no block open, passes everything on.
-    global _previous_excepthook, _original_start
+    global _previous_excepthook, _original_start, _original_submit
     if threading.excepthook is _excepthook:
         threading.excepthook = _previous_excepthook
         _previous_excepthook = None
     if threading.Thread.start is _recording_start:
         threading.Thread.start = _original_start  # type: ignore[method-assign]
         _original_start = None
+    pool = _pool_module.ThreadPoolExecutor
+    if pool.submit is _recording_submit:
+        pool.submit = _original_submit  # type: ignore[method-assign]
+        _original_submit = None
 
 
 def _idle_pool_worker(thread: threading.Thread, frames: dict) -> bool:
     """True for a ThreadPoolExecutor worker waiting for work: it belongs to its executor."""
-    pool = sys.modules.get("concurrent.futures.thread")
-    if pool is None or thread not in getattr(pool, "_threads_queues", ()):
+    if thread not in getattr(_pool_module, "_threads_queues", ()):
         return False
     frame = frames.get(thread.ident)
-    if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != pool.__name__:
+    if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != _pool_module.__name__:
         return False  # running a work item (its frame is deeper), or not started yet
     return frame.f_locals.get("work_item") is None  # none in hand: blocked on the work queue
+
+
+def _busy_pool_workers() -> list[threading.Thread]:
+    frames = sys._current_frames()
+    return [t for t in list(getattr(_pool_module, "_threads_queues", ())) if t.is_alive() and not _idle_pool_worker(t, frames)]
 
 
 class ThreadScope:
@@ -136,6 +161,7 @@ class ThreadScope:
 
     def __init__(self) -> None:
         self._started: list[threading.Thread] = []
+        self._work: list = []  # Futures of ThreadPoolExecutor work submitted for this block
         self._failures: list[tuple[BaseException, threading.Thread | None]] = []
         self._closed = False  # no longer collecting failures: they go to the excepthook
         self._lock = threading.Lock()  # must be held while mutating _started/_failures/_closed
@@ -176,6 +202,15 @@ class ThreadScope:
             self._failures.append((exc, thread))
             return True
 
+    def _record_work(self, future) -> None:
+        with self._lock:
+            self._work = [f for f in self._work if not f.done()]  # keep it short
+            self._work.append(future)
+
+    def _work_pending(self) -> bool:
+        with self._lock:
+            return any(not f.done() for f in self._work)
+
     def _close(self) -> list[BaseException]:
         """Stop collecting; return the failures collected. Each failure is handed out once."""
         with self._lock:
@@ -206,13 +241,15 @@ class ThreadScope:
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             alive = self._alive_threads()
-            if not alive:
+            if not alive and not self._work_pending():
                 return
             if deadline is None:
                 wait = _JOIN_POLL_SECONDS
             else:
                 remaining = deadline - monotonic()
                 if remaining <= 0:
+                    if self._work_pending():  # name the pool threads running the block's work too
+                        alive += [t for t in _busy_pool_workers() if t not in alive]
                     raise ThreadsStillRunning(alive, timeout)
                 wait = min(remaining, _JOIN_POLL_SECONDS)
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
@@ -229,11 +266,12 @@ def joined_threads(timeout: float | None = None):
     like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it raised one) are
     raised together as an ``ExceptionGroup``; ``sys.exit()`` in a worker just ends that thread.
 
-    The block owns: threads from ``scope.start``, and ``threading.Thread``\\ s (daemon or not)
-    started inside the block by the main thread or by threads the block owns, however deep. It
-    does not own, and never waits for: threads started by threads from before the block (a
-    server's per-connection threads), idle workers of a ``ThreadPoolExecutor`` (asyncio's default
-    executor too; a worker running a work item is waited for), and threads Python did not start.
+    The block owns: threads from ``scope.start``, ``threading.Thread``\\ s (daemon or not)
+    started inside the block by the main thread or by threads the block owns, however deep, and
+    the work they give a ``ThreadPoolExecutor`` (asyncio's ``run_in_executor`` too), whichever
+    worker runs it. It does not own, and never waits for: threads started by threads from before
+    the block (a server's per-connection threads), idle workers of a ``ThreadPoolExecutor`` (they
+    are the executor's, wherever it was made), and threads Python did not start.
     Start long-lived service threads before the block, or it waits for them. A failure of an
     owned thread is raised by its block only; once the block is over (timeout, Ctrl-C) it goes to
     ``threading.excepthook``, as does any failure of a thread no open block owns.

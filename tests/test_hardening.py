@@ -333,6 +333,26 @@ def test_a_pool_thread_running_a_work_item_is_waited_for():
         assert sorted(done) == [1, 2]
 
 
+def test_work_given_in_the_block_to_a_pool_thread_from_before_it_is_waited_for():
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(int).result()  # its one worker exists, idle, from before the block
+        done = []
+        with mt.joined_threads():
+            pool.submit(lambda: (time.sleep(0.3), done.append("in the block")))
+        assert done == ["in the block"]
+
+
+def test_pool_work_from_before_the_block_is_not_the_blocks():
+    release = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        before = pool.submit(release.wait, 10)  # busy since before the block
+        started = time.monotonic()
+        with mt.joined_threads():
+            pass
+        assert time.monotonic() - started < 2 and not before.done()
+        release.set()
+
+
 def test_per_connection_threads_of_a_server_from_before_the_block_are_not_the_blocks():
     release = threading.Event()
 
