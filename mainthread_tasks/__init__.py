@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from ._async import main_loop, run_async
 from ._blender import register, set_tick_budget, unregister
-from ._errors import MainThreadTasksError, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
+from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
 from ._headless import run_forever
 from ._process import run_in_process, set_process_workers
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
+from ._ui import ui_context
 
 __all__ = (
     "MainThreadFuture",
     "MainThreadTasksError",
+    "NoSuchArea",
     "NotMainThreadError",
     "ProcessDied",
     "SchedulerStopped",
@@ -41,6 +43,7 @@ __all__ = (
     "set_process_workers",
     "set_tick_budget",
     "stats",
+    "ui_context",
     "unregister",
 )
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 __all__ = (
     "MainThreadTasksError",
+    "NoSuchArea",
     "SchedulerStopped",
     "NotMainThreadError",
     "ProcessDied",
@@ -28,7 +29,9 @@ class SchedulerStopped(MainThreadTasksError, RuntimeError):
 
 
 class NotMainThreadError(MainThreadTasksError, RuntimeError):
-    """A main-thread-only function (``pump``, ``joined_threads``) was called from another thread.
+    """A main-thread-only function (``pump``, ``joined_threads``, ``ui_context``) was called from
+    another thread, or, in strict mode, a worker thread called into Blender (``bpy.ops``,
+    ``bpy.app.timers.register``...).
 
     Worker threads submit work with ``run_on_main``/``call_on_main``/``post_on_main``; only the
     main thread runs it.
@@ -49,6 +52,20 @@ class ThreadsStillRunning(MainThreadTasksError, TimeoutError):
             f"{len(self.threads)} thread(s) still running after {timeout:g} s: {names}; "
             "make them finish (or pass a longer timeout) before the block ends"
         )
+
+
+class NoSuchArea(MainThreadTasksError, LookupError):
+    """``ui_context()`` found no area of the requested type with the requested region in any window.
+
+    ``area_type`` and ``region_type`` say what was looked for. The area may have been closed or
+    changed to another editor, the file may have a layout without one, or Blender may have no
+    window at all.
+    """
+
+    def __init__(self, message, area_type, region_type):
+        self.area_type = area_type
+        self.region_type = region_type
+        super().__init__(message)
 
 
 # ProcessDied subclasses concurrent.futures.process.BrokenProcessPool, and that module imports

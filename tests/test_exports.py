@@ -11,6 +11,8 @@ CONTRACT = {
     "run_on_main", "call_on_main", "post_on_main", "main_thread", "is_main_thread", "stats", "pump",
     "joined_threads", "register", "unregister", "MainThreadTasksError", "SchedulerStopped",
     "NotMainThreadError", "ThreadsStillRunning", "run_in_process", "set_process_workers", "ProcessDied",
+    # part two: add-on ergonomics
+    "ui_context", "NoSuchArea",
 }
 
 
