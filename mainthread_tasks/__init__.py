@@ -12,6 +12,7 @@ from ._blender import register, set_tick_budget, unregister
 from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
 from ._headless import run_forever
+from ._hold import ui_only
 from ._process import run_in_process, set_process_workers
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
 from ._threadinfo import is_main_thread
@@ -44,6 +45,7 @@ __all__ = (
     "set_tick_budget",
     "stats",
     "ui_context",
+    "ui_only",
     "unregister",
 )
 

@@ -14,7 +14,7 @@ import sys
 import types
 from time import perf_counter
 
-from . import _scheduler
+from . import _hold, _scheduler
 
 __all__ = ("register", "set_tick_budget", "unregister")
 
@@ -66,6 +66,16 @@ def _shared_pass_record():
 _shared = _shared_pass_record()
 _clock = perf_counter
 _qsize = _scheduler._qsize
+_held = _scheduler._held  # tasks held during a render/bake/composite job (see _hold)
+_holding = False  #: the timer holds the queue now (main thread)
+
+
+def _no_jobs(_job_type) -> bool:
+    return False
+
+
+#: bpy.app.is_job_running, bound at register() (Blender without it: never hold).
+_is_job_running = _no_jobs
 
 # The timer's state and the timings shown in the preferences. Main thread only (_drain_timer).
 _pass_end = 0.0  #: perf_counter() when the latest pass that ran tasks ended (or register())
@@ -130,13 +140,36 @@ def _drain_timer() -> float:
     # polls every IDLE_POLL, later LONG_IDLE_POLL seconds instead of every pass (README,
     # "Performance"). Work found puts it back to every pass.
     global _queue_empty_at
-    if _qsize():
-        _run_pass()
-        return 0.0
+    if _qsize() or _held or _holding:
+        if _jobs_hold():
+            return _hold.HOLD_POLL
+        if _qsize() or _held:
+            _run_pass()
+            return 0.0
     now = _queue_empty_at = _clock()
     if _scheduler._sources:
         return _sources_pass(now)
     return _idle_interval(now)
+
+
+def _jobs_hold() -> bool:
+    """While a render/bake/composite job runs, hold the queue instead of running it (see _hold);
+    True while held. At the end of a hold the next passes run the held tasks. Never raises."""
+    global _holding, _pass_end
+    try:
+        reason = _hold.job_running(_is_job_running)
+        if reason:
+            _holding = True
+            _hold.hold_pass(reason, tick_budget)
+            return True
+        if _holding:
+            _holding = False
+            _hold.release()
+            _pass_end = _clock()  # as after work: poll every pass while the held tasks drain
+            _forget_pacing()  # Blender's part of the passes during the job says nothing now
+    except BaseException:  # noqa: BLE001 - see _drain_timer
+        logger.exception("mainthread_tasks: checking for render/bake/composite jobs failed")
+    return False
 
 
 def _idle_interval(now: float) -> float:
@@ -153,6 +186,8 @@ def _sources_pass(now: float) -> float:
     idle rules allow, nor past the soonest due(). Never raises (see _drain_timer).
     """
     global _pass_end
+    if _jobs_hold():  # process results and coroutine steps may change data too
+        return _hold.HOLD_POLL
     due = None
     try:
         due = _scheduler.sources_due()
@@ -213,7 +248,7 @@ def _run_pass() -> None:
             if queue_wait > longest_queue_wait:
                 longest_queue_wait = queue_wait
         _pass_end = _clock()
-        if not _qsize():
+        if not _qsize() and not _held:
             _queue_empty_at = _pass_end
     except BaseException:  # noqa: BLE001 - see _drain_timer; the task's own failure is already recorded
         _pass_end = _clock()
@@ -258,12 +293,13 @@ def register() -> None:
     Raises:
         SchedulerStopped: Python is exiting.
     """
-    global _pass_end, _queue_empty_at
+    global _pass_end, _queue_empty_at, _is_job_running
     _scheduler.acquire()
     try:
         bpy = _bpy()
         if bpy is None:
             return
+        _is_job_running = getattr(bpy.app, "is_job_running", _no_jobs)
         timers = bpy.app.timers
         if not timers.is_registered(_drain_timer):
             _pass_end = _queue_empty_at = _clock()
@@ -296,9 +332,10 @@ def _remove_blender_side() -> None:
     bpy = _bpy()
     if bpy is None:
         return
-    preferences = sys.modules.get(f"{__package__}._preferences")  # imported only if it was used
-    if preferences is not None:
-        preferences.unregister()
+    for name in ("_preferences",):  # imported only if it was used
+        module = sys.modules.get(f"{__package__}.{name}")
+        if module is not None:
+            module.unregister()
     timers = bpy.app.timers
     if timers.is_registered(_drain_timer):
         timers.unregister(_drain_timer)

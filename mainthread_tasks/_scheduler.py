@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import threading
+from collections import deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from _thread import allocate_lock
@@ -74,6 +75,13 @@ _longest_task_name = ""
 _slow_tasks = 0
 _running = None  # the task running on the main thread right now
 
+# Holding (see _hold): while a render/bake/composite job runs, the UI timer moves queued tasks here
+# instead of running them, and they run first once it ends. Written by the main thread; any thread
+# may empty it when the scheduler stops (deque.popleft is atomic).
+_held: deque = deque()  # (future, fn, args, kwargs), oldest first
+_held_reason = ""  # why the UI timer holds the queue right now, "" when it does not
+_holds = 0  # holds that began since the last reset_stats()
+
 # A task slower than this is logged (with its name) as having blocked the main thread.
 slow_task_seconds = 1.0
 
@@ -116,11 +124,16 @@ class Stats:
     process_cancelled: int = 0  #: never started: cancelled, or dropped when the pool stopped
     process_pending: int = 0  #: waiting for a free worker process
     process_running: int = 0  #: in a worker process now
+    #: The UI timer holds the queue: a render, bake or composite job is running, and tasks that
+    #: change data would fail or crash Blender; they run once it ends (``ui_only`` tasks run now).
+    held: bool = False
+    held_reason: str = ""  #: why, e.g. "a RENDER job is running"; "" when not held
+    holds: int = 0  #: how many times the UI timer began holding the queue
 
 
 def stats() -> Stats:
     """Return a snapshot of the counters. Any thread."""
-    pending = _qsize()
+    pending = _qsize() + len(_held)
     running_fn = _running
     running = None if running_fn is None else task_name(running_fn)
     cancelled = _cancelled + _cancelled_at_stop
@@ -140,15 +153,18 @@ def stats() -> Stats:
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
         **_process.counts(),
+        held=bool(_held_reason),
+        held_reason=_held_reason,
+        holds=_holds,
     )
 
 
 def reset_stats() -> None:
     """Zero the counters (pending work is untouched). Main thread."""
     global _completed, _failed, _cancelled, _cancelled_at_stop, _ticks, _last_tick, _longest_tick
-    global _longest_task, _longest_task_name, _slow_tasks
+    global _longest_task, _longest_task_name, _slow_tasks, _holds
     with _lifecycle_lock:
-        _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = 0
+        _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = _holds = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
     _process.reset_counts()
@@ -374,8 +390,11 @@ def _deliver_deferred_signal() -> None:
 # -- running: main thread ---------------------------------------------------------------------
 
 
-def _run_batch(limit: int, deadline: float | None) -> int:
+def _run_batch(limit: int, deadline: float | None, take=None) -> int:
     """Run up to ``limit`` queued tasks. Main thread only, with the Ctrl-C guard installed.
+
+    ``take`` takes the next item off another queue than the scheduler's (the tasks held during a
+    job: ``_held.popleft``).
 
     Returns how many ran (cancelled ones are skipped, not counted). ``limit`` is the queue length
     when the batch started, like asyncio's ``_run_once`` takes ``ntodo = len(self._ready)``: a task
@@ -400,7 +419,7 @@ def _run_batch(limit: int, deadline: float | None) -> int:
     taken = failed = cancelled = 0  # per-task counting is only for the rare outcomes
     slow = slow_task_seconds
     notable = min(_longest_task, slow)  # a task this long is a new longest or a slow one: look closer
-    get_nowait = _get_nowait
+    get_nowait = _get_nowait if take is None else take
     clock = perf_counter
     outer_running = _running  # a task waiting on a future runs a nested batch
     future = fn = args = kwargs = attrs = result = None
@@ -409,7 +428,7 @@ def _run_batch(limit: int, deadline: float | None) -> int:
         for taken in range(1, limit + 1):
             try:
                 future, fn, args, kwargs = get_nowait()
-            except Empty:
+            except (Empty, IndexError):  # IndexError: a deque given as ``take``
                 taken -= 1
                 break
             if future is None:  # post_on_main
@@ -477,7 +496,9 @@ def pump(timeout: float | None = 0.0) -> int:
     is how a ``--background`` script, where Blender timers never fire, gets its workers'
     main-thread calls done (``joined_threads`` calls it for you). Ctrl-C interrupts the task
     running or the wait; landing between tasks it takes effect after the task in hand, and no
-    task is lost either way.
+    task is lost either way. Tasks the UI timer held during a render/bake/composite job run first,
+    even while the job goes on: the main thread asked for them (waiting for them in the UI would
+    keep the job from ending).
 
     Raises:
         NotMainThreadError: called from another thread.
@@ -492,15 +513,17 @@ def pump(timeout: float | None = 0.0) -> int:
         timeout = _check_timeout(timeout, "pump()")
         if timeout == math.inf:
             timeout = None
-    if timeout == 0 and not _sources and not _qsize():
+    if timeout == 0 and not _sources and not _qsize() and not _held:
         return 0  # the common idle poll: nothing to guard
     guarded = _defer_interrupts()
     try:
         deadline = None if timeout is None else monotonic() + timeout
         woken = False
         while True:
+            ran = _run_batch(len(_held), None, _held.popleft) if _held else 0
             queued = _qsize()
-            ran = _run_batch(queued, None) if queued else 0
+            if queued and _deferred_signal is None:
+                ran += _run_batch(queued, None)
             if _sources:
                 ran += _poll_sources()
             if ran or woken or _deferred_signal is not None:
@@ -529,9 +552,14 @@ def run_for(budget: float) -> int:
     global _ticks, _last_tick, _longest_tick
     _ticks += 1
     started = perf_counter()
+    deadline = started + budget
     guarded = _defer_interrupts()
     try:
-        ran = _run_batch(_qsize(), started + budget)
+        ran = 0
+        if _held:  # held during a job that has ended: they are older than anything queued
+            ran = _run_batch(len(_held), deadline, _held.popleft)
+        if not _held and (not ran or perf_counter() < deadline):
+            ran += _run_batch(_qsize(), deadline)
     finally:
         if guarded:
             _restore_interrupts()
@@ -765,16 +793,17 @@ def _reject_queued() -> int:
     rejected = 0
     dropped_posts = []
     try:
-        while True:
-            try:
-                future, fn, _args, _kwargs = _get_nowait()
-            except Empty:
-                break
-            rejected += 1
-            if future is None:
-                dropped_posts.append(fn)
-            else:
-                future.cancel()
+        for take in (_held.popleft, _get_nowait):  # the held ones first: they are the older
+            while True:
+                try:
+                    future, fn, _args, _kwargs = take()
+                except (IndexError, Empty):
+                    break
+                rejected += 1
+                if future is None:
+                    dropped_posts.append(fn)
+                else:
+                    future.cancel()
     finally:
         if rejected:
             with _lifecycle_lock:

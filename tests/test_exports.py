@@ -59,8 +59,9 @@ def test_future_is_a_real_concurrent_future():
 
 def test_stats_has_the_contract_fields():
     s = mainthread_tasks.stats()
-    for name in ("submitted", "completed", "failed", "cancelled", "pending"):
+    for name in ("submitted", "completed", "failed", "cancelled", "pending", "holds"):
         assert isinstance(getattr(s, name), int), name
+    assert s.held is False and s.held_reason == ""
 
 
 def test_bl_info_matches_the_package_version():

@@ -1,0 +1,129 @@
+"""Holding queued tasks while Blender refuses data changes (render, bake, composite jobs).
+
+While such a job runs, Blender's UI keeps running its timers (Blender 5.2: ~70 passes a second
+through a Cycles render), and a task that changes data then fails with "can't modify blend data in
+this state" or crashes Blender. So each UI timer pass that finds tasks first asks
+``bpy.app.is_job_running`` (about 150 ns for the three job types when none runs), and while one
+runs it moves the queued tasks to the scheduler's held list, in order, instead of running them.
+Once the job has ended the held tasks run first, within the usual tick budget, then the rest.
+
+``ui_only(fn)`` marks a task that only touches the interface (a label, a redraw, a report): it runs
+even while the queue is held, ahead of the held tasks. ``run_on_main(fn, *args, **kwargs)`` passes
+every keyword to ``fn``, so the mark travels with the function, not as an option; it is looked at
+only while the queue is held, and costs nothing otherwise.
+
+Only the UI timer holds: ``pump()``, ``joined_threads()`` and waiting on a Future on the main thread
+run tasks even during a job (the main thread asked for them; in the UI, waiting for them would keep
+the job from ever ending). Sources (``add_source``) are held too, except those marked ``ui_only``
+(the progress display). No bpy here: ``_blender`` passes ``bpy.app.is_job_running`` in.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+from queue import Empty
+from time import perf_counter
+
+from . import _scheduler
+
+__all__ = ("ui_only",)
+
+logger = logging.getLogger("mainthread_tasks")
+
+#: The job types during which data must not change (bpy.app.is_job_running's names; 3.x to 5.x).
+#: Not held for: RENDER_PREVIEW (material previews, nearly always running) and SHADER_COMPILATION.
+HOLDING_JOBS = ("RENDER", "OBJECT_BAKE", "COMPOSITE")
+#: While held, the timer looks again this often (seconds): held tasks start at most this long
+#: after the job ends.
+HOLD_POLL = 0.05
+
+_UI_ONLY = "_mainthread_tasks_ui_only"
+_held_since = 0.0
+
+
+def ui_only(fn):
+    """Mark ``fn`` as a task that only touches the interface: it is not held during jobs. Any thread.
+
+    Returns a wrapper that calls ``fn`` with the same arguments; submit it as usual::
+
+        post_on_main(ui_only(set_status_text), "Downloading 3/40")
+
+    While a render, bake or composite job runs, the UI timer holds every other task until the job
+    ends (``stats().held``), and runs these at once, ahead of the held ones. Such a task must not
+    change blend data (objects, meshes, scenes...): that is what Blender refuses during those jobs.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+    """
+    if not callable(fn):
+        raise _scheduler._not_callable(fn)
+    if getattr(fn, _UI_ONLY, False):
+        return fn
+
+    @functools.wraps(fn)
+    def ui_task(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    setattr(ui_task, _UI_ONLY, True)
+    return ui_task
+
+
+def is_ui_only(fn) -> bool:
+    return getattr(fn, _UI_ONLY, False) is True
+
+
+def job_running(is_job_running) -> str:
+    """Why data must not change now ("a RENDER job is running"), or "" . Main thread."""
+    for job in HOLDING_JOBS:
+        if is_job_running(job):
+            return f"a {job} job is running"
+    return ""
+
+
+def hold_pass(reason: str, budget: float) -> int:
+    """A UI timer pass while ``reason`` holds the queue: move the queued tasks to the held list,
+    keeping their order, and run the ui_only ones (and ui_only sources) now. Main thread. Returns
+    how many tasks ran."""
+    global _held_since
+    scheduler = _scheduler
+    if not scheduler._held_reason:
+        scheduler._holds += 1
+        _held_since = perf_counter()
+        logger.debug("mainthread_tasks: holding the queue: %s", reason)
+    scheduler._held_reason = reason
+    deadline = perf_counter() + budget
+    held = scheduler._held
+    ui_tasks: deque = deque()
+    get_nowait = scheduler._get_nowait
+    for _ in range(scheduler._qsize()):
+        try:
+            item = get_nowait()
+        except Empty:
+            break
+        (ui_tasks if is_ui_only(item[1]) else held).append(item)
+    ran = 0
+    if ui_tasks:
+        guarded = scheduler._defer_interrupts()
+        try:
+            ran = scheduler._run_batch(len(ui_tasks), None, ui_tasks.popleft)
+        finally:
+            held.extendleft(reversed(ui_tasks))  # left by a Ctrl-C: they run after the job
+            if guarded:
+                scheduler._restore_interrupts()
+    for source in scheduler._sources:
+        if getattr(source, "ui_only", False):
+            try:
+                source.poll(deadline)
+            except Exception:
+                logger.exception("mainthread_tasks: polling %r failed", source)
+    return ran
+
+
+def release() -> None:
+    """The job ended: the next passes run the held tasks. Main thread."""
+    if _scheduler._held_reason:
+        logger.debug("mainthread_tasks: queue held for %.2f s (%s); %d task(s) to run",
+                     perf_counter() - _held_since, _scheduler._held_reason, len(_scheduler._held))
+        _scheduler._held_reason = ""
