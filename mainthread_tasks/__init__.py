@@ -14,6 +14,7 @@ from ._future import MainThreadFuture
 from ._headless import run_forever
 from ._hold import ui_only
 from ._process import run_in_process, set_process_workers
+from ._progress import Progress, progress
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
@@ -25,6 +26,7 @@ __all__ = (
     "NoSuchArea",
     "NotMainThreadError",
     "ProcessDied",
+    "Progress",
     "SchedulerStopped",
     "Stats",
     "ThreadScope",
@@ -35,6 +37,7 @@ __all__ = (
     "main_loop",
     "main_thread",
     "post_on_main",
+    "progress",
     "pump",
     "register",
     "run_async",

@@ -309,6 +309,10 @@ def register() -> None:
             from . import _preferences
 
             _preferences.register()
+        if getattr(bpy.app, "background", True) is False:  # Blender's UI (fake-bpy-module: no attribute)
+            from . import _progress_ui  # the status-bar display of progress()
+
+            _progress_ui.register()
     except BaseException:
         # Roll back: Blender's addon_utils deletes the module of an add-on whose register() raised.
         if not _scheduler.release():
@@ -332,7 +336,7 @@ def _remove_blender_side() -> None:
     bpy = _bpy()
     if bpy is None:
         return
-    for name in ("_preferences",):  # imported only if it was used
+    for name in ("_progress_ui", "_preferences"):  # imported only if they were used
         module = sys.modules.get(f"{__package__}.{name}")
         if module is not None:
             module.unregister()
