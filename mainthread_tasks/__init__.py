@@ -16,6 +16,7 @@ from ._hold import ui_only
 from ._process import run_in_process, set_process_workers
 from ._progress import Progress, progress
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
+from ._strict import strict_mode
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
 from ._ui import ui_context
@@ -47,6 +48,7 @@ __all__ = (
     "set_process_workers",
     "set_tick_budget",
     "stats",
+    "strict_mode",
     "ui_context",
     "ui_only",
     "unregister",

@@ -14,7 +14,7 @@ import sys
 import types
 from time import perf_counter
 
-from . import _hold, _scheduler
+from . import _hold, _scheduler, _strict
 
 __all__ = ("register", "set_tick_budget", "unregister")
 
@@ -300,6 +300,7 @@ def register() -> None:
         if bpy is None:
             return
         _is_job_running = getattr(bpy.app, "is_job_running", _no_jobs)
+        _strict.enable_from_environment()  # MAINTHREAD_TASKS_STRICT=1
         timers = bpy.app.timers
         if not timers.is_registered(_drain_timer):
             _pass_end = _queue_empty_at = _clock()
@@ -336,6 +337,7 @@ def _remove_blender_side() -> None:
     bpy = _bpy()
     if bpy is None:
         return
+    _strict.disable_if_enabled_here()
     for name in ("_progress_ui", "_preferences"):  # imported only if they were used
         module = sys.modules.get(f"{__package__}.{name}")
         if module is not None:

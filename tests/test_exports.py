@@ -12,7 +12,7 @@ CONTRACT = {
     "joined_threads", "register", "unregister", "MainThreadTasksError", "SchedulerStopped",
     "NotMainThreadError", "ThreadsStillRunning", "run_in_process", "set_process_workers", "ProcessDied",
     # part two: add-on ergonomics
-    "ui_context", "NoSuchArea", "progress", "Progress",
+    "ui_context", "NoSuchArea", "progress", "Progress", "strict_mode",
 }
 
 

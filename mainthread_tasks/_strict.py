@@ -1,0 +1,195 @@
+"""``strict_mode()``: during development, make ``bpy`` used from a worker thread fail loudly.
+
+The mistake is otherwise silent until Blender crashes, most often as ``bpy.app.timers.register``
+called from a worker (a data race in Blender's C code). While strict mode is on, these raise
+``NotMainThreadError`` in a worker thread, before Blender is reached:
+
+- ``bpy.app.timers.register(...)`` and ``bpy.app.timers.unregister(...)``: the module's functions
+  are replaced by checking wrappers;
+- ``bpy.ops.<module>.<operator>(...)`` and ``.poll()``: the methods of the class behind every
+  ``bpy.ops`` operator (``bpy.ops._BPyOpsSubModOp``) are replaced (its ``__call__`` touches the
+  view layer before it calls the operator, so checking later would be too late);
+- reading ``bpy.data`` and ``bpy.context`` through the ``bpy`` module: the module's class becomes a
+  subclass of ``types.ModuleType`` with two properties that check, then return the very same
+  objects, so ``isinstance``, ``temp_override`` and everything else see what they always see.
+
+Not caught: references taken before, or on the main thread (``D = bpy.data`` at import, an object
+or a mesh handed to the worker, ``from bpy.app.timers import register``), other ``bpy`` attributes
+(``bpy.types``, ``bpy.utils``, ``bpy.app.handlers``...), and threads that Blender itself starts and
+that call Python on purpose (drivers, render handlers: not threads of Python's ``threading``).
+
+Strict mode is process-wide: copies of the library in one Blender share one record in
+``sys.modules``, and any copy can turn it off. Off, the original functions, methods and module
+class are back: it costs nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import threading
+import types
+
+from ._errors import MainThreadTasksError, NotMainThreadError
+from ._threadinfo import MAIN_THREAD_IDENT
+
+__all__ = ("strict_mode",)
+
+logger = logging.getLogger("mainthread_tasks")
+
+ENVIRONMENT_VARIABLE = "MAINTHREAD_TASKS_STRICT"
+#: Shared by every copy of the library in the process (a new layout gets a new name): ``patches``
+#: is None while strict mode is off, else a list of ``(owner, name, original)`` to put back.
+SHARED_RECORD = "_mainthread_tasks_strict_1"
+
+_get_ident = threading.get_ident
+_python_threads = getattr(threading, "_active", None)  # ident -> Thread, for threads Python started
+_enabled_here = False  # this copy turned strict mode on (register() turns it off again)
+
+
+def _shared_record():
+    record = sys.modules.get(SHARED_RECORD)
+    if record is None:
+        record = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
+        record.patches = None
+        record = sys.modules.setdefault(SHARED_RECORD, record)
+    return record
+
+
+def _offending_thread() -> str | None:
+    """The name of the calling thread if strict mode must refuse it, else None."""
+    ident = _get_ident()
+    if ident == MAIN_THREAD_IDENT:
+        return None
+    if _python_threads is None:  # pragma: no cover - every CPython has threading._active
+        return threading.current_thread().name
+    thread = _python_threads.get(ident)
+    if thread is None or isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+        return None  # a thread Blender started (a driver, a render handler): not ours to judge
+    return thread.name
+
+
+def _refuse(what: str, thread: str):
+    raise NotMainThreadError(
+        f"strict mode: {what} called from thread {thread!r}. bpy is not thread-safe; run this on the "
+        "main thread instead: use post_on_main(fn, ...), or run_on_main/call_on_main to get a result"
+    )
+
+
+def _checked_function(original, what: str):
+    @functools.wraps(original)
+    def checked(*args, **kwargs):
+        thread = _offending_thread()
+        if thread is not None:
+            _refuse(what, thread)
+        return original(*args, **kwargs)
+
+    return checked
+
+
+def _checked_method(original, suffix: str):
+    @functools.wraps(original)
+    def checked(self, *args, **kwargs):
+        thread = _offending_thread()
+        if thread is not None:
+            _refuse(f"bpy.ops.{self._module}.{self._func}{suffix}", thread)
+        return original(self, *args, **kwargs)
+
+    return checked
+
+
+def _checked_module_class(bpy_module):
+    """A ModuleType subclass whose ``data``/``context`` properties check the thread, then return the
+    objects the module holds (setting them still works, for Blender's own code)."""
+
+    def attribute(name):
+        def get(module):
+            thread = _offending_thread()
+            if thread is not None:
+                _refuse(f"bpy.{name}", thread)
+            return module.__dict__[name]
+
+        def put(module, value):
+            module.__dict__[name] = value
+
+        return property(get, put)
+
+    return type("StrictBpyModule", (type(bpy_module),), {
+        "__slots__": (), "data": attribute("data"), "context": attribute("context")})
+
+
+def _patch(bpy) -> list:
+    timers = getattr(getattr(bpy, "app", None), "timers", None)
+    ops_class = getattr(getattr(bpy, "ops", None), "_BPyOpsSubModOp", None)
+    if timers is None or ops_class is None or type(bpy) is not types.ModuleType:
+        raise MainThreadTasksError(f"strict_mode() needs Blender's bpy module, not {bpy!r}")
+    patches = []
+
+    def replace(owner, name, new):
+        patches.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, new)
+
+    for name in ("register", "unregister"):
+        replace(timers, name, _checked_function(getattr(timers, name), f"bpy.app.timers.{name}()"))
+    replace(ops_class, "__call__", _checked_method(ops_class.__dict__["__call__"], "()"))
+    replace(ops_class, "poll", _checked_method(ops_class.__dict__["poll"], ".poll()"))
+    patches.append((bpy, "__class__", type(bpy)))
+    bpy.__class__ = _checked_module_class(bpy)
+    return patches
+
+
+def strict_mode(enabled: bool) -> bool:
+    """Turn strict mode on or off; return whether it was on. Main thread.
+
+    On, a thread started by Python (``threading.Thread``, a ``ThreadPoolExecutor``...) that calls
+    ``bpy.app.timers.register``/``unregister`` or a ``bpy.ops`` operator (or its ``poll()``), or
+    reads ``bpy.data``/``bpy.context``, gets ``NotMainThreadError`` before Blender is reached. The
+    main thread, and threads Blender starts itself (drivers), are not affected. For development:
+    each checked access costs a Python call. Off (the default), everything is as Blender made it.
+    ``MAINTHREAD_TASKS_STRICT=1`` in the environment turns it on at ``register()``; the last
+    ``unregister()`` of the copy that turned it on turns it off.
+
+    Raises:
+        TypeError: ``enabled`` is not a bool.
+        NotMainThreadError: called from another thread.
+        MainThreadTasksError: no Blender ``bpy`` to guard (plain Python, fake-bpy-module).
+    """
+    global _enabled_here
+    if not isinstance(enabled, bool):
+        raise TypeError(f"strict_mode() takes True or False, got {enabled!r}")
+    if _get_ident() != MAIN_THREAD_IDENT:
+        raise NotMainThreadError("strict_mode() patches bpy, so only the main thread may call it")
+    record = _shared_record()
+    was_on = record.patches is not None
+    if enabled and not was_on:
+        try:
+            import bpy
+        except ImportError:
+            raise MainThreadTasksError("strict_mode() needs Blender: bpy cannot be imported here") from None
+        record.patches = _patch(bpy)
+        _enabled_here = True
+        logger.info("mainthread_tasks: strict mode on: bpy used from worker threads raises NotMainThreadError")
+    elif not enabled and was_on:
+        for owner, name, original in reversed(record.patches):
+            setattr(owner, name, original)
+        record.patches = None
+        _enabled_here = False
+        logger.info("mainthread_tasks: strict mode off")
+    return was_on
+
+
+def enable_from_environment() -> None:
+    """register(): MAINTHREAD_TASKS_STRICT=1 (or true/yes/on) turns strict mode on. Main thread."""
+    value = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        strict_mode(True)
+    elif value not in ("", "0", "false", "no", "off"):
+        logger.warning("mainthread_tasks: %s=%r is not 1 or 0; strict mode stays off", ENVIRONMENT_VARIABLE, value)
+
+
+def disable_if_enabled_here() -> None:
+    """The last unregister(): leave Blender as this copy found it. Main thread."""
+    if _enabled_here:
+        strict_mode(False)
