@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +83,29 @@ def start_thread(target, *args, name=None) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def raised_in_thread(fn, name=None, timeout=30.0):
+    """Run ``fn()`` in a new ``threading.Thread`` and return what it raised (None if nothing)."""
+    outcome = []
+
+    def worker():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = start_thread(worker, name=name)
+    thread.join(timeout)
+    assert outcome, f"the thread did not finish in {timeout} s"
+    return outcome[0]
+
+
+def wait_until(predicate, timeout=10.0, step=0.001):
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(step)

@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
-import time
 
 import pytest
 
 import mainthread_tasks as mt
 from mainthread_tasks import _blender, _hold, _scheduler
 from tests import support
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.001)
 
 
 class Jobs:
@@ -88,7 +80,7 @@ def test_a_worker_blocked_in_call_on_main_waits_for_the_job(jobs):
     jobs.running.add("OBJECT_BAKE")
     got = []
     worker = support.start_thread(lambda: got.append(mt.call_on_main(lambda: "baked")))
-    wait_until(lambda: mt.stats().pending)
+    support.wait_until(lambda: mt.stats().pending)
     for _ in range(20):
         _blender._drain_timer()
     assert got == [] and worker.is_alive()
@@ -145,21 +137,21 @@ def test_the_last_unregister_cancels_held_tasks(jobs):
     _blender._is_job_running = jobs  # register() bound bpy.app's
     jobs.running.add("RENDER")
     future = mt.run_on_main(int)
-    caught = []
+    submitted = threading.Event()
 
     def worker():
-        try:
-            mt.call_on_main(int)
-        except mt.SchedulerStopped as exc:
-            caught.append(exc)
+        submitted.set()
+        mt.call_on_main(int)
 
-    thread = support.start_thread(worker)
-    wait_until(lambda: mt.stats().pending == 2)
+    raised = []
+    thread = support.start_thread(lambda: raised.append(support.raised_in_thread(worker)))
+    submitted.wait(10)
+    support.wait_until(lambda: mt.stats().pending == 2)
     _blender._drain_timer()
     assert mt.stats().pending == 2 and len(_scheduler._held) == 2
     mt.unregister()
     thread.join(10)
-    assert future.cancelled() and len(caught) == 1 and mt.stats().pending == 0
+    assert future.cancelled() and isinstance(raised[0], mt.SchedulerStopped) and mt.stats().pending == 0
 
 
 def test_sources_are_held_except_ui_only_ones(jobs):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import _thread
 import logging
-import threading
 import time
 import types
 
@@ -19,16 +18,7 @@ from tests import support
 def test_bad_arguments():
     with pytest.raises(TypeError, match="True or False"):
         mt.strict_mode(1)
-    caught = []
-
-    def worker():
-        try:
-            mt.strict_mode(True)
-        except mt.NotMainThreadError as exc:
-            caught.append(exc)
-
-    support.start_thread(worker).join(10)
-    assert len(caught) == 1
+    assert isinstance(support.raised_in_thread(lambda: mt.strict_mode(True)), mt.NotMainThreadError)
 
 
 @pytest.mark.fake_bpy
@@ -55,22 +45,7 @@ def strict():
 
 
 def _in_worker(fn):
-    """Run ``fn`` in a threading.Thread; return what it raised (None if nothing)."""
-    outcome = []
-
-    def worker():
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    thread = threading.Thread(target=worker, name="strict-worker", daemon=True)
-    thread.start()
-    thread.join(30)
-    assert outcome, "the worker did not finish"
-    return outcome[0]
+    return support.raised_in_thread(fn, name="strict-worker")
 
 
 def _noop_timer():

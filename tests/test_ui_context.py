@@ -109,17 +109,12 @@ def test_blender_older_than_3_2_gets_a_clear_error(monkeypatch):
 
 
 def test_off_the_main_thread_it_refuses():
-    caught = []
-
     def worker():
-        try:
-            with mt.ui_context():
-                pass
-        except mt.NotMainThreadError as exc:
-            caught.append(exc)
+        with mt.ui_context():
+            pass
 
-    support.start_thread(worker).join(10)
-    assert len(caught) == 1 and "run_on_main" in str(caught[0])
+    error = support.raised_in_thread(worker)
+    assert isinstance(error, mt.NotMainThreadError) and "run_on_main" in str(error)
 
 
 # -- real Blender ---------------------------------------------------------------------------------
