@@ -6,9 +6,11 @@ called from a worker (a data race in Blender's C code). While strict mode is on,
 
 - ``bpy.app.timers.register(...)`` and ``bpy.app.timers.unregister(...)``: the module's functions
   are replaced by checking wrappers;
-- ``bpy.ops.<module>.<operator>(...)`` and ``.poll()``: the methods of the class behind every
-  ``bpy.ops`` operator (``bpy.ops._BPyOpsSubModOp``) are replaced (its ``__call__`` touches the
-  view layer before it calls the operator, so checking later would be too late);
+- ``bpy.ops.<module>.<operator>(...)`` and ``.poll()``: up to Blender 5.0 the methods of the Python
+  class behind every operator (``bpy.ops._BPyOpsSubModOp``) are replaced (its ``__call__`` touches
+  the view layer before it calls the operator, so checking later would be too late); from 5.1 on,
+  where ``bpy.ops`` hands out C callables (``_op_create_function``), operators looked up while
+  strict mode is on come wrapped in a checking proxy that passes everything else through;
 - reading ``bpy.data`` and ``bpy.context`` through the ``bpy`` module: the module's class becomes a
   subclass of ``types.ModuleType`` with two properties that check, then return the very same
   objects, so ``isinstance``, ``temp_override`` and everything else see what they always see.
@@ -100,6 +102,46 @@ def _checked_method(original, suffix: str):
     return checked
 
 
+class _CheckedOperator:
+    """A ``bpy.ops`` operator (Blender >= 5.1: a C callable) whose calls and poll() check the thread."""
+
+    __slots__ = ("_operator", "_name")
+
+    def __init__(self, operator, name: str):
+        self._operator = operator
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        thread = _offending_thread()
+        if thread is not None:
+            _refuse(f"bpy.ops.{self._name}()", thread)
+        return self._operator(*args, **kwargs)
+
+    def poll(self, *args):
+        thread = _offending_thread()
+        if thread is not None:
+            _refuse(f"bpy.ops.{self._name}.poll()", thread)
+        return self._operator.poll(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._operator, name)
+
+    def __repr__(self) -> str:
+        return repr(self._operator)
+
+    @property
+    def __doc__(self):  # type: ignore[override]
+        return self._operator.__doc__
+
+
+def _checked_operator_factory(original):
+    @functools.wraps(original)
+    def create_function(module, func):
+        return _CheckedOperator(original(module, func), f"{module}.{func}")
+
+    return create_function
+
+
 def _checked_module_class(bpy_module):
     """A ModuleType subclass whose ``data``/``context`` properties check the thread, then return the
     objects the module holds (setting them still works, for Blender's own code)."""
@@ -122,8 +164,12 @@ def _checked_module_class(bpy_module):
 
 def _patch(bpy) -> list:
     timers = getattr(getattr(bpy, "app", None), "timers", None)
-    ops_class = getattr(getattr(bpy, "ops", None), "_BPyOpsSubModOp", None)
-    if timers is None or ops_class is None or type(bpy) is not types.ModuleType:
+    # From the module's own names: bpy.ops.__getattr__ makes up a submodule for any other name.
+    ops = getattr(bpy, "ops", None)
+    names = getattr(ops, "__dict__", {})
+    ops_class = names.get("_BPyOpsSubModOp")  # Blender <= 5.0
+    ops_factory = names.get("_op_create_function")  # Blender >= 5.1
+    if timers is None or (ops_class is None and ops_factory is None) or type(bpy) is not types.ModuleType:
         raise MainThreadTasksError(f"strict_mode() needs Blender's bpy module, not {bpy!r}")
     patches = []
 
@@ -133,8 +179,11 @@ def _patch(bpy) -> list:
 
     for name in ("register", "unregister"):
         replace(timers, name, _checked_function(getattr(timers, name), f"bpy.app.timers.{name}()"))
-    replace(ops_class, "__call__", _checked_method(ops_class.__dict__["__call__"], "()"))
-    replace(ops_class, "poll", _checked_method(ops_class.__dict__["poll"], ".poll()"))
+    if ops_class is not None:
+        replace(ops_class, "__call__", _checked_method(ops_class.__dict__["__call__"], "()"))
+        replace(ops_class, "poll", _checked_method(ops_class.__dict__["poll"], ".poll()"))
+    else:
+        replace(ops, "_op_create_function", _checked_operator_factory(ops_factory))
     patches.append((bpy, "__class__", type(bpy)))
     bpy.__class__ = _checked_module_class(bpy)
     return patches
