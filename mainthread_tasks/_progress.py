@@ -50,6 +50,9 @@ _stderr = None  # tests replace it; None: sys.stderr at the time of writing
 
 
 def _number(value, what: str, allow_none: bool = False):
+    kind = type(value)
+    if kind is int or (kind is float and value - value == 0.0):  # the usual cases, fast (inf - inf is nan)
+        return value
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or math.isinf(value):
@@ -339,7 +342,7 @@ def _ensure_printer() -> None:
 
 
 def _print_while_open() -> None:
-    """The printer thread: every PRINT_INTERVAL, one line with the progresses that changed."""
+    """The printer thread: every PRINT_INTERVAL, one line with the open progresses if any changed."""
     global _printer
     last_line = monotonic()
     while True:
@@ -354,15 +357,16 @@ def _print_while_open() -> None:
         if now - last_line < PRINT_INTERVAL:
             continue
         parts = []
+        changed = False
         with _print_lock:
             for item in items:
                 if item._closed or now - item.started < PRINT_INTERVAL:
                     continue
                 shown = (item._label, item.text(), item._cancelled)
-                if shown != item._printed:
-                    item._printed = shown
-                    parts.append(f"{shown[0]}: {shown[1]}" + (" (cancelling)" if shown[2] else ""))
-        if parts:
+                changed |= shown != item._printed
+                item._printed = shown
+                parts.append(f"{shown[0]}: {shown[1]}" + (" (cancelling)" if shown[2] else ""))
+        if changed:  # one line with every progress, when any of them moved
             last_line = now
             _write_line(" | ".join(parts))
 

@@ -2,9 +2,10 @@
 
 Imported by ``_blender.register()`` only in Blender's UI (not ``--background``, not the bpy wheel).
 
-- **Drawing.** A function appended to ``STATUSBAR_HT_header`` draws the open progresses (the newest
-  two in full, then "+N"): label, count and percentage (a bar on Blender >= 4.0, which has
-  ``UILayout.progress``) and a cancel button. It returns at once when none is open.
+- **Drawing.** A function prepended to ``STATUSBAR_HT_header`` draws the open progresses at the left
+  end of the status bar, where a long report or scene statistics never push them out of the window
+  (the newest two in full, then "+N"): label, count and percentage (a bar on Blender >= 4.0, which
+  has ``UILayout.progress``) and a cancel button. It returns at once when none is open.
 - **Redrawing.** The status bar redraws only when told to. ``StatusBar`` is a *source* of the
   scheduler while a progress is open: the UI timer asks it ``due()`` each pass and ``poll()``-s it
   at most every REDRAW_INTERVAL; a poll that finds the shown text changed tags the status bar
@@ -151,7 +152,7 @@ _draw_failed = False
 
 
 def draw_status_bar(header, context) -> None:
-    """Appended to STATUSBAR_HT_header: the open progresses. Must never raise (Blender would print
+    """Prepended to STATUSBAR_HT_header: the open progresses. Must never raise (Blender would print
     the error at every redraw)."""
     global _draw_failed
     items = _progress.open_progresses()
@@ -160,11 +161,11 @@ def draw_status_bar(header, context) -> None:
     try:
         status_bar.remember(context)
         layout = header.layout
-        layout.separator_spacer()
         for item in items[-SHOWN_IN_FULL:]:
             _draw_item(layout.row(align=True), item)
         if len(items) > SHOWN_IN_FULL:
             layout.label(text=f"+{len(items) - SHOWN_IN_FULL}")
+        layout.separator(factor=2.0)
     except Exception:  # noqa: BLE001
         if not _draw_failed:
             _draw_failed = True
@@ -203,7 +204,7 @@ def register() -> None:
     bpy.utils.register_class(CancelProgress)
     _registered = True
     try:
-        bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+        bpy.types.STATUSBAR_HT_header.prepend(draw_status_bar)
         bpy.app.handlers.load_pre.append(_forget_regions_at_load)
         keyconfig = bpy.context.window_manager.keyconfigs.addon
         if keyconfig is not None:
