@@ -32,12 +32,17 @@ def _load_build_script():
 build = _load_build_script()
 
 
+def legacy_zip(source: Path, folder: Path) -> Path:
+    """The one-file add-on ``source/__init__.py`` packaged for the legacy installer (``<name>/__init__.py``)."""
+    target = folder / f"{source.name}-legacy.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.write(source / "__init__.py", f"{source.name}/__init__.py")
+    return target
+
+
 def consumer_legacy_zip(folder: Path) -> Path:
     """The consumer add-on packaged for the legacy installer: ``mtt_consumer/__init__.py``."""
-    target = folder / "mtt_consumer-legacy.zip"
-    with zipfile.ZipFile(target, "w") as archive:
-        archive.write(CONSUMER / "__init__.py", "mtt_consumer/__init__.py")
-    return target
+    return legacy_zip(CONSUMER, folder)
 
 
 def session_env(work: Path) -> dict[str, str]:
@@ -59,14 +64,20 @@ def read_outcome(result: Path, proc: subprocess.CompletedProcess) -> dict:
     return outcome["facts"]
 
 
-def xwd_to_png(source: Path, target: Path) -> None:
-    """Write the screen dump ``source`` (XWD, 24-bit TrueColor: Xvfb's ``-fbdir`` file) as a PNG."""
+def xwd_to_png(source: Path, target: Path, box: tuple[int, int, int, int] | None = None) -> None:
+    """Write the screen dump ``source`` (XWD, 24-bit TrueColor: Xvfb's ``-fbdir`` file) as a PNG;
+    only the rectangle ``box`` (left, top, width, height, in pixels from the top left) if given."""
     data = source.read_bytes()
     header = struct.unpack(">25I", data[:100])
     size, depth, width, height, byte_order, bits_per_pixel, line_bytes, colours = (
         header[0], header[3], header[4], header[5], header[7], header[11], header[12], header[19])
     assert depth == 24 and bits_per_pixel == 32, f"{source}: depth {depth}, {bits_per_pixel} bits per pixel"
     start = size + 12 * colours
+    if box is not None:
+        left, top, box_width, box_height = box
+        assert 0 <= left and 0 <= top and left + box_width <= width and top + box_height <= height, (box, width, height)
+        start += top * line_bytes + 4 * left
+        width, height = box_width, box_height
     channels = (2, 1, 0) if byte_order == 0 else (1, 2, 3)  # where R, G, B sit in a pixel: LSBFirst is B G R x
     rows = bytearray()
     for y in range(height):
