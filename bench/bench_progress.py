@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""progress() benchmarks, each figure next to its anchor in the same run:
+
+- ``Progress.advance()`` called from 8 threads at once, calls per second, against a plain attribute
+  increment made the same way (a method doing ``self.done += n``: what people write, and it loses
+  updates under threads) and against the increment written inline (no call at all);
+- the idle CPU of Blender's UI while a progress is shown in the status bar and does not change,
+  against the same UI with no progress; and while it changes all the time (a redraw of the status
+  bar at most 10 times a second: what a redraw costs is Blender's, under Xvfb's software OpenGL).
+
+    python3 bench/bench_progress.py             # both parts, about 3 minutes
+    python3 bench/bench_progress.py --quick     # a smoke run of the pipeline (figures not meaningful)
+    python3 bench/bench_progress.py --skip-gui  # the threads only
+    BLENDER=/opt/blender/blender python3 bench/bench_progress.py
+
+Run with python3 it is the driver: it starts Blender with this same file, in ``--background`` for the
+threads (Blender's own Python) and in its UI under ``xvfb-run`` for the idle CPU, prints the table
+and writes bench/results/progress.json and progress.md. Exit status 1 if a goal was missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+COMMAND = "python3 bench/bench_progress.py"
+THREADS = 8
+ADVANCE_GOAL = 0.5  # Progress.advance() calls/s ≥ 0.5 × those of a plain attribute increment
+IDLE_CPU_GOAL_PP = 0.3  # a progress shown costs ≤ +0.3 percentage points of idle CPU
+TIMEOUT = 900  # seconds per Blender run
+
+perf_counter = time.perf_counter
+
+
+# -- inside Blender: 8 threads counting ---------------------------------------------------------------
+
+
+class PlainCounter:
+    """The anchor: a plain attribute increment (racy: it loses counts when threads interleave)."""
+
+    done = 0
+
+    def advance(self, n=1):
+        self.done += n
+
+
+def _count_from_threads(make_loop, seconds: float) -> float:
+    """Calls per second of ``make_loop()`` loops (1,000 calls each) run by THREADS threads at once."""
+    stop = threading.Event()
+    start = threading.Barrier(THREADS + 1)
+    loops = [0] * THREADS
+
+    def worker(index):
+        loop = make_loop()
+        start.wait()
+        count = 0
+        while not stop.is_set():
+            loop()
+            count += 1
+        loops[index] = count
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return 1000 * sum(loops) / (perf_counter() - began)
+
+
+def thread_cases(progress_factory):
+    """name -> a function returning one thread's loop of 1,000 calls."""
+    calls = range(1000)
+    plain = PlainCounter()
+    progress = progress_factory()
+
+    def inline():
+        def loop(calls=calls, obj=plain):
+            for _ in calls:
+                obj.done += 1
+        return loop
+
+    def method(bound):
+        def make():
+            def loop(calls=calls, call=bound):
+                for _ in calls:
+                    call()
+            return loop
+        return make
+
+    def advance_by(n):
+        def make():
+            def loop(calls=calls, call=progress.advance):
+                for _ in calls:
+                    call(n)
+            return loop
+        return make
+
+    def update():
+        def loop(calls=calls, call=progress.update):
+            for i in calls:
+                call(i)
+        return loop
+
+    return {
+        "plain_method": method(plain.advance),
+        "plain_inline": inline,
+        "advance": method(progress.advance),
+        "advance_n": advance_by(3),
+        "update": update,
+    }
+
+
+def threads_in_blender(out: Path, quick: bool) -> None:
+    sys.path.insert(0, str(ROOT))
+    import mainthread_tasks as mt
+
+    seconds, repeats = (0.2, 2) if quick else (1.0, 9)
+    cases = thread_cases(lambda: mt.progress("bench", total=10**12))
+    runs: dict[str, list[float]] = {name: [] for name in cases}
+    for repeat in range(repeats):
+        order = list(cases)
+        random.Random(repeat).shuffle(order)  # no case always runs first or last
+        for name in order:
+            runs[name].append(_count_from_threads(cases[name], seconds))
+    for item in mt._progress.open_progresses():
+        item.close()
+    result = {"threads": THREADS, "seconds_each": seconds, "repeats": repeats, "python": sys.version.split()[0],
+              "runs": runs, "median": {name: statistics.median(values) for name, values in runs.items()}}
+    import bpy
+
+    result["blender"] = bpy.app.version_string
+    out.write_text(json.dumps(result, indent=2))
+
+
+# -- inside Blender's UI: idle CPU -----------------------------------------------------------------------
+
+GUI_STATES = ("none", "shown", "changing")
+
+
+def gui_in_blender(out: Path, quick: bool) -> None:
+    import bpy
+
+    sys.path.insert(0, str(ROOT))
+    import mainthread_tasks as mt
+    from mainthread_tasks import _blender, _progress_ui
+
+    cycles = 6 if quick else 60
+    result: dict = {"blender": bpy.app.version_string, "cycles": cycles}
+    windows: dict[str, list[list[float]]] = {state: [] for state in GUI_STATES}
+    current: dict = {"progress": None, "stop": None}
+
+    def set_state(state):
+        if current["stop"] is not None:
+            current["stop"].set()
+            current["stop"] = None
+        if state == "none" and current["progress"] is not None:
+            current["progress"].close()
+            current["progress"] = None
+        if state != "none" and current["progress"] is None:
+            current["progress"] = mt.progress("Downloading assets", total=10**9)
+            current["progress"].update(123_456)
+        if state == "changing":
+            stop = current["stop"] = threading.Event()
+            progress = current["progress"]
+
+            def worker():
+                while not stop.is_set():
+                    progress.advance()
+                    time.sleep(0.001)
+
+            threading.Thread(target=worker, daemon=True).start()
+        _blender._pass_end = perf_counter() - _blender.LONG_IDLE_AFTER  # Blender idling, as most of the time
+
+    def steps():
+        mt.register()
+        started = perf_counter()
+        while perf_counter() - started < 5.0:  # the first draws after start-up are slow
+            yield 0.1
+        draws = [0]
+        remember = _progress_ui.status_bar.remember
+
+        def counting(context):
+            draws[0] += 1
+            remember(context)
+
+        _progress_ui.status_bar.remember = counting
+        redraws = {state: 0 for state in GUI_STATES}
+        for cycle in range(cycles):
+            shift = cycle % len(GUI_STATES)
+            for state in GUI_STATES[shift:] + GUI_STATES[:shift]:
+                set_state(state)
+                yield 0.3  # the change itself (a redraw) is not measured
+                draws[0] = 0
+                block = []
+                cpu, now = time.process_time(), perf_counter()
+                for _ in range(3):
+                    yield 0.1
+                    cpu_before, before = cpu, now
+                    cpu, now = time.process_time(), perf_counter()
+                    block.append(100.0 * (cpu - cpu_before) / (now - before))
+                windows[state].append(block)
+                redraws[state] += draws[0]
+        set_state("none")
+        _progress_ui.status_bar.remember = remember
+        everything = range(cycles)
+        resample = random.Random(1)
+
+        def median_of(state, picked):
+            return statistics.median(v for cycle in picked for v in windows[state][cycle])
+
+        def difference(state, picked):
+            return median_of(state, picked) - median_of("none", picked)
+
+        for state in GUI_STATES:
+            figures = {"percent": median_of(state, everything), "redraws_per_second": redraws[state] / (cycles * 0.3)}
+            if state != "none":
+                replicas = [difference(state, resample.choices(everything, k=cycles)) for _ in range(200)]
+                figures.update(pp=difference(state, everything), stderr=statistics.stdev(replicas))
+            result[state] = figures
+
+    generator = steps()
+
+    def drive():
+        try:
+            return next(generator)
+        except StopIteration:
+            out.write_text(json.dumps(result, indent=2))
+        except BaseException:  # noqa: BLE001 - reported through the JSON file
+            import traceback
+
+            out.write_text(json.dumps({"error": traceback.format_exc()}))
+        bpy.context.preferences.view.use_save_prompt = False
+        bpy.ops.wm.quit_blender()
+        return None
+
+    bpy.app.timers.register(drive, first_interval=1.0)
+
+
+# -- the driver (plain python3) ---------------------------------------------------------------------
+
+
+def _run(label: str, command: list[str], out: Path, env=None) -> dict:
+    print(f"[bench] {label}: {' '.join(command)}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    if not out.exists():
+        raise RuntimeError(f"{label}: no result (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    if "error" in result:
+        raise RuntimeError(f"{label} failed inside Blender:\n{result['error']}")
+    print(f"[bench] {label}: done in {time.monotonic() - started:.0f} s", flush=True)
+    return result
+
+
+def _rate(value: float) -> str:
+    return f"{value / 1e6:.2f} M/s"
+
+
+def rows(threads: dict | None, gui: dict | None) -> list[dict]:
+    table = []
+    if threads:
+        m = threads["median"]
+        n = f"{threads['threads']} threads, median of {threads['repeats']}"
+
+        def row(figure, value, anchor, anchor_value, goal=None):
+            ratio = value / anchor_value
+            verdict = "info" if goal is None else ("PASS" if ratio >= goal else "MISS")
+            table.append({"figure": figure, "value": _rate(value), "anchor": anchor, "anchor_value": _rate(anchor_value),
+                          "ratio": f"{ratio:.2f}×", "goal": "" if goal is None else f"≥ {goal:g}×", "result": verdict})
+
+        row(f"Progress.advance() ({n})", m["advance"], "plain attribute increment in a method (racy)",
+            m["plain_method"], ADVANCE_GOAL)
+        row(f"Progress.advance() ({n})", m["advance"], "plain attribute increment inline, no call (racy)",
+            m["plain_inline"])
+        row(f"Progress.advance(3) ({n})", m["advance_n"], "plain attribute increment in a method (racy)",
+            m["plain_method"])
+        row(f"Progress.update(i) ({n})", m["update"], "plain attribute increment in a method (racy)",
+            m["plain_method"])
+    if gui:
+        none = gui["none"]["percent"]
+        for state, what, goal in (("shown", "a progress shown, not changing", IDLE_CPU_GOAL_PP),
+                                  ("changing", "a progress changing all the time", None)):
+            figures = gui[state]
+            verdict = "info" if goal is None else ("PASS" if figures["pp"] <= goal else "MISS")
+            table.append({
+                "figure": f"idle CPU of Blender's UI, {what} ({figures['redraws_per_second']:.1f} redraws/s)",
+                "value": f"{figures['percent']:.2f} %", "anchor": "no progress", "anchor_value": f"{none:.2f} %",
+                "ratio": f"{figures['pp']:+.2f} ± {figures['stderr']:.2f} pp",
+                "goal": "" if goal is None else f"≤ +{goal:g} pp", "result": verdict})
+    return table
+
+
+def markdown(table: list[dict], meta: dict) -> str:
+    lines = [f"Command: `{COMMAND}`; {meta['when']}; {meta['machine']}; "
+             + "; ".join(f"{k}: Blender {v}" for k, v in meta["blender"].items()), "",
+             "| figure | value | anchor | anchor value | ratio / difference | goal | result |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['figure']} | {r['value']} | {r['anchor']} | {r['anchor_value']} | {r['ratio']} | {r['goal']} | {r['result']} |"
+              for r in table]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import tempfile
+
+    import _setup
+
+    quick = "--quick" in argv
+    blender = _setup.blender_executable()
+    extra = ["--quick"] if quick else []
+    threads = gui = None
+    with tempfile.TemporaryDirectory(prefix="bench-progress-") as scratch:
+        scratch = Path(scratch)
+        out = scratch / "threads.json"
+        threads = _run("threads", [blender, "--background", "--factory-startup", "--python", __file__, "--",
+                                   "threads", str(out), *extra], out)
+        if "--skip-gui" not in argv:
+            out = scratch / "gui.json"
+            user = scratch / "user"
+            user.mkdir()
+            gui = _run("gui", [_setup.xvfb_run(), "-a", "-s", "-screen 0 1280x720x24", blender, "--factory-startup",
+                               "--python", __file__, "--", "gui", str(out), *extra], out,
+                       env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)))
+    table = rows(threads, gui)
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the end",
+            "blender": {part: data["blender"] for part, data in (("threads", threads), ("gui", gui)) if data},
+            "quick": quick}
+    text = markdown(table, meta)
+    print("\n" + text)
+    if not quick:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "progress.json").write_text(json.dumps({"meta": meta, "threads": threads, "gui": gui, "table": table},
+                                                           indent=2))
+        (RESULTS / "progress.md").write_text(text)
+    return 1 if any(r["result"] == "MISS" for r in table) else 0
+
+
+if "--" in sys.argv:  # inside Blender
+    _mode, _out, *_rest = sys.argv[sys.argv.index("--") + 1:]
+    if _mode == "threads":
+        threads_in_blender(Path(_out), "--quick" in _rest)
+    else:
+        gui_in_blender(Path(_out), "--quick" in _rest)
+elif __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
