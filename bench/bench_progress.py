@@ -6,16 +6,21 @@
   updates under threads) and against the increment written inline (no call at all);
 - the idle CPU of Blender's UI while a progress is shown in the status bar and does not change,
   against the same UI with no progress; and while it changes all the time (a redraw of the status
-  bar at most 10 times a second: what a redraw costs is Blender's, under Xvfb's software OpenGL).
+  bar at most 10 times a second: what a redraw costs is Blender's, under Xvfb's software OpenGL);
+- what holding the queue during render/bake/composite jobs adds to the UI timer when no job runs:
+  an idle timer call against the same call without the hold's check, and the job check a pass with
+  tasks makes (``bpy.app.is_job_running`` for three job types) against the tick budget.
 
     python3 bench/bench_progress.py             # both parts, about 3 minutes
     python3 bench/bench_progress.py --quick     # a smoke run of the pipeline (figures not meaningful)
     python3 bench/bench_progress.py --skip-gui  # the threads only
+    python3 bench/bench_progress.py --blender-5.2  # Debian sid's Blender 5.2 LTS (see bench/run.py)
     BLENDER=/opt/blender/blender python3 bench/bench_progress.py
 
-Run with python3 it is the driver: it starts Blender with this same file, in ``--background`` for the
-threads (Blender's own Python) and in its UI under ``xvfb-run`` for the idle CPU, prints the table
-and writes bench/results/progress.json and progress.md. Exit status 1 if a goal was missed.
+Run with python3 it is the driver: it starts Blender with this same file (the way bench/run.py
+does), in ``--background`` for the threads and the timer (Blender's own Python) and in its UI under
+``xvfb-run`` for the idle CPU, prints the table and writes bench/results/progress.json and .md
+(progress-blender-5.2.* with ``--blender-5.2``). Exit status 1 if a goal was missed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -124,6 +128,38 @@ def thread_cases(progress_factory):
     }
 
 
+def timer_costs(mt, repeats: int) -> dict:
+    """Nanoseconds per call: the UI timer's idle call now and as it was before the hold existed
+    (the same code without the check), and the job check of a pass with tasks (no job running)."""
+    import timeit
+
+    from mainthread_tasks import _blender, _scheduler
+
+    mt.register()  # binds bpy.app.is_job_running
+    qsize, clock, idle_interval, run_pass = _blender._qsize, _blender._clock, _blender._idle_interval, _blender._run_pass
+    state = {"empty_at": 0.0}
+
+    def timer_without_hold():  # _drain_timer before holding: queue check, clock, idle interval
+        if qsize():
+            run_pass()
+            return 0.0
+        now = state["empty_at"] = clock()
+        if _scheduler._sources:
+            return 0.0
+        return idle_interval(now)
+
+    cases = {"idle_call": _blender._drain_timer, "idle_call_without_hold": timer_without_hold,
+             "job_check": _blender._jobs_hold}
+    number = 200_000
+    runs = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            runs[name].append(1e9 * timeit.timeit(fn, number=number) / number)
+    mt.unregister()
+    return {"median_ns": {name: statistics.median(values) for name, values in runs.items()},
+            "tick_budget_ns": 1e9 * _blender.DEFAULT_TICK_BUDGET}
+
+
 def threads_in_blender(out: Path, quick: bool) -> None:
     sys.path.insert(0, str(ROOT))
     import mainthread_tasks as mt
@@ -139,7 +175,8 @@ def threads_in_blender(out: Path, quick: bool) -> None:
     for item in mt._progress.open_progresses():
         item.close()
     result = {"threads": THREADS, "seconds_each": seconds, "repeats": repeats, "python": sys.version.split()[0],
-              "runs": runs, "median": {name: statistics.median(values) for name, values in runs.items()}}
+              "runs": runs, "median": {name: statistics.median(values) for name, values in runs.items()},
+              "timer": timer_costs(mt, repeats)}
     import bpy
 
     result["blender"] = bpy.app.version_string
@@ -253,19 +290,6 @@ def gui_in_blender(out: Path, quick: bool) -> None:
 # -- the driver (plain python3) ---------------------------------------------------------------------
 
 
-def _run(label: str, command: list[str], out: Path, env=None) -> dict:
-    print(f"[bench] {label}: {' '.join(command)}", flush=True)
-    started = time.monotonic()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
-    if not out.exists():
-        raise RuntimeError(f"{label}: no result (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(out.read_text())
-    if "error" in result:
-        raise RuntimeError(f"{label} failed inside Blender:\n{result['error']}")
-    print(f"[bench] {label}: done in {time.monotonic() - started:.0f} s", flush=True)
-    return result
-
-
 def _rate(value: float) -> str:
     return f"{value / 1e6:.2f} M/s"
 
@@ -290,6 +314,15 @@ def rows(threads: dict | None, gui: dict | None) -> list[dict]:
             m["plain_method"])
         row(f"Progress.update(i) ({n})", m["update"], "plain attribute increment in a method (racy)",
             m["plain_method"])
+        timer = threads["timer"]["median_ns"]
+        table.append({"figure": "UI timer call, queue empty (holding compiled in)", "value": f"{timer['idle_call']:.0f} ns",
+                      "anchor": "the same call without the hold's check", "anchor_value": f"{timer['idle_call_without_hold']:.0f} ns",
+                      "ratio": f"{timer['idle_call'] - timer['idle_call_without_hold']:+.0f} ns", "goal": "", "result": "info"})
+        budget = threads["timer"]["tick_budget_ns"]
+        table.append({"figure": "job check of a pass with tasks (3 × bpy.app.is_job_running, no job)",
+                      "value": f"{timer['job_check']:.0f} ns", "anchor": "tick budget of the pass",
+                      "anchor_value": f"{budget / 1e6:.0f} ms", "ratio": f"{timer['job_check'] / budget:.1e}×",
+                      "goal": "", "result": "info"})
     if gui:
         none = gui["none"]["percent"]
         for state, what, goal in (("shown", "a progress shown, not changing", IDLE_CPU_GOAL_PP),
@@ -315,27 +348,27 @@ def markdown(table: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(ROOT / "scripts"))
     import tempfile
 
-    import _setup
+    sys.path.insert(0, str(BENCH))
+    import run  # bench/run.py: how Blender is started, here and in the sid chroot
 
     quick = "--quick" in argv
-    blender = _setup.blender_executable()
+    blender, xvfb_run = run.blender_commands(argv)
     extra = ["--quick"] if quick else []
     threads = gui = None
     with tempfile.TemporaryDirectory(prefix="bench-progress-") as scratch:
         scratch = Path(scratch)
         out = scratch / "threads.json"
-        threads = _run("threads", [blender, "--background", "--factory-startup", "--python", __file__, "--",
-                                   "threads", str(out), *extra], out)
+        threads = run._run_blender("threads", [*blender, "--background", "--factory-startup", "--python", __file__,
+                                               "--", "threads", str(out), *extra], out, TIMEOUT)
         if "--skip-gui" not in argv:
             out = scratch / "gui.json"
             user = scratch / "user"
             user.mkdir()
-            gui = _run("gui", [_setup.xvfb_run(), "-a", "-s", "-screen 0 1280x720x24", blender, "--factory-startup",
-                               "--python", __file__, "--", "gui", str(out), *extra], out,
-                       env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)))
+            gui = run._run_blender("gui", [*xvfb_run, "-a", "-s", "-screen 0 1280x720x24", blender[-1],
+                                           "--factory-startup", "--python", __file__, "--", "gui", str(out), *extra],
+                                   out, TIMEOUT, env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)))
     table = rows(threads, gui)
     meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the end",
@@ -344,10 +377,11 @@ def main(argv: list[str]) -> int:
     text = markdown(table, meta)
     print("\n" + text)
     if not quick:
+        name = "progress-blender-5.2" if "--blender-5.2" in argv else "progress"
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "progress.json").write_text(json.dumps({"meta": meta, "threads": threads, "gui": gui, "table": table},
-                                                           indent=2))
-        (RESULTS / "progress.md").write_text(text)
+        (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "threads": threads, "gui": gui, "table": table},
+                                                          indent=2))
+        (RESULTS / f"{name}.md").write_text(text)
     return 1 if any(r["result"] == "MISS" for r in table) else 0
 
 
