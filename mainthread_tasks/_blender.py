@@ -310,7 +310,7 @@ def register() -> None:
             from . import _preferences
 
             _preferences.register()
-        if getattr(bpy.app, "background", True) is False:  # Blender's UI (fake-bpy-module: no attribute)
+        if in_blender_ui():
             from . import _progress_ui  # the status-bar display of progress()
 
             _progress_ui.register()

@@ -30,7 +30,7 @@ from _thread import get_ident
 from operator import attrgetter
 from time import monotonic
 
-from . import _scheduler
+from . import _scheduler, _threads
 
 __all__ = ("Progress", "progress")
 
@@ -337,7 +337,8 @@ def _ensure_printer() -> None:
     if _printer is None and not _exiting:
         _printer_wake.clear()
         _printer = threading.Thread(target=_print_while_open, name="mainthread_tasks-progress", daemon=True)
-        _printer.start()
+        # A progress opened inside a joined_threads block may outlive it: the block must not wait.
+        _threads.unowned(_printer).start()
         _register_exit_hook()
 
 

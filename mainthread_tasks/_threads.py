@@ -58,6 +58,13 @@ _original_submit = None
 _hook_state = threading.local()  # .active: this thread is inside _excepthook (a chain came back)
 
 
+def unowned(thread: threading.Thread) -> threading.Thread:
+    """Mark ``thread``, not started yet, as the library's own: no block owns it or waits for it
+    (the progress printer, which may outlive the block that started it). Any thread."""
+    _owners[thread] = None  # type: ignore[assignment]  # present, so _recording_start records nothing
+    return thread
+
+
 def _owner_for_new_thread() -> ThreadScope | None:
     current = threading.current_thread()
     if current is threading.main_thread():

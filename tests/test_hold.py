@@ -36,6 +36,8 @@ def jobs(monkeypatch):
     fake.running.clear()
     _blender._drain_timer()  # ends a hold the test left
     mt.pump()
+    _blender._holding = False  # even when the test failed half-way
+    _scheduler._held_reason = ""
 
 
 def test_tasks_wait_while_a_render_runs_and_run_in_order_after(jobs):

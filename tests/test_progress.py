@@ -224,3 +224,12 @@ def test_the_printer_thread_ends_with_the_last_progress():
         assert printer is not None and printer.is_alive()
     printer.join(2)
     assert not printer.is_alive() and _progress._printer is None
+
+
+def test_a_progress_opened_inside_joined_threads_may_outlive_the_block():
+    """The printer thread it starts is the library's: the block does not wait for it."""
+    with mt.joined_threads(timeout=5) as scope:
+        p = mt.progress("outliving")
+        scope.start(p.advance)
+    assert p.done == 1 and not p.closed
+    p.close()
