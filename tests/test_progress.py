@@ -233,3 +233,29 @@ def test_a_progress_opened_inside_joined_threads_may_outlive_the_block():
         scope.start(p.advance)
     assert p.done == 1 and not p.closed
     p.close()
+
+
+HEADLESS_SCRIPT = r"""
+import time
+import mainthread_tasks as mt
+
+def download(p):
+    for _ in range(25):
+        time.sleep(0.1)
+        p.advance()
+
+with mt.progress("Downloading", total=25) as p:
+    with mt.joined_threads(timeout=30) as scope:
+        scope.start(download, p)
+print("SCRIPT DONE", flush=True)
+"""
+
+
+def test_headless_script_prints_a_line_a_second_and_one_at_the_end(tmp_path):
+    """A real interpreter of this tier (blender --background in the Blender tiers), unpatched."""
+    proc = support.run_script(HEADLESS_SCRIPT, tmp_path, timeout=60)
+    assert proc.returncode == 0 and "SCRIPT DONE" in proc.stdout, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("Downloading")]
+    assert 1 <= len(lines) - 1 <= 4, lines  # ~2.5 s of work: a line after 1 s and 2 s (3 if slow), the end
+    assert all(re.fullmatch(r"Downloading: \d+/25 \d+%", line) for line in lines[:-1]), lines
+    assert re.fullmatch(r"Downloading: done, 25/25 100% in \d+\.\d s", lines[-1]), lines
