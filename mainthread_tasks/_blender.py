@@ -158,17 +158,21 @@ def _jobs_hold() -> bool:
     global _holding, _pass_end
     try:
         reason = _hold.job_running(_is_job_running)
-        if reason:
-            _holding = True
-            _hold.hold_pass(reason, tick_budget)
-            return True
-        if _holding:
-            _holding = False
-            _hold.release()
-            _pass_end = _clock()  # as after work: poll every pass while the held tasks drain
-            _forget_pacing()  # Blender's part of the passes during the job says nothing now
     except BaseException:  # noqa: BLE001 - see _drain_timer
         logger.exception("mainthread_tasks: checking for render/bake/composite jobs failed")
+        return False
+    if reason:
+        _holding = True
+        try:
+            _hold.hold_pass(reason, tick_budget)
+        except BaseException:  # noqa: BLE001 - a ui_only task's Ctrl-C, say: still held
+            logger.exception("mainthread_tasks: a pass holding the queue was interrupted")
+        return True
+    if _holding:
+        _holding = False
+        _hold.release()
+        _pass_end = _clock()  # as after work: poll every pass while the held tasks drain
+        _forget_pacing()  # Blender's part of the passes during the job says nothing now
     return False
 
 

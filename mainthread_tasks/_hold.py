@@ -82,10 +82,12 @@ def job_running(is_job_running) -> str:
     return ""
 
 
+@_scheduler.dispatcher_function
 def hold_pass(reason: str, budget: float) -> int:
     """A UI timer pass while ``reason`` holds the queue: move the queued tasks to the held list,
     keeping their order, and run the ui_only ones (and ui_only sources) now. Main thread. Returns
-    how many tasks ran."""
+    how many tasks ran. Under the Ctrl-C guard: a Ctrl-C never lands between taking a task off the
+    queue and putting it on the held list."""
     global _held_since
     scheduler = _scheduler
     if not scheduler._held_reason:
@@ -97,21 +99,21 @@ def hold_pass(reason: str, budget: float) -> int:
     held = scheduler._held
     ui_tasks: deque = deque()
     get_nowait = scheduler._get_nowait
-    for _ in range(scheduler._qsize()):
-        try:
-            item = get_nowait()
-        except Empty:
-            break
-        (ui_tasks if is_ui_only(item[1]) else held).append(item)
     ran = 0
-    if ui_tasks:
-        guarded = scheduler._defer_interrupts()
-        try:
+    guarded = scheduler._defer_interrupts()
+    try:
+        for _ in range(scheduler._qsize()):
+            try:
+                item = get_nowait()
+            except Empty:
+                break
+            (ui_tasks if is_ui_only(item[1]) else held).append(item)
+        if ui_tasks:
             ran = scheduler._run_batch(len(ui_tasks), None, ui_tasks.popleft)
-        finally:
-            held.extendleft(reversed(ui_tasks))  # left by a Ctrl-C: they run after the job
-            if guarded:
-                scheduler._restore_interrupts()
+    finally:
+        held.extendleft(reversed(ui_tasks))  # left by a Ctrl-C: they run after the job
+        if guarded:
+            scheduler._restore_interrupts()
     for source in scheduler._sources:
         if getattr(source, "ui_only", False):
             try:

@@ -887,3 +887,11 @@ _DISPATCHER_CODES = frozenset(
     {pump.__code__, run_for.__code__, _poll_sources.__code__, _reject_queued.__code__,
      _restore_interrupts.__code__, _deliver_deferred_signal.__code__}
 )
+
+
+def dispatcher_function(fn):
+    """Decorator for dispatcher code in other modules (``_hold.hold_pass``): a Ctrl-C landing in it
+    is held back like one landing in ``pump`` (see "Ctrl-C"). At import, main thread."""
+    global _DISPATCHER_CODES
+    _DISPATCHER_CODES = _DISPATCHER_CODES | {fn.__code__}
+    return fn

@@ -108,6 +108,23 @@ def test_ui_only_tasks_run_during_the_hold_ahead_of_the_held_ones(jobs):
     assert ran == ["label 1", "label 2", "data 1", "data 2"]
 
 
+def test_a_ctrl_c_in_a_ui_only_task_during_the_hold_loses_nothing(jobs, caplog):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    ran = []
+    jobs.running.add("RENDER")
+    mt.post_on_main(ran.append, "data")
+    mt.post_on_main(mt.ui_only(interrupted))
+    mt.post_on_main(mt.ui_only(ran.append), "label")
+    assert _blender._drain_timer() == _hold.HOLD_POLL  # the timer never raises: Blender would drop it
+    assert "interrupted" in caplog.text
+    assert ran == [] and mt.stats().pending == 2 and mt.stats().held  # the data task is still held
+    jobs.running.clear()
+    _blender._drain_timer()
+    assert ran == ["label", "data"]
+
+
 def test_ui_only_keeps_the_function_recognisable():
     def set_status(text):
         """Sets the status."""
