@@ -18,6 +18,7 @@ persistent), and runs under ``--background`` and in the ``bpy`` module too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import select
@@ -38,6 +39,71 @@ logger = logging.getLogger("mainthread_tasks")
 STOP_GRACE_SECONDS = 1.0
 
 
+class _KeptBack:
+    """What ``_ReadyQueue.popleft`` hands the loop instead of a callback it keeps back."""
+
+    _cancelled = True  # BaseEventLoop._run_once skips a cancelled handle before touching anything else
+
+
+_KEPT_BACK = _KeptBack()
+
+
+class _ReadyQueue(collections.deque):
+    """asyncio's queue of ready callbacks (``loop._ready``), able to end an iteration at a deadline.
+
+    ``BaseEventLoop._run_once`` runs every callback that is ready when an iteration starts
+    (``ntodo = len(self._ready)``, then ``popleft()`` each), however long they take: 100 ready
+    coroutines take one iteration, and a UI pass would last all their steps. So between
+    ``start(deadline)`` and ``finish()`` (main thread, around the iterations of one poll), once a
+    callback as long as the one before it would end past ``deadline`` -- the queue's own rule --
+    ``popleft`` hands out a stand-in that the loop skips, and keeps the callback back:
+    ``restore()``, after the iteration, puts what it kept back at the front again, in order, for
+    the next iteration. An I/O callback is dropped instead of kept: the selector reports its fd
+    again while it is ready (level-triggered), and it must not run twice. The first callback of a
+    poll always runs: the loop always moves. Without a deadline it behaves like a deque.
+    """
+
+    __slots__ = ("deadline", "io", "kept", "cut", "ran", "last")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deadline: float | None = None
+        self.io: set[int] = set()  # id() of the I/O callbacks added by the current iteration
+        self.kept: list = []
+        self.cut = False  # the current poll has reached its deadline
+        self.ran = 0  # callbacks handed out in the current poll
+        self.last = 0.0  # perf_counter() when the latest one was handed out
+
+    def popleft(self):
+        handle = super().popleft()
+        deadline = self.deadline
+        if deadline is not None:
+            now = perf_counter()
+            if self.cut or (self.ran and now + (now - self.last) > deadline):
+                self.cut = True
+                if id(handle) not in self.io:
+                    self.kept.append(handle)
+                return _KEPT_BACK
+            self.last = now
+        self.ran += 1
+        return handle
+
+    def start(self, deadline: float | None) -> None:
+        self.deadline, self.cut, self.ran, self.last = deadline, False, 0, perf_counter()
+
+    def restore(self) -> None:
+        """After an iteration: the callbacks kept back go to the front again, in their order."""
+        if self.kept:
+            self.extendleft(reversed(self.kept))
+            self.kept.clear()
+        self.io.clear()
+
+    def finish(self) -> int:
+        """After the poll: how many callbacks ran; the queue behaves like a deque again."""
+        self.deadline = None
+        return self.ran
+
+
 class MainLoop(asyncio.SelectorEventLoop):
     """The main thread's event loop (``main_loop()``); stepped by mainthread_tasks, never run by it.
 
@@ -46,12 +112,23 @@ class MainLoop(asyncio.SelectorEventLoop):
     yourself while mainthread_tasks steps it.
     """
 
-    # The private state of BaseEventLoop read here (_ready, _scheduled) has kept its name and
-    # meaning since asyncio began; reading it is what lets the host wait exactly as long as the
-    # loop would.
+    # The private state of BaseEventLoop read here (_ready, _scheduled, _process_events) has kept
+    # its name and meaning since asyncio began; using it is what lets the host wait exactly as long
+    # as the loop would, and end an iteration within the UI's tick budget.
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready: _ReadyQueue = _ReadyQueue()
+
+    def _process_events(self, event_list) -> None:
+        ready = self._ready
+        before = len(ready)
+        super()._process_events(event_list)  # type: ignore[misc]
+        if ready.deadline is not None and len(ready) > before:  # note the I/O callbacks (see _ReadyQueue)
+            ready.io.update(id(ready[i]) for i in range(before, len(ready)))
 
     def _due(self) -> float | None:
-        if self._ready:  # type: ignore[attr-defined]
+        if self._ready:
             return 0.0
         scheduled = self._scheduled  # type: ignore[attr-defined]
         if scheduled:
@@ -123,23 +200,30 @@ class _LoopSource:
         return bool(loop._ready) and not loop.is_closed()  # type: ignore[attr-defined]
 
     def poll(self, deadline: float | None = None) -> int:
-        """Run loop iterations while work is ready: one without a deadline, as many as fit before it."""
+        """Run loop iterations while work is ready: one without a deadline; with one, as many as fit
+        before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run."""
         loop = self.loop
         if loop.is_running() or loop.is_closed() or asyncio._get_running_loop() is not None:
             return 0  # a coroutine (or another loop) is on this very stack: it cannot be stepped here
-        steps = 0
-        while self.due() == 0.0:
-            steps += self._step()
-            if deadline is None or perf_counter() >= deadline:
-                break
-        return steps
+        ready = loop._ready
+        ready.start(deadline)
+        try:
+            while self.due() == 0.0:
+                self._step()
+                if deadline is None or ready.cut or perf_counter() >= deadline:
+                    break
+        finally:
+            ran = ready.finish()
+        return ran
 
-    def _step(self) -> int:
+    def _step(self) -> None:
         loop = self.loop
-        ready = len(loop._ready)  # type: ignore[attr-defined]
         started = perf_counter()
-        loop.stop()  # run_forever then runs exactly one iteration, without waiting (timeout 0)
-        loop.run_forever()
+        try:
+            loop.stop()  # run_forever then runs exactly one iteration, without waiting (timeout 0)
+            loop.run_forever()
+        finally:
+            loop._ready.restore()
         elapsed = perf_counter() - started
         if elapsed >= _scheduler.slow_task_seconds:
             logger.warning(
@@ -148,7 +232,6 @@ class _LoopSource:
                 elapsed,
                 ", ".join(sorted(task.get_name() for task in self.tasks)[:5]) or "-",
             )
-        return max(ready, 1)
 
     def stop(self, message: str) -> None:
         """Cancel every coroutine, let their ``finally`` blocks run, close the loop."""

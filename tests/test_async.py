@@ -220,6 +220,101 @@ def test_a_live_idle_loop_costs_the_timer_what_an_idle_queue_costs(monkeypatch):
     assert _blender._drain_timer() == _blender.LONG_IDLE_POLL
 
 
+def _busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_a_poll_with_a_deadline_ends_the_loop_iteration_at_it_and_keeps_the_order():
+    """100 ready coroutines are one asyncio iteration: with a deadline, the poll stops starting
+    their steps at it (the queue's rule), and the steps kept back run next, in their order."""
+    order = []
+
+    async def steps(n, count):
+        for _ in range(count):
+            order.append(n)
+            _busy(0.0005)
+            await asyncio.sleep(0)
+
+    futures = [mt.run_async(steps(n, 3)) for n in range(100)]
+    source = _async._source
+    budget = 0.005
+    longest, polls = 0.0, 0
+    while not all(f.done() for f in futures):
+        started = time.perf_counter()
+        assert source.poll(started + budget) >= 1  # the first callback always runs
+        longest = max(longest, time.perf_counter() - started)
+        polls += 1
+        assert polls < 10_000
+    assert order == list(range(100)) * 3  # round robin, as asyncio runs them without a deadline
+    assert polls >= 0.0005 * 300 / budget  # not one iteration for all 100
+    # Budget + one step, with room for this machine's pauses; all 100 steps of a round take 50 ms.
+    assert longest < budget + 0.0005 + 0.015, longest
+
+
+def test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_again():
+    import socket
+
+    loop = mt.main_loop()
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    reads, spurious = [], []
+
+    def on_readable():
+        try:
+            reads.append(reader.recv(1))
+        except BlockingIOError:  # called although nothing was left to read: ran twice
+            spurious.append(1)
+
+    try:
+        for _ in range(20):
+            loop.call_soon(_busy, 0.001)
+        loop.add_reader(reader, on_readable)
+        writer.send(b"x")
+        source = _async._source
+        source.poll(time.perf_counter() + 0.003)  # cut among the busy callbacks, before the reader's
+        assert not reads and len(loop._ready) < 20
+        while source.due() == 0.0:
+            source.poll()
+        assert reads == [b"x"] and not spurious
+    finally:
+        loop.remove_reader(reader)
+        reader.close()
+        writer.close()
+
+
+@pytest.mark.blender
+def test_a_coroutine_that_touches_a_removed_object_after_file_new_gets_reference_error():
+    """File > New frees the objects a coroutine may hold: touching one raises ReferenceError in
+    the coroutine, which lands in its Future (not a crash); the loop and other coroutines go on."""
+    import bpy
+
+    loop = mt.main_loop()
+    file_new = loop.create_future()
+    obj = bpy.data.objects.new("mt_async_stale", None)
+
+    async def holds_an_object():
+        before = obj.name
+        await file_new
+        return before, obj.name
+
+    async def survives():
+        await file_new
+        await asyncio.sleep(0.01)
+        return len(bpy.data.objects)
+
+    stale = mt.run_async(holds_an_object())
+    survivor = mt.run_async(survives())
+    mt.pump()  # both start, and wait for File > New
+    assert not stale.done() and not survivor.done()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    file_new.set_result(None)
+    assert isinstance(stale.exception(timeout=5), ReferenceError)
+    assert survivor.result(timeout=5) == 0
+    assert mt.main_loop() is loop and not loop.is_closed()
+
+
 # -- run_forever ----------------------------------------------------------------------------------
 
 
