@@ -69,3 +69,7 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     assert len(facts["quit_process_pids"]) == 2
     assert not [pid for pid in facts["quit_process_pids"] if os.path.exists(f"/proc/{pid}")], facts["quit_process_pids"]
     assert facts["run_in_process"]["new_threads"] == [], facts["run_in_process"]
+    # Coroutines stepped by the add-on's timer: sleep(0) within a pass, no thread, File > New.
+    assert facts["coroutines"]["sleep0_most_passes_between_steps"] <= 1, facts["coroutines"]
+    assert facts["coroutines"]["threads_seen"] == ["MainThread"], facts["coroutines"]
+    assert facts["coroutines_file_new"]["stale"].startswith("ReferenceError"), facts["coroutines_file_new"]

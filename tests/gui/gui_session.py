@@ -9,8 +9,10 @@ pass (a generator, resumed by that timer), so the UI keeps drawing and the add-o
 the queue exactly as it does for users. Steps: install and enable the add-on with the Preferences
 operators; wait for the first slow window draws; round-trip latency; thousands of tasks from
 workers creating and changing objects (the UI keeps passing); the tick budget preference; the
-preferences' live statistics; File > New and File > Open; idle polling; a vendored copy of the
-library sharing the tick budget; a second add-on; disable/enable and
+preferences' live statistics; File > New and File > Open; idle polling; coroutines stepped by the
+add-on's timer (asyncio.sleep(0) within a pass, timely wake-ups while Blender idles, streams on
+127.0.0.1, no thread, idle polling with the loop alive, File > New under a coroutine); a vendored
+copy of the library sharing the tick budget; a second add-on; disable/enable and
 Reload Scripts without doubled timers; run_in_process with a function of an add-on (results through
 the add-on's timer); disabling while workers submit. Then it writes the JSON result and quits with a
 worker still calling into the main thread and two worker processes in the middle of a task: Blender
@@ -367,34 +369,51 @@ def measure_timers_per_pass(samples=200):
     return ratio
 
 
+class TimerCalls:
+    """Counts the add-on timer's calls while in a ``with`` block: an idle call checks the queue once."""
+
+    def __init__(self):
+        self.count = 0
+        self._qsize = mt._blender._qsize
+
+    def _counting_qsize(self):
+        self.count += 1
+        return self._qsize()
+
+    def __enter__(self):
+        mt._blender._qsize = self._counting_qsize
+        return self
+
+    def __exit__(self, *exc):
+        mt._blender._qsize = self._qsize
+
+    def per_pass(self, count, during=None):
+        """Calls per event-loop pass over the next ``count`` passes (``during()`` runs each pass)."""
+        self.count, mark = 0, passes.mark()
+
+        def enough():
+            if during is not None:
+                during()
+            return passes.mark() - mark >= count
+
+        yield from wait_until(enough, 30, f"{count} idle passes")
+        return self.count / (passes.mark() - mark)
+
+
 def step_idle_polling(samples=150, long_samples=300):
     """After a quiet spell the timer polls every IDLE_POLL s (every third ~5 ms pass), after a
     long one every LONG_IDLE_POLL s (every tenth), and a task submitted then still runs within
     about that; work puts it back to every pass."""
     blender = mt._blender
-    calls = [0]
-    qsize = blender._qsize
-
-    def counting_qsize():  # the timer calls it once per idle call
-        calls[0] += 1
-        return qsize()
-
-    def calls_per_pass(count):
-        calls[0], mark = 0, passes.mark()
-        yield from wait_until(lambda: passes.mark() - mark >= count, 30, f"{count} idle passes")
-        return calls[0] / (passes.mark() - mark)
 
     def quiet_for(seconds):
         return lambda: perf_counter() - blender._pass_end > seconds
 
     yield from wait_until(quiet_for(blender.IDLE_AFTER + 0.1), 10, "a quiet spell")
-    blender._qsize = counting_qsize
-    try:
-        ratio = yield from calls_per_pass(samples)
+    with TimerCalls() as calls:
+        ratio = yield from calls.per_pass(samples)
         yield from wait_until(quiet_for(blender.LONG_IDLE_AFTER + 0.1), 30, "a long quiet spell")
-        long_ratio = yield from calls_per_pass(long_samples)
-    finally:
-        blender._qsize = qsize
+        long_ratio = yield from calls.per_pass(long_samples)
     out = []
     started = perf_counter()
     thread = start(lambda: out.append(mt.call_on_main(perf_counter)))
@@ -402,10 +421,197 @@ def step_idle_polling(samples=150, long_samples=300):
     facts["idle_polling"] = {"timer_calls_per_idle_pass": round(ratio, 3),
                              "after_a_long_quiet_spell": round(long_ratio, 3),
                              "round_trip_after_long_quiet_ms": ms(perf_counter() - started)}
-    # 15 ms over ~5.2 ms passes: every third pass (every fourth when passes run short); 50 ms: every tenth.
-    assert 0.2 <= ratio <= 0.45, facts["idle_polling"]
-    assert 0.05 <= long_ratio <= 0.15, facts["idle_polling"]
+    assert_idle_ratios(ratio, long_ratio, facts["idle_polling"])
     assert out and out[0] - started < blender.LONG_IDLE_POLL + 0.1, facts["idle_polling"]
+
+
+def assert_idle_ratios(ratio, long_ratio, shown):
+    # 15 ms over ~5.2 ms passes: every third pass (every fourth when passes run short); 50 ms: every tenth.
+    assert 0.2 <= ratio <= 0.45, shown
+    assert 0.05 <= long_ratio <= 0.15, shown
+
+
+# -- coroutines on the main thread ----------------------------------------------------------------
+
+
+async def hop_marks(count, seconds):
+    """A coroutine that works ``seconds`` then awaits asyncio.sleep(0), ``count`` times; returns
+    the heartbeat's pass count at each of its steps."""
+    import asyncio
+
+    marks = []
+    for _ in range(count):
+        marks.append(passes.mark())
+        busy(seconds)
+        await asyncio.sleep(0)
+    return marks
+
+
+async def sleep_lateness(durations):
+    """How late each of the asyncio.sleep(seconds), seconds in ``durations``, woke."""
+    import asyncio
+
+    late = []
+    for seconds in durations:
+        started = perf_counter()
+        await asyncio.sleep(seconds)
+        late.append(perf_counter() - started - seconds)
+    return late
+
+
+async def echo_over_loopback(lines):
+    """An asyncio server and client on 127.0.0.1, on the main thread: ``lines`` round trips."""
+    import asyncio
+
+    async def echo(reader, writer):
+        while line := await reader.readline():
+            writer.write(line.upper())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    answers = []
+    for i in range(lines):
+        writer.write(f"line {i}\n".encode())
+        answers.append(await reader.readline())
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return answers
+
+
+def long_idle():
+    """Make the add-on's timer poll as it does when Blender idles (> LONG_IDLE_AFTER s after work)."""
+    mt._blender._pass_end = perf_counter() - 2 * mt._blender.LONG_IDLE_AFTER
+
+
+def step_coroutines(hops=1000, hop_seconds=0.0002, sleeps=10, sleep_seconds=0.2, lines=50):
+    """Coroutines on the main thread, stepped by the add-on's timer in the real UI, with no thread:
+    ``await asyncio.sleep(0)`` costs at most one event-loop pass; asyncio.sleep wakes on time
+    although the timer polls every LONG_IDLE_POLL s (Blender idling); streams on 127.0.0.1 work;
+    no thread appears while they await."""
+    threads_before = set(threading.enumerate())
+    seen = set()
+
+    def watch():
+        seen.update(threading.enumerate())
+
+    def run(coro, timeout, what, during=watch):
+        future = mt.run_async(coro)
+
+        def done():
+            during()
+            return future.done()
+
+        yield from wait_until(done, timeout, what)
+        return future.result(0)
+
+    pass_mark = passes.mark()
+    marks = yield from run(hop_marks(hops, hop_seconds), 60, "the sleep(0) coroutine")
+    pass_median = statistics.median(passes.gaps(pass_mark))
+    between = [b - a for a, b in zip(marks, marks[1:])]
+
+    def idle_and_watch():  # every pass: the timer as Blender idling leaves it, unless a coroutine is due
+        long_idle()
+        watch()
+
+    # Sleeps that end at every phase of the timer's 50 ms polling: polling alone would wake them
+    # up to 50 ms late, 25 ms on average.
+    durations = [sleep_seconds + mt._blender.LONG_IDLE_POLL * i / sleeps for i in range(sleeps)]
+    with TimerCalls() as calls:
+        pass_mark = passes.mark()
+        late = yield from run(sleep_lateness(durations), 30, "the sleeping coroutine", idle_and_watch)
+        sleeping_ratio = calls.count / (passes.mark() - pass_mark)
+    answers = yield from run(echo_over_loopback(lines), 30, "the loopback streams")
+    facts["coroutines"] = {
+        "sleep0_steps": hops,
+        "sleep0_passes": marks[-1] - marks[0],
+        "sleep0_most_passes_between_steps": max(between),
+        "sleep_late_ms": [ms(x) for x in late],
+        "pass_median_ms": ms(pass_median),
+        "timer_calls_per_pass_while_sleeping": round(sleeping_ratio, 3),
+        "threads_seen": sorted(t.name for t in seen),
+    }
+    shown = facts["coroutines"]
+    assert max(between) <= 1, shown  # at most one pass from one step to the next
+    assert marks[-1] - marks[0] >= hops * hop_seconds / mt._blender.tick_budget / 2, shown  # it did yield to the UI
+    # The timer polls every 50 ms (Blender idling) but wakes for the coroutine's timer: a wake-up is
+    # late by about a pass, not by up to 50 ms.
+    assert min(late) >= 0.0, shown
+    assert max(late) < mt._blender.LONG_IDLE_POLL / 2 and statistics.median(late) <= 2 * pass_median, shown
+    assert sleeping_ratio <= 0.3, shown  # no polling every pass while the coroutine sleeps
+    assert answers == [f"LINE {i}\n".encode() for i in range(lines)], answers[:3]
+    assert seen <= threads_before | {MAIN}, shown
+
+
+def step_coroutines_idle(samples=150, long_samples=300):
+    """With the loop alive but idle, and with every coroutine asleep, the add-on's timer polls as it
+    does for an idle queue (every IDLE_POLL s 1-10 s after work, every LONG_IDLE_POLL s later): the
+    quiet spells are set up by moving the time of the latest work back, as bench_gui.py does."""
+    import asyncio
+
+    blender = mt._blender
+    assert mt._async._source is not None and not mt.main_loop().is_closed()
+    assert not mt.main_loop()._ready and not mt.main_loop()._scheduled, "the loop is not idle"
+    ratios = {}
+    with TimerCalls() as calls:
+        for label in ("loop_idle", "all_asleep"):
+            blender._pass_end = perf_counter() - blender.IDLE_AFTER - 0.1
+            ratios[label] = yield from calls.per_pass(samples)
+            long_idle()
+            ratios[label + "_long"] = yield from calls.per_pass(long_samples)
+            if label == "loop_idle":
+                sleepers = [mt.run_async(asyncio.sleep(3600)) for _ in range(3)]
+                yield from wait_until(lambda: len(mt._async._source.tasks) == 3 and not mt.main_loop()._ready,
+                                      10, "the coroutines to fall asleep")
+    for future in sleepers:
+        future.cancel()
+    yield from wait_until(lambda: not mt._async._source.tasks, 10, "the sleeping coroutines to be cancelled")
+    facts["coroutines_idle_timer_calls_per_pass"] = {key: round(value, 3) for key, value in ratios.items()}
+    for label in ("loop_idle", "all_asleep"):
+        assert_idle_ratios(ratios[label], ratios[label + "_long"], facts["coroutines_idle_timer_calls_per_pass"])
+
+
+def step_coroutines_across_file_new():
+    """File > New with coroutines alive: the loop and the timer go on, a coroutine sleeping across
+    it finishes and uses bpy in the new file, and one that touches an object File > New removed
+    gets ReferenceError in its Future."""
+    import asyncio
+
+    loop = mt.main_loop()
+    file_new = loop.create_future()
+    held = bpy.data.objects[create_object("held_by_a_coroutine")]
+    ticks = []
+
+    async def holds_an_object():
+        before = held.name
+        await file_new
+        return before, held.name  # removed by File > New
+
+    async def survives():
+        while not file_new.done():
+            ticks.append("before")
+            await asyncio.sleep(0.02)
+        for _ in range(5):
+            ticks.append("after")
+            await asyncio.sleep(0.02)
+        return create_object("made_by_a_coroutine_after_new")
+
+    stale = mt.run_async(holds_an_object())
+    survivor = mt.run_async(survives())
+    yield from wait_until(lambda: len(ticks) >= 5, 10, "the coroutines to run")
+    bpy.ops.wm.read_homefile()  # File > New
+    yield
+    assert bpy.app.timers.is_registered(mt._blender._drain_timer) and mt.main_loop() is loop
+    assert "held_by_a_coroutine" not in bpy.data.objects
+    file_new.set_result(None)
+    yield from wait_until(lambda: stale.done() and survivor.done(), 10, "the coroutines after File > New")
+    made = survivor.result(0)
+    facts["coroutines_file_new"] = {"stale": repr(stale.exception(0)), "ticks_after": ticks.count("after")}
+    assert isinstance(stale.exception(0), ReferenceError), facts["coroutines_file_new"]
+    assert made in bpy.data.objects and ticks.count("after") == 5, facts["coroutines_file_new"]
 
 
 def busy(seconds):
@@ -644,6 +850,9 @@ STEPS = (
     step_preferences_live_view,
     step_file_new_and_open,
     step_idle_polling,
+    step_coroutines,
+    step_coroutines_idle,
+    step_coroutines_across_file_new,
     step_vendored_copy_shares_one_budget,
     step_second_addon_and_no_doubled_timers,
     step_run_in_process,
