@@ -82,6 +82,7 @@ _pass_end = 0.0  #: perf_counter() when the latest pass that ran tasks ended (or
 _queue_empty_at = 0.0  #: perf_counter() when a pass last saw the queue empty (idle passes too)
 _rests: list[float] = []  #: Blender's own part of the latest passes of this backlog (a ring)
 _rest_slot = 0
+_sources_left_work = False  #: the latest sources pass left work ready (coroutine steps): a backlog
 # Between two passes in a row that both ran tasks (a backlog draining):
 pass_interval = 0.0  #: time between their starts: the interface's frame time while the queue drains
 blender_part = 0.0  #: of that, Blender's own part (events, redraw, its 5 ms idle sleep)
@@ -186,51 +187,66 @@ def _idle_interval(now: float) -> float:
 def _sources_pass(now: float) -> float:
     """A pass with the queue empty while sources (process results, the asyncio loop) exist.
 
-    Polls them when one is busy or due, within the tick budget; then sleeps no longer than the
-    idle rules allow, nor past the soonest due(). Never raises (see _drain_timer).
+    Polls them when one is busy or due, within the tick budget (paced like the queue's passes,
+    see _paced_budget); then sleeps no longer than the idle rules allow, nor past the soonest
+    due(). Never raises (see _drain_timer).
     """
-    global _pass_end
+    global _pass_end, _sources_left_work
     if _jobs_hold():  # process results and coroutine steps may change data too
         return _hold.HOLD_POLL
     due = None
     try:
         due = _scheduler.sources_due()
         if due is not None and due <= 0.0:
-            if _scheduler._poll_sources(now + tick_budget):
+            budget = _paced_budget(now, _sources_left_work)[0]
+            if _scheduler._poll_sources(now + budget):
                 _pass_end = _clock()
             due = _scheduler.sources_due()
     except BaseException:  # noqa: BLE001
         logger.exception("mainthread_tasks: polling the sources interrupted the timer pass")
+    _sources_left_work = due is not None and due <= 0.0
     interval = _idle_interval(now)
     return interval if due is None or interval <= due else max(due, 0.0)
 
 
+def _paced_budget(started: float, continuing: bool) -> tuple[float, float]:
+    """The budget of a pass that finds work, and Blender's own part of the pass before it.
+
+    Pacing. In a backlog (``continuing``: our previous pass found work and left some), Blender
+    handled events, redrew and maybe slept since that pass ended: its own part of the pass. If that
+    ran longer than its median over the latest passes of this backlog, give the overrun back from
+    this pass's budget, so that the time between two passes stays about budget + a usual pass (a
+    longer redraw that persists becomes the usual within a few passes). A new backlog starts a
+    fresh history (what Blender's passes took before it says little about now); its part is 0.0.
+    """
+    global _rest_slot
+    budget = tick_budget
+    if not continuing:
+        _forget_pacing()
+        return budget, 0.0
+    rest = started - _pass_end
+    rests = _rests
+    if len(rests) < PACING_SAMPLES:
+        rests.append(rest)
+    else:
+        rests[_rest_slot] = rest
+        _rest_slot = (_rest_slot + 1) % PACING_SAMPLES
+    overrun = rest - sorted(rests)[len(rests) // 2]
+    if overrun > 0.0:
+        budget = max(budget * MIN_BUDGET_SHARE, budget - overrun)
+    return budget, rest
+
+
 def _run_pass() -> None:
     """A timer pass that found tasks: run them within this pass's budget, keep the timings."""
-    global _pass_end, _queue_empty_at, _rest_slot
+    global _pass_end, _queue_empty_at
     global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait
     started = _clock()
     try:
-        budget = tick_budget
-        if _pass_end > _queue_empty_at:  # the pass before this one ran tasks and left some
-            # Pacing. Since our previous pass ended, Blender handled events, redrew and maybe slept:
-            # its own part of the pass. If that ran longer than its median over the latest passes
-            # of this backlog, give the overrun back from this pass's budget, so that the time
-            # between two passes stays about budget + a usual pass (a longer redraw that persists
-            # becomes the usual within a few passes).
-            rest = started - _pass_end
-            rests = _rests
-            if len(rests) < PACING_SAMPLES:
-                rests.append(rest)
-            else:
-                rests[_rest_slot] = rest
-                _rest_slot = (_rest_slot + 1) % PACING_SAMPLES
-            overrun = rest - sorted(rests)[len(rests) // 2]
-            if overrun > 0.0:
-                budget = max(budget * MIN_BUDGET_SHARE, budget - overrun)
+        continuing = _pass_end > _queue_empty_at  # the pass before this one ran tasks and left some
+        budget, rest = _paced_budget(started, continuing)
+        if continuing:
             blender_part, pass_interval = rest, rest + _scheduler._last_tick
-        else:  # a new backlog: what Blender's passes took before it says little about now
-            _forget_pacing()
         # Other copies of the library that ran tasks earlier in this event-loop pass (see
         # SHARED_PASS_RECORD) already spent part of it.
         shared = _shared

@@ -206,6 +206,33 @@ def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_o
     assert passes(0.005, 0.005, 0.005) == [budget] * 3  # not measured against the 0.25 s passes
 
 
+def test_passes_that_step_coroutines_are_paced_like_the_queues(clock, monkeypatch):
+    """Coroutine steps (a busy source) with the queue empty: the same pacing as a backlog of tasks."""
+    budgets = []
+
+    def poll_sources(deadline):
+        budgets.append(deadline - clock.now)
+        return 1
+
+    monkeypatch.setattr(_blender._scheduler, "_sources", (object(),))
+    monkeypatch.setattr(_blender._scheduler, "sources_due", lambda: 0.0)  # always work left
+    monkeypatch.setattr(_blender._scheduler, "_poll_sources", poll_sources)
+    monkeypatch.setattr(_blender, "_sources_left_work", False)
+
+    def passes(*parts):
+        for part in parts:
+            clock.now += part
+            assert _blender._drain_timer() == 0.0
+        return budgets[-len(parts):]
+
+    budget = _blender.DEFAULT_TICK_BUDGET
+    assert passes(0.5, *[0.005] * 8) == [pytest.approx(budget)] * 9  # a new backlog, then usual passes
+    assert passes(0.008) == [pytest.approx(budget - 0.003)]  # 3 ms late: 3 ms less
+    assert passes(0.020) == [pytest.approx(budget * _blender.MIN_BUDGET_SHARE)]
+    assert passes(0.005) == [pytest.approx(budget)]
+    assert mt.stats().ticks == 0 and _blender.pass_budget == 0.0  # the queue's figures are its own
+
+
 def test_preferences_are_not_registered_unless_the_package_is_an_enabled_addon():
     # Here the package is imported from the repository, not enabled as an add-on.
     mt.register()
