@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import queue
 import random
-import statistics
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ for folder in (ROOT, BENCH):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+import _idle_cpu  # noqa: E402
 import _pauses  # noqa: E402
 import mainthread_tasks as mt  # noqa: E402
 from mainthread_tasks import _blender, _scheduler  # noqa: E402
@@ -41,8 +41,6 @@ QUICK = "--quick" in ARGS  # a smoke run of the whole pipeline, not for figures
 
 IDLE_PASS_SECONDS = 1.0 if QUICK else 5.0  # about as many passes as the backlog drain has
 CPU_CYCLES = 6 if QUICK else 75  # cycles through the IDLE_STATES: 22.5 s of windows per state
-CPU_WINDOWS_PER_VISIT = 3
-CPU_WINDOW_SECONDS = 0.1
 ROUND_TRIP_WORKERS = 8
 ROUND_TRIP_SECONDS = {"ours": 2.0 if QUICK else 5.0, "ours_after_quiet": 3.0 if QUICK else 20.0,
                       "poll_0.3s": 2.0 if QUICK else 6.0,
@@ -204,56 +202,13 @@ def _set_idle_state(state: str) -> None:
         timers.register(_empty_timer, first_interval=0.0)
 
 
-def _median_difference(windows, state, cycles):
-    """Median of ``state``'s windows minus the median of "disabled"'s, over the given cycles."""
-    pick = lambda name: [value for cycle in cycles for value in windows[name][cycle]]  # noqa: E731
-    return statistics.median(pick(state)) - statistics.median(pick("disabled"))
-
-
 def idle_cpu():
-    """Blender's process CPU time (``time.process_time``: every thread, user + system) while the UI
-    idles, in the IDLE_STATES (see _set_idle_state). Idle CPU drifts by a few tenths of a percent
-    over seconds and comes in bursts (a few 0.1 s windows in a hundred take 5-15 times the usual:
-    Blender's own periodic work, the VM), so the states alternate fast: CPU_CYCLES cycles, each
-    visiting every state in an order that rotates every cycle; a visit waits 0.1 s, then reads
-    the CPU time every 0.1 s for 0.3 s. A state's figure is the median of its windows (bursts hit
-    every state alike); the overhead is the difference of the medians, its standard error comes
-    from resampling whole cycles (bootstrap), and the plain means (bursts included) are kept too."""
-    states = IDLE_STATES
-    windows: dict[str, list[list[float]]] = {state: [] for state in states}
-    spent = dict.fromkeys(states, 0.0)
-    wall = dict.fromkeys(states, 0.0)
-    for cycle in range(CPU_CYCLES):
-        for state in states[cycle % len(states):] + states[:cycle % len(states)]:
-            _set_idle_state(state)
-            yield CPU_WINDOW_SECONDS  # the change itself is not measured
-            block = []
-            cpu, now = time.process_time(), perf_counter()
-            for _ in range(CPU_WINDOWS_PER_VISIT):
-                yield CPU_WINDOW_SECONDS
-                cpu_before, before = cpu, now
-                cpu, now = time.process_time(), perf_counter()
-                block.append(100.0 * (cpu - cpu_before) / (now - before))
-                spent[state] += cpu - cpu_before
-                wall[state] += now - before
-            windows[state].append(block)
+    """Blender's idle CPU in the IDLE_STATES (see _set_idle_state), alternating fast (bench/_idle_cpu.py)."""
+    cpu = _idle_cpu.IdleCpu(IDLE_STATES)
+    yield from cpu.run(_set_idle_state, CPU_CYCLES)
     _set_idle_state("enabled")
     _blender._pass_end = perf_counter()  # back to its state right after work: the next steps submit some
-    everything = range(CPU_CYCLES)
-    resample = random.Random(1)
-
-    def overhead(state):
-        replicas = [_median_difference(windows, state, resample.choices(everything, k=CPU_CYCLES))
-                    for _ in range(200)]
-        return {"pp": _median_difference(windows, state, everything),
-                "pp_mean": 100.0 * (spent[state] / wall[state] - spent["disabled"] / wall["disabled"]),
-                "stderr": statistics.stdev(replicas)}
-
-    results["idle_cpu"] = {
-        **{f"{state}_percent": statistics.median(v for block in windows[state] for v in block) for state in states},
-        **{state: overhead(state) for state in states if state != "disabled"},
-        "windows": CPU_CYCLES * CPU_WINDOWS_PER_VISIT, "window_seconds": CPU_WINDOW_SECONDS,
-        "seconds_each": wall["enabled"], "cycles": CPU_CYCLES}
+    results["idle_cpu"] = cpu.summary("disabled")
 
 
 def _round_trips(name, submit_and_wait, phase_span, workers=ROUND_TRIP_WORKERS, quiet=0.0):

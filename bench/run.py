@@ -6,6 +6,7 @@
     python3 bench/run.py --skip-gui       # background mode only (no Xvfb needed)
     python3 bench/run.py --skip-background  # GUI mode only
     python3 bench/run.py --skip-process   # without run_in_process's figures (bench/bench_process.py)
+    python3 bench/run.py --skip-async     # without the coroutines' figures (bench/bench_async.py)
     BLENDER=/opt/blender/blender python3 bench/run.py
     python3 bench/run.py --blender-5.2    # Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)
 
@@ -13,7 +14,9 @@ Background mode (``blender --background``, the main thread drains with ``pump``)
 ``post_on_main``, ``run_on_main`` and their anchors, the blocking round trip, memory. GUI mode
 (``xvfb-run ... blender``, Blender's real event loop): round-trip latency, the longest stall while a
 backlog drains, idle CPU. Processes (``bench/bench_process.py``): run_in_process's speed-up on CPU-bound
-tasks and its per-task overhead next to ProcessPoolExecutor's. Every anchor is measured in the same run as the figure it is compared with;
+tasks and its per-task overhead next to ProcessPoolExecutor's. Coroutines (``bench/bench_async.py``): in the UI,
+the passes an ``await asyncio.sleep(0)`` costs, the longest stall while 100 coroutines step next to
+the queue's, idle CPU with the loop alive. Every anchor is measured in the same run as the figure it is compared with;
 the table shows the ratio, the target and PASS/MISS. Writes bench/results/latest.json, latest.md and
 latest.png (GUI latency and stall next to the anchors); with ``--blender-5.2``, blender-5.2.json, .md
 and .png. Exit status 1 if a target was missed or a run failed. The README's "Performance" section says what each line measures.
@@ -229,11 +232,12 @@ def gui_rows(gui: dict) -> list[dict]:
     ]
 
 
-def _overhead_row(figure: str, overhead: dict, empty: dict, target: str = "") -> dict:
+def _overhead_row(figure: str, overhead: dict, empty: dict, target: str = "",
+                  anchor: str = "an empty timer returning 0.0, same windows") -> dict:
     pp = lambda v: f"{v:+.2f} pp"  # noqa: E731
     result = ("PASS" if overhead["pp"] <= 0.2 else "MISS") if target else "info"
     return {"figure": figure, "value": f"{pp(overhead['pp'])} (s.e. {overhead['stderr']:.2f}; means {pp(overhead['pp_mean'])})",
-            "anchor": "an empty timer returning 0.0, same windows", "anchor_value": pp(empty["pp"]),
+            "anchor": anchor, "anchor_value": pp(empty["pp"]),
             "ratio": "", "target": target, "result": result,
             "raw": {"value": overhead["pp"], "anchor": empty["pp"], "ratio": None}}
 
@@ -365,6 +369,11 @@ def main(argv: list[str]) -> int:
             rows += gui_rows(results["gui"])
             plot(results["gui"], RESULTS / f"{name}.png",
                  f"{info['date']}, Blender {results['gui']['blender']}, {info['machine']['description']}")
+        if "--skip-async" not in argv:
+            import bench_async
+
+            results["async"] = bench_async.run(blender, xvfb_run, Path(scratch), quick)
+            rows += bench_async.rows(results["async"])
         if "--skip-process" not in argv:
             import bench_process
 

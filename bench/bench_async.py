@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Coroutines in Blender's UI (``run_async``, stepped by the add-on's timer) next to the queue, in one run.
+
+    python3 bench/bench_async.py                 # ~3 minutes
+    python3 bench/bench_async.py --quick         # a smoke run of the pipeline (figures not meaningful)
+    python3 bench/bench_async.py --blender-5.2   # Debian sid's Blender 5.2 LTS (the chroot)
+
+``bench/run.py`` runs it too (``--skip-async`` leaves it out). Blender's UI under Xvfb
+(``xvfb-run blender --factory-startup --python bench/bench_async.py -- --inside-ui OUT.json``); the
+steps run from a timer, one per event-loop pass, and a heartbeat timer keeps the time of every pass.
+
+1. ``await asyncio.sleep(0)``: the event-loop passes between two steps of a coroutine (2,000 steps of
+   0.2 ms, and 2,000 empty ones). Goal: at most one pass. Next to it, a task that re-posts itself
+   with ``post_on_main`` (the queue's hop: one pass).
+2. The longest stall (time between two event-loop passes) while 100 coroutines take 200 steps of
+   0.2 ms each (a busy-wait, then ``await asyncio.sleep(0)``), next to the queue's own figure: the
+   same 20,000 steps as ``post_on_main`` tasks (bench_gui.py's stall). The two take turns, ROUNDS
+   times each; goal: the median of the coroutines' longest stalls within the queue's.
+3. Idle CPU with the loop alive but idle, next to the add-on without a loop (the add-on's timer as
+   Blender idling leaves it in both; the states alternate fast, see bench/_idle_cpu.py). Goal:
+   at most +0.2 percentage points. Also with three coroutines asleep, and the add-on disabled.
+
+Writes bench/results/async.json (async-blender-5.2.json). Exit status 1 if a goal was missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+COMMAND = "python3 bench/bench_async.py"
+TIMEOUT = 600  # seconds
+
+STEP_SECONDS = 0.0002  # a short step: the queue bench's task
+HOPS = 2_000
+COROUTINES, STEPS_EACH = 100, 200
+ROUNDS = 5
+IDLE_STATES = ("disabled", "no_loop", "loop_idle", "loop_asleep")
+CPU_CYCLES = 30  # 9 s of windows per state
+SLEEPERS = 3
+
+
+def _busy(seconds: float) -> float:
+    """Holds the main thread like a short bpy call would. Returns how far past its end it noticed
+    the time: a few µs, unless the thread was paused (bench/_pauses.py)."""
+    end = time.perf_counter() + seconds
+    now = time.perf_counter()
+    while now < end:
+        now = time.perf_counter()
+    return now - end
+
+
+def _percentiles(values: list[float]) -> dict:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered)}
+
+
+# -- inside Blender's UI ---------------------------------------------------------------------------
+
+
+def inside_ui(out: Path, quick: bool) -> None:
+    """Runs in Blender's UI: registers the timers and returns; Blender quits when the steps are done."""
+    import asyncio
+    import traceback
+
+    import bpy
+
+    import _idle_cpu
+    import mainthread_tasks as mt
+    from mainthread_tasks import _async, _blender, _scheduler
+
+    perf_counter = time.perf_counter
+    hops, coroutines, steps_each = (200, 20, 50) if quick else (HOPS, COROUTINES, STEPS_EACH)
+    rounds, cycles = (1, 3) if quick else (ROUNDS, CPU_CYCLES)
+    times: list[float] = []
+    paused = [0.0]  # seconds the stall steps ran past their end, summed
+    paused_at: list[float] = []  # paused[0] at each heartbeat
+    action = []  # run at the start of the next heartbeat; gaps count from right after it
+    result: dict = {"blender": bpy.app.version_string, "python": sys.version.split()[0],
+                    "tick_budget": _blender.tick_budget, "step_length": STEP_SECONDS,
+                    "coroutines": coroutines, "steps_each": steps_each}
+
+    def heartbeat():
+        if action:
+            action.pop()()
+        times.append(perf_counter())
+        paused_at.append(paused[0])
+        return 0.0
+
+    def gaps(since: int) -> list[float]:
+        return [b - a for a, b in zip(times[since:], times[since + 1:])]
+
+    def net_gaps(since: int) -> list[float]:
+        """The gaps less the pauses measured in the steps that ran inside them."""
+        return [gap - (b - a) for gap, a, b in zip(gaps(since), paused_at[since:], paused_at[since + 1:])]
+
+    def settle():
+        started = perf_counter()
+        while len(times) < 60 or max(gaps(len(times) - 60)) > 0.03:
+            if perf_counter() - started > 90:
+                raise TimeoutError("the UI did not settle within 90 s")
+            yield 0.05
+
+    def idle_pass():
+        mark = len(times)
+        yield 3.0
+        result["idle_pass"] = _percentiles(gaps(mark))
+
+    async def hop(count: int, seconds: float, marks: list[int]) -> None:
+        for _ in range(count):
+            marks.append(len(times))
+            _busy(seconds)
+            await asyncio.sleep(0)
+
+    def repost(count: int, marks: list[int]) -> None:
+        marks.append(len(times))
+        if count > 1:
+            mt.post_on_main(repost, count - 1, marks)
+
+    def wait_for(done, what: str, timeout: float = 120.0):
+        deadline = perf_counter() + timeout
+        while not done():
+            if perf_counter() > deadline:
+                raise TimeoutError(f"{what}: not done in {timeout} s")
+            yield 0.0
+
+    def sleep0():
+        """Passes between two steps of a coroutine awaiting sleep(0), next to a task re-posting itself."""
+        figures = {}
+        for label, seconds in (("steps_0.2ms", STEP_SECONDS), ("empty_steps", 0.0)):
+            marks: list[int] = []
+            future = mt.run_async(hop(hops, seconds, marks))
+            yield from wait_for(future.done, f"sleep(0) {label}")
+            future.result(0)
+            between = [b - a for a, b in zip(marks, marks[1:])]
+            figures[label] = {"steps": hops, "passes": marks[-1] - marks[0], "most": max(between),
+                              "mean": statistics.mean(between)}
+        marks = []
+        mt.post_on_main(repost, hops // 10, marks)
+        yield from wait_for(lambda: len(marks) == hops // 10, "the re-posting task")
+        between = [b - a for a, b in zip(marks, marks[1:])]
+        figures["repost"] = {"hops": len(marks), "most": max(between), "mean": statistics.mean(between)}
+        result["sleep0"] = figures
+
+    def stall(name: str, submit):
+        """Gaps between passes from right after ``submit(step)`` until the pass after the last step."""
+        ran = [0]
+
+        def step():
+            paused[0] += _busy(STEP_SECONDS)
+            ran[0] += 1
+
+        yield 1.5  # a second after the previous round: the timer polls as after a short quiet spell
+        mark = [None]
+        action.append(lambda: (submit(step), mark.__setitem__(0, len(times))))
+        yield from wait_for(lambda: ran[0] >= coroutines * steps_each, name)
+        end = perf_counter()
+        yield from wait_for(lambda: times[-1] > end, "the pass after the last step")
+        figures = _percentiles(gaps(mark[0]))
+        figures["net"] = _percentiles(net_gaps(mark[0]))
+        figures["drain_seconds"] = times[-1] - times[mark[0]]
+        result.setdefault("stall", {}).setdefault(name, []).append(figures)
+
+    def stalls():
+        def queue(step):
+            for _ in range(coroutines * steps_each):
+                mt.post_on_main(step)
+
+        async def stepping(step):
+            for _ in range(steps_each):
+                step()
+                await asyncio.sleep(0)
+
+        def loop(step):
+            for _ in range(coroutines):
+                mt.run_async(stepping(step))
+
+        for _ in range(rounds):
+            yield from stall("queue", queue)
+            yield from stall("coroutines", loop)
+
+    sleepers: list = []
+
+    def set_idle_state(state: str) -> None:
+        """"disabled": no timer of ours; "no_loop": the add-on's timer without the loop; "loop_idle":
+        with the loop alive and nothing scheduled; "loop_asleep": with SLEEPERS coroutines asleep.
+        The timer as Blender idling leaves it (LONG_IDLE_AFTER s after the latest work)."""
+        loop_source = _async._source
+        if sleepers:
+            _scheduler.add_source(loop_source)
+            for future in sleepers:
+                future.cancel()
+            while loop_source.tasks:
+                mt.pump(0.01)
+            sleepers.clear()
+        timers = bpy.app.timers
+        if timers.is_registered(_blender._drain_timer):
+            timers.unregister(_blender._drain_timer)
+        if state in ("disabled", "no_loop"):
+            _scheduler.remove_source(loop_source)
+        else:
+            _scheduler.add_source(loop_source)
+        if state == "loop_asleep":
+            sleepers.extend(mt.run_async(asyncio.sleep(3600)) for _ in range(SLEEPERS))
+            mt.pump()  # their first step: they fall asleep
+            assert len(loop_source.tasks) == SLEEPERS and not loop_source.loop._ready, "the coroutines did not sleep"
+        if state != "disabled":
+            _blender._pass_end = perf_counter() - _blender.LONG_IDLE_AFTER
+            timers.register(_blender._drain_timer, first_interval=0.0, persistent=True)
+
+    def idle_cpu():
+        mt.main_loop()  # alive
+        cpu = _idle_cpu.IdleCpu(IDLE_STATES)
+        yield from cpu.run(set_idle_state, cycles)
+        set_idle_state("loop_idle")
+        result["idle_cpu"] = {**cpu.summary("disabled"),
+                              "loop_idle_vs_no_loop": cpu.overhead("loop_idle", "no_loop"),
+                              "loop_asleep_vs_no_loop": cpu.overhead("loop_asleep", "no_loop")}
+
+    def steps():
+        mt.register()
+        for step in (settle, idle_pass, sleep0, stalls, idle_cpu):
+            started = perf_counter()
+            yield from step()
+            result.setdefault("step_seconds", {})[step.__name__] = perf_counter() - started
+
+    run = steps()
+
+    def drive():
+        try:
+            return next(run)
+        except StopIteration:
+            pass
+        except BaseException:  # noqa: BLE001 - reported through the file
+            result["error"] = traceback.format_exc()
+        out.write_text(json.dumps(result, indent=2))
+        bpy.context.preferences.view.use_save_prompt = False
+        bpy.ops.wm.quit_blender()
+        return None
+
+    bpy.app.timers.register(heartbeat, first_interval=0.0, persistent=True)
+    bpy.app.timers.register(drive, first_interval=0.0, persistent=True)
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+
+def run(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> dict:
+    """The UI part in Blender under Xvfb; returns its results (for bench/run.py too)."""
+    from bench_process import _shell_path
+    from run import _run_blender
+
+    out = scratch / "async_ui.json"
+    user = scratch / "async_user"  # keep the user's own Blender config untouched
+    user.mkdir(exist_ok=True)
+    command = [*xvfb_run, "-a", "-s", "-screen 0 1280x720x24", blender[-1], "--factory-startup",
+               "--python", str(Path(__file__).resolve()), "--", "--inside-ui", str(out)] + (["--quick"] if quick else [])
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PATH=_shell_path())
+    return _run_blender("coroutines in the UI", command, out, TIMEOUT, env=env)
+
+
+def _passes(value: float) -> str:
+    return f"{value:.2f} passes" if value != int(value) else f"{int(value)} pass{'es' if value != 1 else ''}"
+
+
+def rows(result: dict) -> list[dict]:
+    """Table rows in bench/run.py's format."""
+    from run import _overhead_row, _row, _time
+
+    where = f"Blender {result['blender']} under Xvfb"
+    hop, empty, repost = (result["sleep0"][key] for key in ("steps_0.2ms", "empty_steps", "repost"))
+    one_pass = result["idle_pass"]["p50"]
+    stall = result["stall"]
+    longest = {name: [r["max"] for r in runs] for name, runs in stall.items()}
+    n = len(longest["queue"])
+    cpu = result["idle_cpu"]
+    no_loop = "the add-on's timer without a loop, same windows"
+    return [
+        _row(f"await asyncio.sleep(0): most event-loop passes between two steps of a coroutine "
+             f"({hop['steps']:,} steps of 0.2 ms; {where})", hop["most"], _passes, "one event-loop pass", 1, 1.0),
+        _row(f"await asyncio.sleep(0), empty steps: most passes between two ({empty['steps']:,} steps)", empty["most"],
+             _passes, "one event-loop pass", 1, 1.0),
+        _row("await asyncio.sleep(0), steps of 0.2 ms: mean passes per step", hop["mean"], _passes,
+             "a task re-posting itself with post_on_main: mean passes per hop", repost["mean"]),
+        _row(f"longest UI stall, {result['coroutines']} coroutines × {result['steps_each']} steps of 0.2 ms "
+             f"(median of {n} rounds' longest)", statistics.median(longest["coroutines"]), _time,
+             f"the queue: {result['coroutines'] * result['steps_each']:,} post_on_main tasks of 0.2 ms, same",
+             statistics.median(longest["queue"]),
+             1.0),
+        _row("longest UI stall, coroutines, every gap less the pauses measured in its steps (median of rounds)",
+             statistics.median(r["net"]["max"] for r in stall["coroutines"]), _time,
+             "the queue, the same way", statistics.median(r["net"]["max"] for r in stall["queue"]), 1.0),
+        _row(f"longest UI stall, coroutines, over all {n} rounds", max(longest["coroutines"]), _time,
+             "the queue, over all rounds", max(longest["queue"])),
+        _row("p99 UI stall, coroutines (median of rounds)", statistics.median(r["p99"] for r in stall["coroutines"]), _time,
+             "the queue, p99 (median of rounds)", statistics.median(r["p99"] for r in stall["queue"])),
+        _row("longest UI stall, coroutines (median of rounds)", statistics.median(longest["coroutines"]), _time,
+             "tick budget + one pass (idle p50)", result["tick_budget"] + one_pass),
+        _overhead_row("idle CPU overhead, asyncio loop alive but idle (Blender idling, > 10 s after work)",
+                      cpu["loop_idle_vs_no_loop"], cpu["no_loop"], "≤ 0.2 pp", anchor=no_loop + " (vs disabled)"),
+        _overhead_row(f"idle CPU overhead, {SLEEPERS} coroutines asleep", cpu["loop_asleep_vs_no_loop"], cpu["no_loop"],
+                      anchor=no_loop + " (vs disabled)"),
+    ]
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    if "--inside-ui" in argv:
+        inside_ui(Path(argv[argv.index("--inside-ui") + 1]), quick)
+        return 0
+    from run import blender_commands, print_table
+
+    blender, xvfb_run = blender_commands(argv)
+    name = "async-blender-5.2" if "--blender-5.2" in argv else "async"
+    load_before = os.getloadavg()
+    print(f"[bench] load average at start: {load_before}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mainthread_tasks-bench-async-") as scratch:
+        result = run(blender, xvfb_run, Path(scratch), quick)
+    table = rows(result)
+    print_table(table)
+    print(f"\nBlender {result['blender']} (Python {result['python']}); load average {load_before} before, "
+          f"{os.getloadavg()} after")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({
+        "command": " ".join([COMMAND, *argv]), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick,
+        "load_average": [load_before, os.getloadavg()], "rows": table, "results": result}, indent=2))
+    print(f"wrote {RESULTS / name}.json")
+    missed = [r["figure"] for r in table if r["result"] == "MISS"]
+    if missed:
+        print(f"MISSED {len(missed)} goal(s): " + "; ".join(missed))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.path[:0] = [str(ROOT), str(BENCH), str(ROOT / "scripts")]
+    args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    code = main(args)
+    if "--inside-ui" not in args:  # in the UI the steps run from timers after this script returns
+        sys.exit(code)
