@@ -5,7 +5,8 @@ it is a source of the scheduler (see ``_scheduler``), stepped one iteration at a
 add-on's timer in Blender's UI (within the pass's tick budget), and by ``pump()``,
 ``joined_threads()``, ``run_forever()`` and ``Future.result()`` on the main thread elsewhere. One
 iteration is what ``loop.run_forever()`` does between two checks of ``stop()``: run the callbacks
-that are ready, the I/O that is ready and the timers that are due. To wait, ``pump()`` sleeps in
+that are ready, the I/O that is ready and the timers that are due -- in the UI, only as many as
+fit in the pass's budget, like queued tasks (see ``_ReadyQueue``). To wait, ``pump()`` sleeps in
 poll(2) on the loop's selector (an epoll/kqueue fd, readable when any of its sockets is) until
 the loop's next timer; in the UI the timer polls no later than that timer, within the idle
 polling rules. Nothing busy-polls.
