@@ -70,6 +70,7 @@ def _percentiles(values: list[float]) -> dict:
 def inside_ui(out: Path, quick: bool) -> None:
     """Runs in Blender's UI: registers the timers and returns; Blender quits when the steps are done."""
     import asyncio
+    import gc
     import traceback
 
     import bpy
@@ -161,12 +162,27 @@ def inside_ui(out: Path, quick: bool) -> None:
 
         yield 1.5  # a second after the previous round: the timer polls as after a short quiet spell
         mark = [None]
+        collections: list[float] = []  # the garbage collector's runs during the drain, in seconds
+        gc_started = [0.0]
+
+        def on_gc(phase, _info):
+            if phase == "start":
+                gc_started[0] = perf_counter()
+            elif mark[0] is not None:
+                collections.append(perf_counter() - gc_started[0])
+
         action.append(lambda: (submit(step), mark.__setitem__(0, len(times))))
-        yield from wait_for(lambda: ran[0] >= coroutines * steps_each, name)
-        end = perf_counter()
-        yield from wait_for(lambda: times[-1] > end, "the pass after the last step")
+        gc.callbacks.append(on_gc)
+        try:
+            yield from wait_for(lambda: ran[0] >= coroutines * steps_each, name)
+            end = perf_counter()
+            yield from wait_for(lambda: times[-1] > end, "the pass after the last step")
+        finally:
+            gc.callbacks.remove(on_gc)
         figures = _percentiles(gaps(mark[0]))
         figures["net"] = _percentiles(net_gaps(mark[0]))
+        figures["gc"] = {"runs": len(collections), "longest": max(collections, default=0.0),
+                         "seconds": sum(collections)}
         figures["drain_seconds"] = times[-1] - times[mark[0]]
         result.setdefault("stall", {}).setdefault(name, []).append(figures)
 
