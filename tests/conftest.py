@@ -95,6 +95,7 @@ def _reset_scheduler() -> None:
     while _scheduler.stats().registered:
         mainthread_tasks.unregister()
     _scheduler._reject_queued()
+    _scheduler._stop_sources("the test is over")  # a process pool or asyncio loop a test left behind
     _scheduler._stopped = None  # back to the state right after import: accepting, no users
     _scheduler.reset_stats()
     _blender.reset_pass_stats()

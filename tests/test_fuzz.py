@@ -138,14 +138,22 @@ class Lifecycle(RuleBasedStateMachine):
                 _thread.interrupt_main()
 
             thread = threading.Thread(target=interrupter)
+            lost = None
             try:
                 thread.start()
+                give_up = time.monotonic() + 10
                 while True:  # only the interrupt ends this loop: it lands inside the try
                     mt.pump()
                     time.sleep(0.0002)
+                    if time.monotonic() > give_up:  # the interrupt was lost: say what we know
+                        lost = (f"Ctrl-C lost: handler {signal.getsignal(signal.SIGINT)!r}, deferred "
+                                f"{_scheduler._deferred_signal!r}, interrupter alive {thread.is_alive()}, "
+                                f"sources {_scheduler._sources!r}, stats {mt.stats()}")
+                        break
             except KeyboardInterrupt:
                 pass
             thread.join(10)
+            assert lost is None, lost
 
     @rule()
     def register(self):
