@@ -71,11 +71,11 @@ def test_ctrl_c_landing_anywhere_in_a_batch_loses_no_task(sigint_raises, fast_sw
             fire.clear()
             if stop:
                 return
-            time.sleep(rng.random() * 0.0015)
+            time.sleep(rng.random() * 0.004)
             _thread.interrupt_main()
 
     def work(n):
-        for _ in range(20):
+        for _ in range(300):  # long enough that some interrupts land inside it
             pass
         return n
 
