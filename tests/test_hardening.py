@@ -85,7 +85,7 @@ def test_ctrl_c_landing_anywhere_in_a_batch_loses_no_task(sigint_raises, fast_sw
     in_pump = False
     try:
         for _round in range(3000):  # until both windows were hit a few times (bounded)
-            if _round >= 100 and landed_in_dispatcher >= 3 and landed_in_task >= 3:
+            if _round >= 400 and landed_in_dispatcher >= 3 and landed_in_task >= 3:
                 break
             posted = []
             futures = []
