@@ -4,6 +4,7 @@
   root) together with Xvfb for the GUI tier.
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
   ``venv-dev`` (test tools + fake-bpy-module), ``venv-bpy-<version>`` (the bpy wheel + test tools),
+  ``venv-docs`` (MkDocs for scripts/docs.py), ``venv-bench`` (matplotlib for the bench's plots),
   ``blender-site-py<X.Y>`` (test tools for the Blender binary's own Python, via ``pip --target``).
   Each is rebuilt when its requirements change.
 
@@ -25,6 +26,11 @@ CACHE = Path(os.environ.get("MAINTHREAD_TASKS_CACHE", Path.home() / ".cache" / "
 TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package.
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
+# The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
+DOCS_REQUIREMENTS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "mkdocstrings==1.0.8",
+                     "mkdocstrings-python==2.0.11", "griffe==2.4.1", "pymdown-extensions==13.1"]
+# The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
+BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
 APT_PACKAGES = ["blender", "xvfb", "xauth"]
 
 
@@ -129,6 +135,16 @@ def dev_python() -> Path:
 def build_python() -> Path:
     """A venv with the build backend named in pyproject.toml, for ``scripts/build.py --wheel``."""
     return venv_python("venv-build", BUILD_REQUIREMENTS)
+
+
+def docs_python() -> Path:
+    """A venv with MkDocs, Material and mkdocstrings, for ``scripts/docs.py``."""
+    return venv_python("venv-docs", DOCS_REQUIREMENTS)
+
+
+def bench_python() -> Path:
+    """A venv with matplotlib, for the benchmark's plots."""
+    return venv_python("venv-bench", BENCH_REQUIREMENTS)
 
 
 def bpy_python(version: str) -> Path:
