@@ -126,7 +126,7 @@ class ThreadScope:
 def joined_threads(timeout: float | None = None):
     """Join every thread started in the block, running main-thread tasks while waiting. Main thread.
 
-    Yields a :class:`ThreadScope`; ``scope.start(fn, *args)`` starts a worker. On exit it joins
+    Yields a ``ThreadScope``; ``scope.start(fn, *args)`` starts a worker. On exit it joins
     every thread started inside the block -- scope ones and plain ``threading.Thread`` ones, daemon
     or not, and threads those threads start -- while it keeps running the queue, so workers
     blocked in ``call_on_main`` make progress even in ``--background`` where Blender timers never

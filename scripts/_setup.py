@@ -27,8 +27,10 @@ TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package.
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 # The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
+# griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats).
 DOCS_REQUIREMENTS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "mkdocstrings==1.0.8",
-                     "mkdocstrings-python==2.0.11", "griffe==2.4.1", "pymdown-extensions==13.1"]
+                     "mkdocstrings-python==2.0.11", "griffe==2.4.1", "griffe-sphinx==0.3.1",
+                     "pymdown-extensions==13.1"]
 # The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
 BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
 APT_PACKAGES = ["blender", "xvfb", "xauth"]
@@ -138,8 +140,9 @@ def build_python() -> Path:
 
 
 def docs_python() -> Path:
-    """A venv with MkDocs, Material and mkdocstrings, for ``scripts/docs.py``."""
-    return venv_python("venv-docs", DOCS_REQUIREMENTS)
+    """A venv with MkDocs, Material and mkdocstrings, for ``scripts/docs.py``, and the test tools
+    for the ``docs`` tier (tests/test_docs.py; the suite's fixtures patch fake-bpy-module)."""
+    return venv_python("venv-docs", [*DOCS_REQUIREMENTS, *test_requirements()])
 
 
 def bench_python() -> Path:

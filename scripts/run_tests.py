@@ -19,6 +19,8 @@ Tiers:
   blender-gui          Blender's UI under Xvfb (xvfb-run), the add-on enabled as a user does, driven
                        from its event loop (tests/test_gui.py; measurements in
                        test-results/blender-gui.json)
+  docs                 the documentation site built with ``mkdocs build --strict`` in the docs venv,
+                       as ``python3 scripts/docs.py`` builds it (tests/test_docs.py)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -99,12 +101,12 @@ def _env(tier: str, **extra: str) -> dict[str, str]:
 
 def tier_cpython() -> Outcome:
     python = _setup.dev_python()
-    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", "not blender"], _env("cpython"))
+    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", "not blender and not docs"], _env("cpython"))
 
 
 # Tests of the installed add-on run in their own tiers, so the summary shows each install path.
 ADDON_MARKERS = "install_extension or install_legacy or gui"
-CORE_IN_BLENDER = f"not fake_bpy and not ({ADDON_MARKERS})"
+CORE_IN_BLENDER = f"not fake_bpy and not docs and not ({ADDON_MARKERS})"
 
 
 def _blender_tier(tier: str, markers: str, **extra: str) -> Outcome:
@@ -153,6 +155,11 @@ def tier_blender_gui() -> Outcome:
     return _blender_tier("blender-gui", "gui")
 
 
+def tier_docs() -> Outcome:
+    python = _setup.docs_python()
+    return _pytest_tier("docs", [str(python), "-m", "pytest", "-m", "docs"], _env("docs"))
+
+
 TIERS = {
     "cpython": tier_cpython,
     "blender-background": tier_blender_background,
@@ -162,6 +169,7 @@ TIERS = {
     "install-bpy-4.2.23": tier_install_bpy("4.2.23"),
     "install-legacy-blender": tier_install_legacy,
     "blender-gui": tier_blender_gui,
+    "docs": tier_docs,
 }
 
 
