@@ -51,10 +51,15 @@ def _ms_axis(axis) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v * 1e3:g}"))
 
 
-def _footer(fig, results: dict) -> None:
+def _save(fig, results: dict, path: Path, bottom: float = 0.03) -> Path:
+    """Lay the figure out above a footer line that says which run it shows, and write it."""
     info = results["info"]
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.text(0.01, 0.005, f"{info['date']} · Blender {info['blender']} · {info['machine']['description']} · "
                           f"`{info['command']}`", fontsize=7.5, color=GREY, va="bottom")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def round_trip(results: dict, out: Path) -> Path:
@@ -87,12 +92,7 @@ def round_trip(results: dict, out: Path) -> Path:
     ax.set_title("Waiting for Blender's main thread in the UI: mainthread_tasks vs the docs recipe", loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=2, fontsize=8.5, alignment="left",
               title="median round trip (round trips measured)", title_fontsize=8.5)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _footer(fig, results)
-    path = out / "round_trip.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, results, out / "round_trip.png")
 
 
 def stall(results: dict, out: Path) -> Path:
@@ -145,12 +145,7 @@ def stall(results: dict, out: Path) -> Path:
     bottom.set_title(f"mainthread_tasks alone: p99 {milliseconds(ours['p99'])}, {verdict}; "
                      f"longest {milliseconds(longest['gap'])}", loc="left")
     bottom.legend(loc="upper left", fontsize=8, ncol=2)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _footer(fig, results)
-    path = out / "stall.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, results, out / "stall.png")
 
 
 THROUGHPUT = (  # (key in the results, label, ours?)
@@ -181,12 +176,7 @@ def throughput(results: dict, out: Path) -> Path:
     ax.set_xlabel(f"tasks per second: {bg['producers']} producer threads, the main thread drains "
                   f"(bar: best of {bg['throughput_repeats']}, dots: every repeat)")
     ax.set_title("Throughput in blender --background: mainthread_tasks (blue) vs the anchors", loc="left")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _footer(fig, results)
-    path = out / "throughput.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, results, out / "throughput.png", bottom=0.04)
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,6 @@ broken link or a reference to a name the API does not have. The README's own lin
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import sys
@@ -17,21 +16,14 @@ from pathlib import Path
 import pytest
 
 import mainthread_tasks
-from tests.support import ROOT, run
+from tests.support import ROOT, load_script, run
 
 pytestmark = pytest.mark.docs
 
 BUILD_TIMEOUT = 100  # seconds; a build takes a few
 
 
-def _load_docs_script():
-    spec = importlib.util.spec_from_file_location("mainthread_tasks_docs_script", ROOT / "scripts" / "docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-docs_script = _load_docs_script()
+docs_script = load_script("docs")
 
 
 def _build(project: Path, site: Path):
