@@ -3,7 +3,7 @@
     <bench venv>/bin/python bench/_plots.py bench/results/latest.json OUT_DIR
 
 ``bench/run.py`` runs this in its own venv (``scripts/_setup.py`` ``bench_python()``, matplotlib
-pinned there), never inside Blender; ``python3 bench/run.py --plots`` draws them again from the
+pinned there), never inside Blender; ``python3 bench/run.py --report`` draws them again from the
 latest results. Writes, and prints the paths of:
 
 - ``round_trip.png``: how long a worker waits for the main thread in Blender's UI, every round trip

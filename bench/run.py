@@ -5,7 +5,7 @@
     python3 bench/run.py --quick          # a smoke run of the pipeline (figures not meaningful)
     python3 bench/run.py --skip-gui       # background mode only (no Xvfb needed)
     python3 bench/run.py --skip-background  # GUI mode only
-    python3 bench/run.py --plots          # draw the plots again from bench/results/latest.json
+    python3 bench/run.py --report         # the table and plots again from bench/results/latest.json
     BLENDER=/opt/blender/blender python3 bench/run.py
 
 Background mode (``blender --background``, the main thread drains with ``pump``): throughput of
@@ -188,6 +188,8 @@ def gui_rows(gui: dict) -> list[dict]:
         _row("GUI round trip p99", rt["ours"]["p99"], _time, "docs recipe (1.0 s timer) p99", rt["docs_recipe_1.0s"]["p99"]),
         _row("GUI round trip p50", rt["ours"]["p50"], _time, "0.3 s polling timer p50", rt["poll_0.3s"]["p50"]),
         _row(f"p99 {backlog}", stall["ours"]["p99"], _time, STALL_TARGET, budget + idle["p99"], 1.0),
+        _row(f"p99 {backlog}, every frame less the machine's pauses measured in it", net_p99(stall["ours"]), _time,
+             STALL_TARGET, budget + idle["p99"]),
         _row(f"longest {backlog}: {longest_stall_parts(stall['ours']['worst_gaps'][0])}", stall["ours"]["max"], _time,
              STALL_TARGET, budget + idle["p99"]),
         _row(f"p50 {backlog}", stall["ours"]["p50"], _time, "tick budget + idle pass p50", budget + one_pass),
@@ -216,11 +218,21 @@ def longest_stall_parts(gap: dict) -> str:
             f"+ {_time(gap['outside'])} outside both")
 
 
+def net_p99(ours: dict) -> float:
+    """The p99 frame time less what the machine paused the main thread inside each frame: the time
+    its tasks (busy-waits) ran past their length, and the time outside Blender's part and the
+    add-on's pass."""
+    s = ours["series"]
+    net = sorted(gap - paused - outside for gap, paused, outside in zip(s["gap"], s["task_pauses"], s["outside"]))
+    return net[min(len(net) - 1, int(0.99 * len(net)))]
+
+
 def stall_verdict(gui: dict) -> str:
     """The stall target as one line: PASS or MISS, the longest stall and its parts next to it."""
     ours, bound = gui["stall"]["ours"], gui["tick_budget"] + gui["idle_pass"]["p99"]
     verdict = "PASS" if ours["p99"] <= bound else "MISS"
-    return (f"UI stall target (p99 ≤ {STALL_TARGET}): {verdict}: p99 {_time(ours['p99'])} against {_time(bound)}; "
+    return (f"UI stall target (p99 ≤ {STALL_TARGET}): {verdict}: p99 {_time(ours['p99'])} against {_time(bound)} "
+            f"({_time(net_p99(ours))} less the machine's pauses measured in the frames); "
             f"longest {_time(ours['max'])} = {longest_stall_parts(ours['worst_gaps'][0])}")
 
 
@@ -278,29 +290,14 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(re.sub(r"\[\n\s+([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s+", ", ", m.group(1)) + "]", text) + "\n")
 
 
-def main(argv: list[str]) -> int:
-    if "--plots" in argv:  # draw the plots again from the latest results, measuring nothing
-        for path in plots(RESULTS / "latest.json"):
-            print(f"wrote {path}")
-        return 0
-    quick = "--quick" in argv
-    blender = _setup.blender_executable()
-    started = time.monotonic()
-    info = {"command": " ".join([COMMAND, *argv]), "machine": machine(),
-            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick}
-    results: dict = {}
-    rows: list[dict] = []
-    RESULTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mainthread_tasks-bench-") as scratch:
-        if "--skip-background" not in argv:
-            results["background"] = run_background(blender, Path(scratch), quick)
-            rows += background_rows(results["background"])
-        if "--skip-gui" not in argv:
-            results["gui"] = run_gui(blender, Path(scratch), quick)
-            rows += gui_rows(results["gui"])
-    some = results.get("background") or results.get("gui") or {}
-    info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
-                blender=some.get("blender", "?"), python=some.get("python", "?"))
+def rows_of(results: dict) -> list[dict]:
+    return [*(background_rows(results["background"]) if "background" in results else []),
+            *(gui_rows(results["gui"]) if "gui" in results else [])]
+
+
+def report(info: dict, results: dict) -> list[dict]:
+    """Print the table, write latest.json, latest.md and the plots; return the rows."""
+    rows = rows_of(results)
     print_table(rows)
     write_json(RESULTS / "latest.json", {"info": info, "rows": rows, "results": results})
     (RESULTS / "latest.md").write_text(markdown(rows, info))
@@ -309,6 +306,36 @@ def main(argv: list[str]) -> int:
         print(stall_verdict(results["gui"]))
     written = [RESULTS / "latest.json", RESULTS / "latest.md", *plots(RESULTS / "latest.json")]
     print("wrote " + ", ".join(str(path.relative_to(ROOT)) for path in written))
+    return rows
+
+
+def measure(argv: list[str]) -> tuple[dict, dict]:
+    """Run the benchmarks in Blender; return (info, results)."""
+    quick = "--quick" in argv
+    blender = _setup.blender_executable()
+    started = time.monotonic()
+    info = {"command": " ".join([COMMAND, *argv]), "machine": machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick}
+    results: dict = {}
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mainthread_tasks-bench-") as scratch:
+        if "--skip-background" not in argv:
+            results["background"] = run_background(blender, Path(scratch), quick)
+        if "--skip-gui" not in argv:
+            results["gui"] = run_gui(blender, Path(scratch), quick)
+    some = results.get("background") or results.get("gui") or {}
+    info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
+                blender=some.get("blender", "?"), python=some.get("python", "?"))
+    return info, results
+
+
+def main(argv: list[str]) -> int:
+    if "--report" in argv:  # the table and the plots again from the latest results, measuring nothing
+        latest = json.loads((RESULTS / "latest.json").read_text())
+        info, results = latest["info"], latest["results"]
+    else:
+        info, results = measure(argv)
+    rows = report(info, results)
     missed = [r["figure"] for r in rows if r["result"] == "MISS"]
     if missed:
         print(f"MISSED {len(missed)} target(s): " + "; ".join(missed))
