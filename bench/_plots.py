@@ -1,10 +1,10 @@
 """The benchmark's plots, drawn with matplotlib from a results file of ``bench/run.py``.
 
-    <bench venv>/bin/python bench/_plots.py bench/results/latest.json OUT_DIR
+    <bench venv>/bin/python bench/_plots.py bench/results/latest.json OUT_DIR [PREFIX]
 
 ``bench/run.py`` runs this in its own venv (``scripts/_setup.py`` ``bench_python()``, matplotlib
 pinned there), never inside Blender; ``python3 bench/run.py --report`` draws them again from the
-latest results. Writes, and prints the paths of:
+latest results. Writes, and prints the paths of (each name after PREFIX, if given):
 
 - ``round_trip.png``: how long a worker waits for the main thread in Blender's UI, every round trip
   of each mechanism as a cumulative distribution on a log scale (ours, ours after quiet spells, the
@@ -62,7 +62,7 @@ def _save(fig, results: dict, path: Path, bottom: float = 0.03) -> Path:
     return path
 
 
-def round_trip(results: dict, out: Path) -> Path:
+def round_trip(results: dict, out: Path, prefix: str = "") -> Path:
     """Cumulative distributions of the GUI round trips, log scale."""
     gui = results["results"]["gui"]
     rt = gui["round_trip"]
@@ -92,10 +92,10 @@ def round_trip(results: dict, out: Path) -> Path:
     ax.set_title("Waiting for Blender's main thread in the UI: mainthread_tasks vs the docs recipe", loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=2, fontsize=8.5, alignment="left",
               title="median round trip (round trips measured)", title_fontsize=8.5)
-    return _save(fig, results, out / "round_trip.png")
+    return _save(fig, results, out / f"{prefix}round_trip.png")
 
 
-def stall(results: dict, out: Path) -> Path:
+def stall(results: dict, out: Path, prefix: str = "") -> Path:
     """The frame time pass by pass while the backlog drains: ours next to the docs recipe (log
     scale), then ours alone with every frame split into its parts."""
     gui = results["results"]["gui"]
@@ -145,7 +145,7 @@ def stall(results: dict, out: Path) -> Path:
     bottom.set_title(f"mainthread_tasks alone: p99 {milliseconds(ours['p99'])}, {verdict}; "
                      f"longest {milliseconds(longest['gap'])}", loc="left")
     bottom.legend(loc="upper left", fontsize=8, ncol=2)
-    return _save(fig, results, out / "stall.png")
+    return _save(fig, results, out / f"{prefix}stall.png")
 
 
 THROUGHPUT = (  # (key in the results, label, ours?)
@@ -157,7 +157,7 @@ THROUGHPUT = (  # (key in the results, label, ours?)
 )
 
 
-def throughput(results: dict, out: Path) -> Path:
+def throughput(results: dict, out: Path, prefix: str = "") -> Path:
     """Tasks per second, 8 producer threads, the main thread draining with pump(): best repeat as a
     bar, every repeat as a dot."""
     bg = results["results"]["background"]
@@ -176,11 +176,12 @@ def throughput(results: dict, out: Path) -> Path:
     ax.set_xlabel(f"tasks per second: {bg['producers']} producer threads, the main thread drains "
                   f"(bar: best of {bg['throughput_repeats']}, dots: every repeat)")
     ax.set_title("Throughput in blender --background: mainthread_tasks (blue) vs the anchors", loc="left")
-    return _save(fig, results, out / "throughput.png", bottom=0.04)
+    return _save(fig, results, out / f"{prefix}throughput.png", bottom=0.04)
 
 
 def main(argv: list[str]) -> int:
     source, out = Path(argv[0]), Path(argv[1])
+    prefix = argv[2] if len(argv) > 2 else ""
     results = json.loads(source.read_text())
     drawn = []
     if "gui" in results["results"]:
@@ -188,9 +189,9 @@ def main(argv: list[str]) -> int:
             print(f"{source} holds no raw samples (written before the plots existed): run python3 bench/run.py",
                   file=sys.stderr)
             return 1
-        drawn += [round_trip(results, out), stall(results, out)]
+        drawn += [round_trip(results, out, prefix), stall(results, out, prefix)]
     if "background" in results["results"]:
-        drawn.append(throughput(results, out))
+        drawn.append(throughput(results, out, prefix))
     for path in drawn:
         print(path)
     return 0

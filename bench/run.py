@@ -5,17 +5,21 @@
     python3 bench/run.py --quick          # a smoke run of the pipeline (figures not meaningful)
     python3 bench/run.py --skip-gui       # background mode only (no Xvfb needed)
     python3 bench/run.py --skip-background  # GUI mode only
+    python3 bench/run.py --skip-process   # without run_in_process's figures (bench/bench_process.py)
     python3 bench/run.py --report         # the table and plots again from bench/results/latest.json
     BLENDER=/opt/blender/blender python3 bench/run.py
+    python3 bench/run.py --blender-5.2    # Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)
 
 Background mode (``blender --background``, the main thread drains with ``pump``): throughput of
 ``post_on_main``, ``run_on_main`` and their anchors, the blocking round trip, memory. GUI mode
 (``xvfb-run ... blender``, Blender's real event loop): round-trip latency, the longest stall while a
-backlog drains, idle CPU. Every anchor is measured in the same run as the figure it is compared with;
-the table shows the ratio, the target and PASS/MISS. Writes bench/results/latest.json (the figures
-and the raw samples), latest.md (the table) and the plots (bench/_plots.py: round_trip.png,
-stall.png, throughput.png). Exit status 1 if a target was missed or a run failed. docs/performance.md
-says what each line measures.
+backlog drains, idle CPU. Processes (``bench/bench_process.py``): run_in_process's speed-up on
+CPU-bound tasks and its per-task overhead next to ProcessPoolExecutor's. Every anchor is measured in
+the same run as the figure it is compared with; the table shows the ratio, the target and PASS/MISS.
+Writes bench/results/latest.json (the figures and the raw samples), latest.md (the table) and the
+plots (bench/_plots.py: round_trip.png, stall.png, throughput.png); with ``--blender-5.2``,
+blender-5.2.json, .md and blender-5.2-*.png. Exit status 1 if a target was missed or a run failed.
+docs/performance.md says what each line measures.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(BENCH))
 import _setup  # noqa: E402
+import bench_process  # noqa: E402
 
 BACKGROUND_TIMEOUT = 900  # seconds
 GUI_TIMEOUT = 600
@@ -47,7 +52,7 @@ COMMAND = "python3 bench/run.py"
 
 
 def _run_blender(label: str, command: list[str], out: Path, timeout: int, env: dict | None = None) -> dict:
-    print(f"[bench] {label}: {' '.join(command)}", flush=True)
+    print(f"[bench] {label}: {_setup.shown(command)}", flush=True)
     started = time.monotonic()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -62,16 +67,25 @@ def _run_blender(label: str, command: list[str], out: Path, timeout: int, env: d
     return result
 
 
-def run_background(blender: str, scratch: Path, quick: bool) -> dict:
+def blender_commands(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the command that runs Blender, the one that runs xvfb-run): $BLENDER or Debian's 3.4.1 on this
+    machine, or with ``--blender-5.2`` both inside the sid chroot."""
+    if "--blender-5.2" in argv:
+        inside = _setup.sid_command()
+        return [*inside, "blender"], [*inside, "xvfb-run"]
+    return [_setup.blender_executable()], [_setup.xvfb_run()]
+
+
+def run_background(blender: list[str], scratch: Path, quick: bool) -> dict:
     out = scratch / "background.json"
-    command = [blender, "--background", "--factory-startup", "--python-exit-code", "1",
+    command = [*blender, "--background", "--factory-startup", "--python-exit-code", "1",
                "--python", str(BENCH / "bench_background.py"), "--", str(out)] + (["--quick"] if quick else [])
     return _run_blender("background", command, out, BACKGROUND_TIMEOUT)
 
 
-def run_gui(blender: str, scratch: Path, quick: bool) -> dict:
+def run_gui(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> dict:
     out = scratch / "gui.json"
-    command = [_setup.xvfb_run(), "-a", "-s", "-screen 0 1280x720x24", blender, "--factory-startup",
+    command = [*xvfb_run, "-a", "-s", "-screen 0 1280x720x24", blender[-1], "--factory-startup",
                "--python", str(BENCH / "bench_gui.py"), "--", str(out)] + (["--quick"] if quick else [])
     user = scratch / "user"  # keep the user's own Blender config (recent files...) untouched
     user.mkdir(exist_ok=True)
@@ -270,11 +284,11 @@ def markdown(rows: list[dict], info: dict) -> str:
 # -- the plots -----------------------------------------------------------------------------------
 
 
-def plots(json_path: Path) -> list[Path]:
+def plots(json_path: Path, prefix: str = "") -> list[Path]:
     """The plots of a results file, drawn by bench/_plots.py with matplotlib in the bench's own venv
-    (never inside Blender). Returns the files written."""
+    (never inside Blender), named ``<prefix><plot>.png``. Returns the files written."""
     python = _setup.bench_python()
-    proc = subprocess.run([str(python), str(BENCH / "_plots.py"), str(json_path), str(json_path.parent)],
+    proc = subprocess.run([str(python), str(BENCH / "_plots.py"), str(json_path), str(json_path.parent), prefix],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode:
         raise RuntimeError(f"the plots failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -292,19 +306,21 @@ def write_json(path: Path, data: dict) -> None:
 
 def rows_of(results: dict) -> list[dict]:
     return [*(background_rows(results["background"]) if "background" in results else []),
-            *(gui_rows(results["gui"]) if "gui" in results else [])]
+            *(gui_rows(results["gui"]) if "gui" in results else []),
+            *(bench_process.rows(results["process"]) if "process" in results else [])]
 
 
-def report(info: dict, results: dict) -> list[dict]:
-    """Print the table, write latest.json, latest.md and the plots; return the rows."""
+def report(info: dict, results: dict, name: str = "latest") -> list[dict]:
+    """Print the table, write <name>.json, <name>.md and the plots; return the rows."""
     rows = rows_of(results)
     print_table(rows)
-    write_json(RESULTS / "latest.json", {"info": info, "rows": rows, "results": results})
-    (RESULTS / "latest.md").write_text(markdown(rows, info))
+    write_json(RESULTS / f"{name}.json", {"info": info, "rows": rows, "results": results})
+    (RESULTS / f"{name}.md").write_text(markdown(rows, info))
     print(f"\n{info['machine']['description']}; Blender {info['blender']}; {info['seconds']:.0f} s")
     if "gui" in results:
         print(stall_verdict(results["gui"]))
-    written = [RESULTS / "latest.json", RESULTS / "latest.md", *plots(RESULTS / "latest.json")]
+    prefix = "" if name == "latest" else f"{name}-"
+    written = [RESULTS / f"{name}.json", RESULTS / f"{name}.md", *plots(RESULTS / f"{name}.json", prefix)]
     print("wrote " + ", ".join(str(path.relative_to(ROOT)) for path in written))
     return rows
 
@@ -312,7 +328,7 @@ def report(info: dict, results: dict) -> list[dict]:
 def measure(argv: list[str]) -> tuple[dict, dict]:
     """Run the benchmarks in Blender; return (info, results)."""
     quick = "--quick" in argv
-    blender = _setup.blender_executable()
+    blender, xvfb_run = blender_commands(argv)
     started = time.monotonic()
     info = {"command": " ".join([COMMAND, *argv]), "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick}
@@ -322,20 +338,23 @@ def measure(argv: list[str]) -> tuple[dict, dict]:
         if "--skip-background" not in argv:
             results["background"] = run_background(blender, Path(scratch), quick)
         if "--skip-gui" not in argv:
-            results["gui"] = run_gui(blender, Path(scratch), quick)
-    some = results.get("background") or results.get("gui") or {}
+            results["gui"] = run_gui(blender, xvfb_run, Path(scratch), quick)
+        if "--skip-process" not in argv:
+            results["process"] = bench_process.run(blender, Path(scratch), quick)
+    some = results.get("background") or results.get("gui") or results.get("process", {}).get("cpu") or {}
     info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
                 blender=some.get("blender", "?"), python=some.get("python", "?"))
     return info, results
 
 
 def main(argv: list[str]) -> int:
+    name = "blender-5.2" if "--blender-5.2" in argv else "latest"
     if "--report" in argv:  # the table and the plots again from the latest results, measuring nothing
-        latest = json.loads((RESULTS / "latest.json").read_text())
+        latest = json.loads((RESULTS / f"{name}.json").read_text())
         info, results = latest["info"], latest["results"]
     else:
         info, results = measure(argv)
-    rows = report(info, results)
+    rows = report(info, results, name)
     missed = [r["figure"] for r in rows if r["result"] == "MISS"]
     if missed:
         print(f"MISSED {len(missed)} target(s): " + "; ".join(missed))

@@ -7,9 +7,12 @@ thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` 
 
 from __future__ import annotations
 
+from ._async import main_loop, run_async
 from ._blender import register, set_tick_budget, unregister
 from ._errors import MainThreadTasksError, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
+from ._headless import run_forever
+from ._process import run_in_process, set_process_workers
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
@@ -18,6 +21,7 @@ __all__ = (
     "MainThreadFuture",
     "MainThreadTasksError",
     "NotMainThreadError",
+    "ProcessDied",
     "SchedulerStopped",
     "Stats",
     "ThreadScope",
@@ -25,11 +29,16 @@ __all__ = (
     "call_on_main",
     "is_main_thread",
     "joined_threads",
+    "main_loop",
     "main_thread",
     "post_on_main",
     "pump",
     "register",
+    "run_async",
+    "run_forever",
+    "run_in_process",
     "run_on_main",
+    "set_process_workers",
     "set_tick_budget",
     "stats",
     "unregister",
@@ -37,12 +46,24 @@ __all__ = (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # ProcessDied is made on first use: see _errors.process_died().
+    if name == "ProcessDied":
+        from ._errors import process_died
+
+        globals()[name] = value = process_died()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Legacy add-on metadata (Blender <= 4.1); Blender >= 4.2 reads blender_manifest.toml instead.
+# "blender": the oldest series a tier runs the legacy add-on in (install-legacy-blender: 3.4.1).
 bl_info = {
     "name": "Main Thread Tasks",
     "author": "mainthread_tasks developers",
     "version": (0, 1, 0),
-    "blender": (3, 0, 0),
+    "blender": (3, 4, 0),
     "location": "Edit > Preferences > Add-ons > Main Thread Tasks",
     "description": "Lets worker threads run bpy work safely on Blender's main thread",
     "category": "Development",

@@ -230,6 +230,13 @@ def _bpy():
     return bpy
 
 
+def in_blender_ui() -> bool:
+    """True inside Blender's UI, where the add-on's timer drains the queue; False headless (the
+    binary's ``--background``, the ``bpy`` module), and on plain Python."""
+    bpy = _bpy()
+    return bpy is not None and getattr(getattr(bpy, "app", None), "background", True) is False
+
+
 def _is_enabled_addon(bpy) -> bool:
     # True when Blender lists this package in Edit > Preferences > Add-ons: the installed add-on or
     # extension, not a copy bundled inside another add-on. addon_utils adds the entry before it

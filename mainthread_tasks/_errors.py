@@ -1,11 +1,16 @@
-"""The exceptions raised by mainthread_tasks (no bpy, no state)."""
+"""The exceptions raised by mainthread_tasks (no bpy, no state but ``ProcessDied``, made on first use)."""
 
 from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING
 
 __all__ = (
     "MainThreadTasksError",
     "SchedulerStopped",
     "NotMainThreadError",
+    "ProcessDied",
     "ThreadsStillRunning",
 )
 
@@ -44,3 +49,51 @@ class ThreadsStillRunning(MainThreadTasksError, TimeoutError):
             f"{len(self.threads)} thread(s) still running after {timeout:g} s: {names}; "
             "make them finish (or pass a longer timeout) before the block ends"
         )
+
+
+# ProcessDied subclasses concurrent.futures.process.BrokenProcessPool, and that module imports
+# multiprocessing. In Debian's Blender 3.4.1 a --python script that imports multiprocessing makes
+# Blender crash at exit (multiprocessing aliases sys.modules["__mp_main__"] to the script's
+# temporary __main__, which Blender frees before addon_utils.disable_all() touches it). So the class
+# is made on first use -- a worker process died, or somebody asked for mainthread_tasks.ProcessDied
+# -- and that alias, when the import made it inside Blender, is removed again.
+
+if TYPE_CHECKING:
+    from concurrent.futures.process import BrokenProcessPool
+
+    class ProcessDied(MainThreadTasksError, BrokenProcessPool):
+        pass
+
+_process_died = None
+_process_died_lock = threading.Lock()  # must be held while making ProcessDied
+
+_PROCESS_DIED_DOC = """A worker process of ``run_in_process`` died (``os._exit``, a crash, killed) while running a task.
+
+Only that task's Future fails with it; a new worker process takes the next task. It is also a
+``concurrent.futures.process.BrokenProcessPool``, like ProcessPoolExecutor's error for the same event.
+"""
+
+
+def process_died() -> type:
+    """The ``ProcessDied`` class, made on first use (see above). Any thread."""
+    global _process_died
+    if _process_died is None:
+        with _process_died_lock:
+            if _process_died is None:
+                had_multiprocessing = "multiprocessing" in sys.modules
+                from concurrent.futures.process import BrokenProcessPool
+
+                main = sys.modules.get("__main__")
+                if not had_multiprocessing and "bpy" in sys.modules and main is not None \
+                        and sys.modules.get("__mp_main__") is main:
+                    del sys.modules["__mp_main__"]
+                made = type("ProcessDied", (MainThreadTasksError, BrokenProcessPool), {"__doc__": _PROCESS_DIED_DOC})
+                made.__module__ = __name__
+                _process_died = made
+    return _process_died
+
+
+def __getattr__(name: str):
+    if name == "ProcessDied":
+        return process_died()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,11 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 
 - state defaults live on the class and ``__init__`` is ``object.__init__``: creating a future runs
   no Python code and sets no attribute;
-- one module-wide lock, ``_state_lock``, guards the state of every MainThreadFuture; the per-future
-  ``_condition`` (built on that same lock, so ``wait``'s ``_AcquireFutures`` stays correct) and the
-  ``_waiters``/``_done_callbacks`` lists are only made when somebody waits or adds a callback;
+- each future's lock (``_lock``), its ``_condition`` (built on that lock) and its
+  ``_waiters``/``_done_callbacks`` lists are only made when somebody needs them: to wait, add a
+  callback, cancel, or set a result from outside. A lock of its own per future matters:
+  ``concurrent.futures.wait`` and ``as_completed`` take every future's ``_condition`` in ``id()``
+  order, which is deadlock-free only if no two futures share a lock;
 - ``cancel()`` notifies waiters at once (state ``CANCELLED_AND_NOTIFIED``): nobody has to dequeue a
   cancelled task before ``concurrent.futures.wait`` sees it;
 - the main thread starts and finishes a task's future without taking the lock (the scheduler's
@@ -20,23 +22,27 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
   * start: ``setdefault("_state", RUNNING)``. ``_state`` stays off the instance (the class says
     PENDING) until the main thread starts the task or ``cancel()`` cancels it; both write it with
     setdefault, so exactly one of them wins.
-  * finish: the result is stored, then ``setdefault("_sync", None)``. Whoever is about to wait on
-    the future or add a callback first sets ``_sync`` to True (``_watch``), then takes the lock and
-    reads the state. If the main thread finds True, somebody may be waiting: it finishes under the
-    lock and notifies, as Future does. If it finds nothing, it leaves None and writes FINISHED
-    right after; whoever comes later finds None, knows no notification is owed to it, waits for
-    the state to read FINISHED (a few bytecodes of the main thread) and goes on as with any
-    finished future. Either way a waiter sees a done state or gets exactly one notification.
+  * finish: ``setdefault("_sync", None)``, then the result and FINISHED are stored. Whoever is
+    about to wait on the future, add a callback or set its result from outside first sets
+    ``_sync`` to True (``_watch``), then takes the lock and reads the state. If the main thread
+    finds True, somebody may be waiting: it finishes under the lock and notifies, as Future does
+    (``_finish``). If it finds nothing, it leaves None and writes the result and FINISHED right
+    after; whoever comes later finds None, knows no notification is owed to it, waits for the
+    state to read FINISHED (a few bytecodes of the main thread) and goes on as with any finished
+    future. Either way a waiter sees a done state or gets exactly one notification.
 
-``set_result``/``set_exception``/``cancel`` called by anybody else always take the lock. Waiting on
-the main thread never blocks it: ``result()``/``exception()`` call the hook that the scheduler
-installs (``_wait_on_main``), which runs queued tasks while waiting.
+``set_result``/``set_exception``/``cancel`` called by anybody else always take the lock. A task that
+sets its own Future's result keeps it: the first result wins, as with any Future, and the
+dispatcher logs the misuse instead of raising it (``_finish``). Waiting on the main thread never
+blocks it: ``result()``/``exception()`` call the hook that the scheduler installs
+(``_wait_on_main``), which runs queued tasks while waiting.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from _thread import allocate_lock
+from _thread import RLock, allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (  # the state names Future's own code and wait() compare against
     CANCELLED,
@@ -52,11 +58,7 @@ from ._threadinfo import is_main_thread
 
 __all__ = ("MainThreadFuture", "waited_future")
 
-# Must be held while reading-then-changing the state of any MainThreadFuture (except the main
-# thread's lock-free start and finish, see the module docstring), and while touching its
-# _waiters/_done_callbacks. Reentrant because concurrent.futures.wait() acquires the _condition of
-# every future it waits on, and here they all share this lock.
-_state_lock = threading.RLock()
+logger = logging.getLogger("mainthread_tasks")
 
 _INFINITY = float("inf")
 _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -80,27 +82,38 @@ class MainThreadFuture(Future):
     # running queued tasks until the future is done or the timeout has passed.
     _wait_on_main = None
 
+    # RUNNING means the task runs on the main thread, up the stack of a main-thread wait: such a
+    # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
+    _runs_on_main = True
+
     # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
     __init__ = object.__init__
 
     def __getattr__(self, name: str):
-        # Only reached for attributes never set: the lazily made parts of Future's state. Whoever
-        # asks for them is about to wait on the future or add a callback to it.
+        # Only reached for attributes never set: the lazily made parts of Future's state.
+        # dict.setdefault is atomic: if two threads race to make one, both get the winner's.
+        attrs = self.__dict__
+        if name == "_lock":
+            # Must be held while reading-then-changing this future's state (except the main
+            # thread's lock-free start and finish, see the module docstring), and while touching
+            # its _waiters/_done_callbacks. Reentrant like Future's.
+            return attrs.setdefault("_lock", RLock())
         if name == "_condition" or name == "_waiters" or name == "_done_callbacks":
+            # Whoever asks for them is about to wait on the future or add a callback to it.
             self._watch()
-            made = threading.Condition(_state_lock) if name == "_condition" else []
-            return self.__dict__.setdefault(name, made)  # dict.setdefault is atomic
+            made = threading.Condition(self._lock) if name == "_condition" else []
+            return attrs.setdefault(name, made)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _watch(self) -> None:
         # Tell the main thread somebody may wait (see the module docstring). Call before taking
-        # _state_lock to read the state. Returns once a lock-free finish, if any, has completed.
+        # self._lock to read the state. Returns once a lock-free finish, if any, has completed.
         attrs = self.__dict__
         if attrs.setdefault("_sync", True) is not None:
             return
         delay = waited = 1e-6
-        # Bounded: only a KeyboardInterrupt landing inside the finish could keep it from ending,
-        # and this may run under _state_lock (concurrent.futures.wait), which must not stay held.
+        # Bounded, as a safeguard: the scheduler never lets Ctrl-C land inside a finish, and this
+        # may run under another future's lock (concurrent.futures.wait), which must not stay held.
         while attrs.get("_state") not in _DONE_STATES and waited < 10.0 and not is_main_thread():
             sleep(delay)  # lets the main thread run the few bytecodes left of its finish
             waited += delay
@@ -128,7 +141,7 @@ class MainThreadFuture(Future):
     # -- transitions -------------------------------------------------------------------------
 
     def _notify_locked(self, method: str) -> None:
-        # Caller holds _state_lock and has just moved the future to a done state.
+        # Caller holds self._lock and has just moved the future to a done state.
         attrs = self.__dict__
         waiters = attrs.get("_waiters")
         if waiters:
@@ -146,7 +159,7 @@ class MainThreadFuture(Future):
             self._invoke_callbacks()
 
     def cancel(self) -> bool:
-        with _state_lock:
+        with self._lock:
             attrs = self.__dict__
             state = attrs.get("_state")
             if state is None:  # pending: race the main thread's start() for it
@@ -170,25 +183,45 @@ class MainThreadFuture(Future):
             return False  # waiters were notified by cancel()
         raise RuntimeError(f"Future in unexpected state: {self!r}")
 
-    def _set_locked(self, attr: str, value, method: str) -> None:
-        with _state_lock:
+    def _set_locked(self, attr: str, value, method: str) -> bool:
+        # False (and nothing changed) if the future is already done.
+        with self._lock:
             if self._state in _DONE_STATES:
-                raise InvalidStateError(f"{self._state}: {self!r}")
+                return False
             setattr(self, attr, value)
             self._state = FINISHED
             self._notify_locked(method)
         self._invoke_callbacks_if_any()
+        return True
 
     def set_result(self, result) -> None:
-        self._set_locked("_result", result, "add_result")
+        self._watch()  # the main thread's finish must then lock: see the module docstring
+        if not self._set_locked("_result", result, "add_result"):
+            raise InvalidStateError(f"{self._state}: {self!r}")
 
     def set_exception(self, exception) -> None:
-        self._set_locked("_exception", exception, "add_exception")
+        self._watch()
+        if not self._set_locked("_exception", exception, "add_exception"):
+            raise InvalidStateError(f"{self._state}: {self!r}")
+
+    def _finish(self, attr: str, value, method: str) -> None:
+        """The main thread's finish of a task that somebody watches (or that failed). Never raises.
+
+        A task that set its own Future's result or exception keeps it (the first result wins, as
+        with any Future); the misuse is logged.
+        """
+        if not self._set_locked(attr, value, method):
+            logger.warning(
+                "%r: the task's %s was dropped: its Future was already done (set_result or "
+                "set_exception called on it while the task ran); the first result wins",
+                self,
+                "result" if attr == "_result" else "exception",
+            )
 
     def add_done_callback(self, fn) -> None:
         if self._state not in _DONE_STATES:
             self._watch()
-            with _state_lock:
+            with self._lock:
                 if self._state not in _DONE_STATES:
                     self._done_callbacks.append(fn)
                     return
@@ -208,7 +241,7 @@ class MainThreadFuture(Future):
         if self._state in _DONE_STATES:
             return
         if is_main_thread():
-            if self._state == RUNNING:
+            if self._state == RUNNING and self._runs_on_main:
                 # Only the main thread runs tasks, so this future's task is further up this very
                 # stack: waiting for it would never end.
                 raise RuntimeError(
@@ -219,7 +252,7 @@ class MainThreadFuture(Future):
             return
         deadline = None if timeout is None else monotonic() + timeout
         condition = self._condition  # made by _watch()ing first, before the state is read below
-        with _state_lock:
+        with condition:
             while self._state not in _DONE_STATES:
                 if deadline is None:
                     condition.wait()
@@ -264,4 +297,7 @@ def waited_future() -> tuple[MainThreadFuture, object]:
     waker.acquire()
     future._waker = waker
     future._sync = True  # watched from birth: finishing takes the lock and releases the waker
+    # Made here, by the waiting thread, so that the main thread's finish need not make one. Only
+    # the finish and a stop's cancel() take it, never nested: a plain lock is enough.
+    future._lock = allocate_lock()
     return future, waker

@@ -17,11 +17,13 @@ import functools
 import logging
 import math
 import numbers
-import os
 import select
+import signal
+import socket
 import threading
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from _thread import allocate_lock
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
 
@@ -105,6 +107,15 @@ class Stats:
     longest_task: float  #: longest single task
     longest_task_name: str
     slow_tasks: int  #: tasks that took longer than ``slow_task_seconds`` (each one is logged)
+    # run_in_process: process_submitted == process_completed + process_failed + process_cancelled
+    # + process_pending + process_running.
+    processes: int = 0  #: worker processes alive
+    process_submitted: int = 0  #: tasks accepted by run_in_process
+    process_completed: int = 0  #: returned a result
+    process_failed: int = 0  #: raised, lost with a dead worker, or stopped while running
+    process_cancelled: int = 0  #: never started: cancelled, or dropped when the pool stopped
+    process_pending: int = 0  #: waiting for a free worker process
+    process_running: int = 0  #: in a worker process now
 
 
 def stats() -> Stats:
@@ -128,6 +139,7 @@ def stats() -> Stats:
         longest_task=_longest_task,
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
+        **_process.counts(),
     )
 
 
@@ -139,15 +151,19 @@ def reset_stats() -> None:
         _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
+    _process.reset_counts()
 
 
 def task_name(fn) -> str:
-    """A readable name for a callable, for logs and stats."""
-    name = getattr(fn, "__qualname__", None)
-    if isinstance(name, str):
-        module = getattr(fn, "__module__", None)
-        return f"{module}.{name}" if isinstance(module, str) else name
-    return repr(fn)
+    """A readable name for a callable, for logs and stats. Never raises, whatever ``fn`` does."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+        if isinstance(name, str):
+            module = getattr(fn, "__module__", None)
+            return f"{module}.{name}" if isinstance(module, str) else name
+        return repr(fn)
+    except Exception:  # a proxy or command object whose __getattr__/__repr__ raises
+        return f"<{type(fn).__qualname__} object at {id(fn):#x}>"
 
 
 def _not_callable(fn) -> TypeError:
@@ -276,8 +292,90 @@ def main_thread(fn):
 # -- running: main thread ---------------------------------------------------------------------
 
 
-def _run_batch(limit: int, deadline: float | None, first=None) -> int:
-    """Run up to ``limit`` tasks: ``first`` if given, then queued ones. Main thread only.
+# -- Ctrl-C ------------------------------------------------------------------------------------
+#
+# Python runs a signal handler (SIGINT: KeyboardInterrupt, also from _thread.interrupt_main(), as
+# IDEs and debuggers use) on the main thread between any two bytecodes. Landing in the dispatcher
+# between taking an item off the queue and finishing its Future, the KeyboardInterrupt would lose
+# the item, or leave its Future running for ever and its call_on_main caller blocked. So while the
+# main thread dispatches, a guard handler stands in for Python's SIGINT handler. It looks at the
+# frames the signal interrupted: inside a task, or while the main thread sleeps waiting for work
+# (holding no item), it calls the original handler at once, so Ctrl-C interrupts a task or a wait
+# as usual; anywhere else in the dispatcher (its own bookkeeping, finishing a Future and the
+# done-callbacks that runs, logging, polling sources, rejecting the queue) it only records the
+# signal, and the dispatcher calls the original handler at its next safe point, after the task in
+# hand is finished, leaving the rest queued. Reading the frames costs nothing per task; it happens
+# only when a signal comes. Where Python runs no SIGINT handler (the Blender binary handles SIGINT
+# in C) nothing is swapped.
+
+_deferred_signal: tuple | None = None  # (signum, frame) of a SIGINT that landed outside a task
+_guarded_handler = None  # the SIGINT handler the guard stands in for
+
+
+def _sigint_guard(signum, frame) -> None:
+    global _deferred_signal
+    if _signal_may_raise_here(frame):
+        _guarded_handler(signum, frame)  # type: ignore[misc]
+        return
+    _deferred_signal = (signum, frame)
+    wake_main()
+
+
+def _signal_may_raise_here(frame) -> bool:
+    # Walk out from the interrupted frame to the innermost dispatcher frame (see "Ctrl-C" above).
+    called = None  # the frame that dispatcher frame called
+    while frame is not None:
+        code = frame.f_code
+        if code is _SLEEP_CODE:
+            return True  # waiting for work: holds no item
+        if code is _RUN_BATCH_CODE:
+            # Its task, or its own bookkeeping (finishing a Future, naming a task, logging)?
+            return called is not None and called.f_code not in _BATCH_BOOKKEEPING
+        if code in _DISPATCHER_CODES:
+            return False
+        called, frame = frame, frame.f_back
+    return True  # not dispatching after all
+
+
+def _defer_interrupts() -> bool:
+    """Install the guard unless it is (or Python runs no SIGINT handler). Main thread.
+
+    Returns True if it installed it: the caller must then ``_restore_interrupts()``.
+    """
+    global _guarded_handler
+    if _get_ident() != MAIN_THREAD_IDENT:
+        return False
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is _sigint_guard or not callable(handler):
+        return False
+    _guarded_handler = handler
+    try:
+        signal.signal(signal.SIGINT, _sigint_guard)
+    except ValueError:  # not the main interpreter
+        return False
+    return True
+
+
+def _restore_interrupts() -> None:
+    """Put the original SIGINT handler back; then deliver a signal the guard held back, if any."""
+    global _deferred_signal
+    if signal.getsignal(signal.SIGINT) is _sigint_guard:  # unless the code we ran installed its own
+        signal.signal(signal.SIGINT, _guarded_handler)
+    _deliver_deferred_signal()
+
+
+def _deliver_deferred_signal() -> None:
+    global _deferred_signal
+    if _deferred_signal is not None:
+        (signum, frame), _deferred_signal = _deferred_signal, None
+        _guarded_handler(signum, frame)  # type: ignore[misc]  # raises KeyboardInterrupt, usually
+
+
+# -- running: main thread ---------------------------------------------------------------------
+
+
+def _run_batch(limit: int, deadline: float | None) -> int:
+    """Run up to ``limit`` queued tasks. Main thread only, with the Ctrl-C guard installed.
 
     Returns how many ran (cancelled ones are skipped, not counted). ``limit`` is the queue length
     when the batch started, like asyncio's ``_run_once`` takes ``ntodo = len(self._ready)``: a task
@@ -287,11 +385,15 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
     leaves the UI time to redraw. A task's exception goes to its Future (or the log, for
     post_on_main) and the batch goes on; KeyboardInterrupt and SystemExit are recorded the same
     way, then re-raised here so that the main thread's own code decides what Ctrl-C or exit means
-    (the rest stays queued).
+    (the rest stays queued). A Ctrl-C that lands in the dispatcher itself ends the batch after the
+    task in hand (see "Ctrl-C" above).
 
     This is the hot loop, so it reads the clock once per task (a task's time runs from the end of
     the one before, so it includes taking it off the queue: well under a microsecond) and starts
     and finishes Futures inline, lock-free (the protocol is in ``_future``'s module docstring).
+    Like ``concurrent.futures``' ``_WorkItem.run`` it drops its references to the task before it
+    returns: a failed task's traceback holds this frame, which must not keep the task's Future,
+    function and arguments alive.
     """
     global _completed, _failed, _cancelled, _running
     global _longest_task, _longest_task_name, _slow_tasks
@@ -301,18 +403,15 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
     get_nowait = _get_nowait
     clock = perf_counter
     outer_running = _running  # a task waiting on a future runs a nested batch
+    future = fn = args = kwargs = attrs = result = None
     ended = clock()
     try:
         for taken in range(1, limit + 1):
-            if first is None:
-                try:
-                    future, fn, args, kwargs = get_nowait()
-                except Empty:
-                    taken -= 1
-                    break
-            else:
-                future, fn, args, kwargs = first
-                first = None
+            try:
+                future, fn, args, kwargs = get_nowait()
+            except Empty:
+                taken -= 1
+                break
             if future is None:  # post_on_main
                 _running = fn
                 try:
@@ -333,17 +432,17 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
                     result = fn(*args, **kwargs) if kwargs else fn(*args)
                 except BaseException as exc:
                     failed += 1
-                    future.set_exception(exc)
+                    future._finish("_exception", exc, "add_exception")
                     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                         raise
                     del exc
                 else:
-                    attrs["_result"] = result  # finish: lock-free unless watched
-                    if attrs.setdefault("_sync", None) is None:
+                    if attrs.setdefault("_sync", None) is None:  # finish: lock-free unless watched
+                        attrs["_result"] = result
                         attrs["_state"] = FINISHED
                     else:
-                        future.set_result(result)  # somebody waits: lock and notify
-                    del result
+                        future._finish("_result", result, "add_result")  # somebody waits: lock and notify
+                    result = None
             started, ended = ended, clock()
             elapsed = ended - started
             if elapsed >= notable:
@@ -357,9 +456,10 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
                         elapsed,
                     )
                 notable = min(_longest_task, slow)
-            if deadline is not None and ended + elapsed > deadline:
+            if _deferred_signal is not None or (deadline is not None and ended + elapsed > deadline):
                 break
     finally:
+        future = fn = args = kwargs = attrs = result = None
         _running = outer_running
         _completed += taken - failed - cancelled
         _failed += failed
@@ -370,10 +470,14 @@ def _run_batch(limit: int, deadline: float | None, first=None) -> int:
 def pump(timeout: float | None = 0.0) -> int:
     """Run the queued tasks now, in the calling thread, which must be the main thread.
 
-    If none is queued, first wait up to ``timeout`` seconds (``None``: no limit) for one. Runs the
+    If none is queued, first wait up to ``timeout`` seconds (``None``: no limit) for one (or for
+    ``wake_main()``, which ends the wait early). Runs the
     tasks that were queued when it started (tasks they queue run at the next call); returns how
-    many ran. This is how a ``--background`` script, where Blender timers never fire, gets its
-    workers' main-thread calls done (``joined_threads`` calls it for you).
+    many ran. Process results and asyncio steps that are ready are delivered too, and count. This
+    is how a ``--background`` script, where Blender timers never fire, gets its workers'
+    main-thread calls done (``joined_threads`` calls it for you). Ctrl-C interrupts the task
+    running or the wait; landing between tasks it takes effect after the task in hand, and no
+    task is lost either way.
 
     Raises:
         NotMainThreadError: called from another thread.
@@ -387,19 +491,30 @@ def pump(timeout: float | None = 0.0) -> int:
     if timeout is not None:
         timeout = _check_timeout(timeout, "pump()")
         if timeout == math.inf:
-            timeout = None  # the same, and lock waits overflow on inf
-    queued = _qsize()
-    if _sources:
-        return _pump_with_sources(queued, timeout)
-    if queued:
-        return _run_batch(queued, None)
-    if timeout == 0:
-        return 0
+            timeout = None
+    if timeout == 0 and not _sources and not _qsize():
+        return 0  # the common idle poll: nothing to guard
+    guarded = _defer_interrupts()
     try:
-        first = _queue.get(timeout=timeout)
-    except Empty:
-        return 0
-    return _run_batch(1 + _qsize(), None, first)
+        deadline = None if timeout is None else monotonic() + timeout
+        woken = False
+        while True:
+            queued = _qsize()
+            ran = _run_batch(queued, None) if queued else 0
+            if _sources:
+                ran += _poll_sources()
+            if ran or woken or _deferred_signal is not None:
+                return ran
+            if deadline is None:
+                wait = None
+            else:
+                wait = deadline - monotonic()
+                if wait <= 0:
+                    return 0
+            woken = _sleep(wait)
+    finally:
+        if guarded:
+            _restore_interrupts()
 
 
 def run_for(budget: float) -> int:
@@ -414,7 +529,12 @@ def run_for(budget: float) -> int:
     global _ticks, _last_tick, _longest_tick
     _ticks += 1
     started = perf_counter()
-    ran = _run_batch(_qsize(), started + budget)
+    guarded = _defer_interrupts()
+    try:
+        ran = _run_batch(_qsize(), started + budget)
+    finally:
+        if guarded:
+            _restore_interrupts()
     elapsed = _last_tick = perf_counter() - started
     if elapsed > _longest_tick:
         _longest_tick = elapsed
@@ -450,12 +570,26 @@ MainThreadFuture._wait_on_main = _wait_on_main
 #   stop(message) -> None: at the last unregister() and at exit; fails what is pending with
 #       SchedulerStopped(message), frees OS resources, never blocks long
 # pump() polls them after its queue batch and, when it has to wait, sleeps in poll(2) on their fds
-# plus a wake-up pipe that submissions write to only while the main thread sleeps there.
+# plus a wake-up socket that submissions write to only while the main thread sleeps there.
 
 _sources: tuple = ()  # replaced, never mutated: readers need no lock
 _sources_lock = threading.Lock()  # must be held while replacing _sources
-_wake_fds: tuple[int, int] | None = None  # (read end, write end), made on first use
-_main_asleep = False  # the main thread sleeps in poll(2) and must be woken through the pipe
+
+# How the main thread sleeps when it has nothing to run, and how others wake it. Submitters and
+# wake_main() ring only while ``_main_asleep`` says the main thread sleeps (it is raised before
+# the queue is checked a last time, so a task queued at any moment is either seen or rings):
+# - with no source, on the doorbell: a lock kept locked; ringing releases it. No syscall unless
+#   the main thread really waits on it, the cost of SimpleQueue.get's own wake-up;
+# - with sources, in poll(2) on their fds plus a wake socket; ringing writes a byte to it.
+_ASLEEP_ON_DOORBELL = 1
+_ASLEEP_ON_SOCKET = 2
+_main_asleep = 0
+_doorbell = allocate_lock()
+_doorbell.acquire()
+_wake_socks: tuple[socket.socket, socket.socket] | None = None  # (read end, write end), made on first use
+# Where poll(2) is missing (Windows), the sleep polls the sources' due times and the queue in
+# slices of this length, on the wake socket alone (pipes are not selectable there).
+_SLICE_WITHOUT_POLL = 0.01
 
 
 def add_source(source) -> None:
@@ -475,29 +609,49 @@ def remove_source(source) -> None:
 
 
 def wake_main() -> None:
-    """Wake the main thread if it sleeps in ``pump()`` waiting for work, so it looks again. Any thread.
+    """Wake the main thread if it sleeps in ``pump()`` waiting for work. Any thread.
 
-    Costs one global read when it does not sleep there.
+    That ``pump()`` then returns (0 if nothing was ready), so a caller looping on it looks at
+    its own condition again. Costs one global read when the main thread does not sleep there.
     """
-    if _main_asleep and _wake_fds is not None:
+    global _main_asleep
+    asleep = _main_asleep
+    if not asleep:
+        return
+    _main_asleep = 0  # one ring wakes it: the threads submitting after this one need not ring
+    if asleep == _ASLEEP_ON_DOORBELL:
         try:
-            os.write(_wake_fds[1], b"\0")
-        except (BlockingIOError, OSError):  # full: a wake-up is pending anyway; closed: exiting
+            _doorbell.release()
+        except RuntimeError:  # rung already, by a thread that read the flag at the same time
+            pass
+    elif _wake_socks is not None:
+        try:
+            _wake_socks[1].send(b"\0")
+        except OSError:  # full: a wake-up is pending anyway; closed: exiting
             pass
 
 
-def _wake_pipe() -> tuple[int, int]:
-    global _wake_fds
-    if _wake_fds is None:
-        read_end, write_end = os.pipe()
-        os.set_blocking(read_end, False)
-        os.set_blocking(write_end, False)
-        _wake_fds = (read_end, write_end)
-    return _wake_fds
+def _wake_socket() -> socket.socket:
+    global _wake_socks
+    if _wake_socks is None:
+        read_end, write_end = socket.socketpair()
+        read_end.setblocking(False)
+        write_end.setblocking(False)
+        _wake_socks = (read_end, write_end)
+    return _wake_socks[0]
+
+
+def _close_wake_socket() -> None:
+    global _wake_socks
+    socks, _wake_socks = _wake_socks, None  # made again if somebody pumps later (an atexit handler)
+    if socks is not None:
+        for sock in socks:
+            sock.close()
 
 
 def _poll_sources(deadline: float | None = None) -> int:
     # Main thread. A source's own failure is a bug of ours: log it, never stop the dispatcher.
+    # Sources run no user task directly (done-callbacks aside): a Ctrl-C is held back meanwhile.
     done = 0
     for source in _sources:
         try:
@@ -519,42 +673,69 @@ def sources_due() -> float | None:
     return soonest
 
 
-def _pump_with_sources(queued: int, timeout: float | None) -> int:
-    """pump() while sources exist: the queue, then the sources; if neither had work, wait for either."""
+def _sleep(wait: float | None) -> bool:
+    """Sleep until a task is queued, a source's fd is readable or due, ``wake_main()`` is called, or
+    ``wait`` s have passed. Returns True if something rang (rather than the time running out).
+
+    Main thread, holding no task: Ctrl-C here interrupts at once.
+    """
     global _main_asleep
-    deadline = None if timeout is None else monotonic() + timeout
-    while True:
-        ran = _run_batch(queued, None) if queued else 0
-        ran += _poll_sources()
-        if ran:
-            return ran
-        wait = None if deadline is None else deadline - monotonic()
-        if wait is not None and wait <= 0:
-            return 0
-        fds = [_wake_pipe()[0]]
-        for source in _sources:
-            fds.extend(source.fds())
-            due = source.due()
-            if due is not None and (wait is None or due < wait):
-                wait = max(due, 0.0)
+    if not _sources:
+        _main_asleep = _ASLEEP_ON_DOORBELL
+        try:
+            if _qsize():  # queued before the flag went up
+                return True
+            return _doorbell.acquire(True, -1 if wait is None else wait)
+        finally:
+            _main_asleep = 0
+    wake = _wake_socket()
+    fds = [wake.fileno()]
+    for source in _sources:
+        fds.extend(source.fds())
+        due = source.due()
+        if due is not None and (wait is None or due < wait):
+            wait = max(due, 0.0)
+    if _HAVE_POLL:
         poller = select.poll()
         for fd in fds:
             poller.register(fd, select.POLLIN)
-        _main_asleep = True
-        try:
-            if not _qsize():  # re-checked after raising the flag: a put before it is seen here
-                poller.poll(None if wait is None else math.ceil(wait * 1000))
-        finally:
-            _main_asleep = False
-            _drain_wake_pipe()
-        queued = _qsize()
-
-
-def _drain_wake_pipe() -> None:
+    elif wait is None or wait > _SLICE_WITHOUT_POLL:
+        wait = _SLICE_WITHOUT_POLL
+    _main_asleep = _ASLEEP_ON_SOCKET
+    ready = ()
     try:
-        while os.read(_wake_fds[0], 4096):  # type: ignore[index]
+        # Re-checked after raising the flag: a put, or work a source got from another thread
+        # (whose wake_main() found the flag down), before it is seen here.
+        if _qsize() or _sources_ready():
+            return True
+        if _HAVE_POLL:
+            ready = [fd for fd, _event in poller.poll(None if wait is None else math.ceil(wait * 1000))]
+        else:  # pragma: no cover - Windows
+            ready = [sock.fileno() for sock in select.select([wake], [], [], wait)[0]]
+    finally:
+        _main_asleep = 0
+    if wake.fileno() in ready:
+        _drain_wake_socket()
+        return True
+    return bool(ready)
+
+
+_HAVE_POLL = hasattr(select, "poll")
+
+
+def _sources_ready() -> bool:
+    for source in _sources:
+        due = source.due()
+        if due is not None and due <= 0.0:
+            return True
+    return False
+
+
+def _drain_wake_socket() -> None:
+    try:
+        while _wake_socks[0].recv(4096):  # type: ignore[index]
             pass
-    except (BlockingIOError, OSError):
+    except OSError:  # nothing (more) to read
         pass
 
 
@@ -576,24 +757,30 @@ def _reject_queued() -> int:
     """Cancel every queued task; return how many. Any thread.
 
     Futures are cancelled (threads blocked in call_on_main then raise SchedulerStopped); dropped
-    post_on_main tasks are logged by name, so nothing disappears silently.
+    post_on_main tasks are logged by name, so nothing disappears silently. On the main thread a
+    Ctrl-C cannot land between taking a task and cancelling it (see "Ctrl-C").
     """
     global _cancelled_at_stop
+    guarded = _defer_interrupts()  # on the main thread only
     rejected = 0
     dropped_posts = []
-    while True:
-        try:
-            future, fn, _args, _kwargs = _get_nowait()
-        except Empty:
-            break
-        rejected += 1
-        if future is None:
-            dropped_posts.append(fn)
-        else:
-            future.cancel()
-    if rejected:
-        with _lifecycle_lock:
-            _cancelled_at_stop += rejected
+    try:
+        while True:
+            try:
+                future, fn, _args, _kwargs = _get_nowait()
+            except Empty:
+                break
+            rejected += 1
+            if future is None:
+                dropped_posts.append(fn)
+            else:
+                future.cancel()
+    finally:
+        if rejected:
+            with _lifecycle_lock:
+                _cancelled_at_stop += rejected
+        if guarded:
+            _restore_interrupts()
     if dropped_posts:
         names = ", ".join(task_name(fn) for fn in dropped_posts[:5])
         more = f" and {len(dropped_posts) - 5} more" if len(dropped_posts) > 5 else ""
@@ -648,10 +835,26 @@ def shutdown_at_exit() -> None:
         _stopped = _STOPPED_BY_EXIT
     _reject_queued()
     _stop_sources(_STOPPED_BY_EXIT)
+    _close_wake_socket()
 
+
+from . import _process  # noqa: E402 - it imports this module (stats() reads its counters)
 
 try:
     # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).
     threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or already exiting
     pass
+
+
+# The frames the Ctrl-C guard looks for (see "Ctrl-C").
+_SLEEP_CODE = _sleep.__code__
+_RUN_BATCH_CODE = _run_batch.__code__
+_BATCH_BOOKKEEPING = frozenset(
+    {MainThreadFuture._finish.__code__, task_name.__code__, logging.Logger.error.__code__,
+     logging.Logger.warning.__code__}
+)
+_DISPATCHER_CODES = frozenset(
+    {pump.__code__, run_for.__code__, _poll_sources.__code__, _reject_queued.__code__,
+     _restore_interrupts.__code__, _deliver_deferred_signal.__code__}
+)

@@ -1,8 +1,21 @@
-"""``joined_threads``: start worker threads and join them, draining the queue meanwhile (no bpy)."""
+"""``joined_threads``: start worker threads and join them, draining the queue meanwhile (no bpy).
+
+Which threads a block owns -- the rule its docstring states -- is decided by lineage, recorded
+when a thread starts: while a block is open, ``threading.Thread.start`` notes which open block the
+starting thread works for (the main thread works for the innermost open block; a thread the block
+owns works for that block; any other thread for none). So a block owns what the code inside it
+started, however deep, and nothing that threads from before the block start (a server's
+per-connection threads, say). Two kinds of threads are never waited for, as they never end on
+their own: threads Python did not start (``_DummyThread``: C callbacks, ``_thread`` threads), and
+idle workers of a ``concurrent.futures.ThreadPoolExecutor`` (also behind asyncio's default
+executor), which belong to their executor; a pool worker that is running a work item is waited for.
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
+import weakref
 from contextlib import contextmanager
 from time import monotonic
 
@@ -30,42 +43,108 @@ except NameError:  # pragma: no cover - Python 3.10 (official Blender 3.x/4.0 bu
 # notices that a plain threading.Thread (which cannot wake it) has ended.
 _JOIN_POLL_SECONDS = 0.002
 
-# Failures of plain threading.Threads started inside an open scope, keyed by thread; collected by
-# the scope at exit. Only the main thread installs and removes the hook (scopes are main-only);
-# worker threads write here from inside the hook.
-_failures_lock = threading.Lock()  # must be held while mutating _plain_failures
-_plain_failures: dict[threading.Thread, BaseException] = {}
+# The block each thread started while blocks were open works for (see the module docstring).
+# Written by any thread as it starts one (single dict operations, atomic under the GIL).
+_owners: weakref.WeakKeyDictionary[threading.Thread, ThreadScope] = weakref.WeakKeyDictionary()
+# The open blocks, innermost last. Only the main thread changes it (blocks are main-thread only).
 _open_scopes: list[ThreadScope] = []
+# What the hooks below stand in for while blocks are open. Main thread only.
 _previous_excepthook = None
+_original_start = None
+_hook_state = threading.local()  # .active: this thread is inside _excepthook (a chain came back)
+
+
+def _owner_for_new_thread() -> ThreadScope | None:
+    current = threading.current_thread()
+    if current is threading.main_thread():
+        return _open_scopes[-1] if _open_scopes else None
+    scope = _owners.get(current)
+    return scope if scope is not None and not scope._closed else None
+
+
+def _recording_start(self: threading.Thread) -> None:
+    # Stands in for threading.Thread.start while blocks are open: note the new thread's block.
+    if self not in _owners:
+        scope = _owner_for_new_thread()
+        if scope is not None:
+            _owners[self] = scope
+    _original_start(self)  # type: ignore[misc]
 
 
 def _excepthook(args) -> None:
-    thread = args.thread
-    if thread is not None and args.exc_value is not None:
-        for scope in reversed(_open_scopes):
-            if scope._owns(thread):
-                with _failures_lock:
-                    _plain_failures[thread] = args.exc_value
-                return
-    (_previous_excepthook or threading.__excepthook__)(args)
+    # Stands in for threading.excepthook while blocks are open: a thread's failure goes to the
+    # block that owns it, if that block is still collecting; anything else goes on to the hook we
+    # replaced. Never to ourselves: another library's hook installed over ours may chain back here.
+    if getattr(_hook_state, "active", False):
+        threading.__excepthook__(args)
+        return
+    _hook_state.active = True
+    try:
+        if args.exc_type is SystemExit:
+            return  # as threading does: sys.exit() just ends the thread
+        scope = _owners.get(args.thread) if args.thread is not None else None
+        if scope is not None and args.exc_value is not None and scope._record(args.exc_value):
+            return
+        _report(args)
+    finally:
+        _hook_state.active = False
+
+
+def _report(args) -> None:
+    previous = _previous_excepthook
+    if previous is None or previous is _excepthook:
+        threading.__excepthook__(args)
+    else:
+        previous(args)
+
+
+def _install_hooks() -> None:
+    global _previous_excepthook, _original_start
+    if threading.excepthook is not _excepthook:
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _excepthook
+    if threading.Thread.start is not _recording_start:
+        _original_start = threading.Thread.start
+        threading.Thread.start = _recording_start  # type: ignore[method-assign]
+
+
+def _remove_hooks() -> None:
+    # Only where ours is still the one installed. If another library installed its own over ours,
+    # ours stays in its chain and, with no block open, passes everything on.
+    global _previous_excepthook, _original_start
+    if threading.excepthook is _excepthook:
+        threading.excepthook = _previous_excepthook
+        _previous_excepthook = None
+    if threading.Thread.start is _recording_start:
+        threading.Thread.start = _original_start  # type: ignore[method-assign]
+        _original_start = None
+
+
+def _idle_pool_worker(thread: threading.Thread, frames: dict) -> bool:
+    """True for a ThreadPoolExecutor worker waiting for work: it belongs to its executor."""
+    pool = sys.modules.get("concurrent.futures.thread")
+    if pool is None or thread not in getattr(pool, "_threads_queues", ()):
+        return False
+    frame = frames.get(thread.ident)
+    if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != pool.__name__:
+        return False  # running a work item (its frame is deeper), or not started yet
+    return frame.f_locals.get("work_item") is None  # none in hand: blocked on the work queue
 
 
 class ThreadScope:
     """What ``joined_threads()`` yields: start threads with ``.start()``; all are joined at exit."""
 
     def __init__(self) -> None:
-        self._existing = frozenset(threading.enumerate())
         self._started: list[threading.Thread] = []
-        self._failures: list[BaseException] = []
-        self._lock = threading.Lock()  # must be held while mutating _started/_failures
-
-    def _owns(self, thread: threading.Thread) -> bool:
-        return thread not in self._existing
+        self._failures: list[tuple[BaseException, threading.Thread | None]] = []
+        self._closed = False  # no longer collecting failures: they go to the excepthook
+        self._lock = threading.Lock()  # must be held while mutating _started/_failures/_closed
 
     def start(self, fn, /, *args, **kwargs) -> threading.Thread:
         """Start ``fn(*args, **kwargs)`` in a new thread, joined when the block ends. Any thread.
 
-        Its exception, if any, is re-raised at the end of the block in an ExceptionGroup.
+        Its exception, if any, is re-raised at the end of the block in an ExceptionGroup; once the
+        block has ended (it timed out, or was left by Ctrl-C) it goes to ``threading.excepthook``.
 
         Raises:
             TypeError: ``fn`` is not callable.
@@ -79,22 +158,49 @@ class ThreadScope:
             except SystemExit:
                 pass  # as for any threading.Thread: sys.exit() just ends the thread
             except BaseException as exc:
-                with self._lock:
-                    self._failures.append(exc)
+                if not self._record(exc, threading.current_thread()):
+                    raise  # the block is over: threading.excepthook reports it
 
         with self._lock:
             number = len(self._started) + 1
             thread = threading.Thread(target=run, name=f"{getattr(fn, '__name__', 'worker')}-{number}")
             self._started.append(thread)
+        _owners[thread] = self
         thread.start()
         return thread
+
+    def _record(self, exc: BaseException, thread: threading.Thread | None = None) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._failures.append((exc, thread))
+            return True
+
+    def _close(self) -> list[BaseException]:
+        """Stop collecting; return the failures collected. Each failure is handed out once."""
+        with self._lock:
+            self._closed = True
+            failures, self._failures = self._failures, []
+        return [exc for exc, _thread in failures]
+
+    def _abandon(self) -> None:
+        """The block ends without raising its threads' failures (Ctrl-C): report them instead."""
+        with self._lock:
+            self._closed = True
+            failures, self._failures = self._failures, []
+        for exc, thread in failures:
+            _report(threading.ExceptHookArgs([type(exc), exc, exc.__traceback__, thread]))
 
     def _alive_threads(self) -> list[threading.Thread]:
         current = threading.current_thread()
         with self._lock:
             started = list(self._started)
-        others = [t for t in threading.enumerate() if t not in self._existing and t not in started]
-        return [t for t in started + others if t is not current and t.is_alive()]
+        owned = [t for t in threading.enumerate() if _owners.get(t) is self and t not in started]
+        alive = [t for t in started + owned if t is not current and t.is_alive()]
+        if any(t not in started for t in alive):
+            frames = sys._current_frames()
+            alive = [t for t in alive if t in started or not _idle_pool_worker(t, frames)]
+        return alive
 
     def _join(self, timeout: float | None) -> None:
         deadline = None if timeout is None else monotonic() + timeout
@@ -112,27 +218,25 @@ class ThreadScope:
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
             _scheduler.pump(wait)
 
-    def _collect_failures(self, body_error: BaseException | None) -> list[BaseException]:
-        # The block's own error (if any) first, then the workers', as asyncio.TaskGroup reports them.
-        with self._lock:
-            failures = ([body_error] if body_error is not None else []) + self._failures
-        with _failures_lock:
-            for thread in [t for t in _plain_failures if self._owns(t)]:
-                failures.append(_plain_failures.pop(thread))
-        return failures
-
 
 @contextmanager
 def joined_threads(timeout: float | None = None):
     """Join every thread started in the block, running main-thread tasks while waiting. Main thread.
 
     Yields a ``ThreadScope``; ``scope.start(fn, *args)`` starts a worker. On exit it joins
-    every thread started inside the block -- scope ones and plain ``threading.Thread`` ones, daemon
-    or not, and threads those threads start -- while it keeps running the queue, so workers
-    blocked in ``call_on_main`` make progress even in ``--background`` where Blender timers never
-    fire. Then, like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it
-    raised one) are raised together as an ``ExceptionGroup``. Start long-lived service threads
-    (servers) before the block, or it waits for them.
+    the threads the block owns while it keeps running the queue, so workers blocked in
+    ``call_on_main`` make progress even in ``--background`` where Blender timers never fire. Then,
+    like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it raised one) are
+    raised together as an ``ExceptionGroup``; ``sys.exit()`` in a worker just ends that thread.
+
+    The block owns: threads from ``scope.start``, and ``threading.Thread``\\ s (daemon or not)
+    started inside the block by the main thread or by threads the block owns, however deep. It
+    does not own, and never waits for: threads started by threads from before the block (a
+    server's per-connection threads), idle workers of a ``ThreadPoolExecutor`` (asyncio's default
+    executor too; a worker running a work item is waited for), and threads Python did not start.
+    Start long-lived service threads before the block, or it waits for them. A failure of an
+    owned thread is raised by its block only; once the block is over (timeout, Ctrl-C) it goes to
+    ``threading.excepthook``, as does any failure of a thread no open block owns.
 
     Raises:
         NotMainThreadError: entered on another thread.
@@ -140,7 +244,6 @@ def joined_threads(timeout: float | None = None):
             (the ExceptionGroup of failures so far, if any, is its ``__cause__``).
         ExceptionGroup: one or more workers raised.
     """
-    global _previous_excepthook
     if not is_main_thread():
         raise NotMainThreadError(
             "joined_threads() runs main-thread tasks while it joins, so it must be used on the main thread"
@@ -148,11 +251,10 @@ def joined_threads(timeout: float | None = None):
     if timeout is not None:
         timeout = _scheduler._check_timeout(timeout, "joined_threads()")
     scope = ThreadScope()
-    if not _open_scopes:
-        _previous_excepthook = threading.excepthook
-        threading.excepthook = _excepthook
+    _install_hooks()
     _open_scopes.append(scope)
     body_error: BaseException | None = None
+    finished = False
     try:
         try:
             yield scope
@@ -160,19 +262,31 @@ def joined_threads(timeout: float | None = None):
             raise  # the user wants out: do not wait for threads
         except BaseException as exc:
             body_error = exc
-        scope._join(timeout)
-    except ThreadsStillRunning as timed_out:
-        failures = scope._collect_failures(body_error)
-        if failures:
-            raise timed_out from _ExceptionGroup("joined_threads: failures before the timeout", failures)
-        raise
+        try:
+            scope._join(timeout)
+        except ThreadsStillRunning as timed_out:
+            failures = scope._close()
+            finished = True
+            if body_error is not None:
+                failures.insert(0, body_error)
+            if failures:
+                raise timed_out from _ExceptionGroup("joined_threads: failures before the timeout", failures)
+            raise
+        failures = scope._close()
+        finished = True
     finally:
+        if not finished:  # Ctrl-C or exit: the block's failures will not be raised
+            scope._abandon()
         _open_scopes.remove(scope)
-        if not _open_scopes and threading.excepthook is _excepthook:
-            threading.excepthook = _previous_excepthook
-            _previous_excepthook = None
-    failures = scope._collect_failures(body_error)
+        if not _open_scopes:
+            _remove_hooks()
+    if body_error is not None:
+        failures.insert(0, body_error)  # the block's own error first, as asyncio.TaskGroup does
     if failures:
         count = len(failures)
-        raise _ExceptionGroup(f"joined_threads: {count} thread(s) raised" if body_error is None
-                              else f"joined_threads: the block and {count - 1} thread(s) raised", failures)
+        raise _ExceptionGroup(
+            f"joined_threads: {count} thread(s) raised"
+            if body_error is None
+            else f"joined_threads: the block and {count - 1} thread(s) raised",
+            failures,
+        )

@@ -3,22 +3,29 @@
 - Blender 3.4.1: ``$BLENDER`` if set, else ``blender`` on PATH, else Debian's package (apt-get, as
   root) together with Xvfb for the GUI tier.
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
-  ``venv-dev`` (test tools + fake-bpy-module), ``venv-bpy-<version>`` (the bpy wheel + test tools),
-  ``venv-docs`` (MkDocs for scripts/docs.py), ``venv-bench`` (matplotlib for the bench's plots),
-  ``blender-site-py<X.Y>`` (test tools for the Blender binary's own Python, via ``pip --target``).
-  Each is rebuilt when its requirements change.
+  ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
+  + test tools), ``venv-docs-<hash>`` (MkDocs for scripts/docs.py), ``venv-bench-<hash>`` (matplotlib
+  for the bench's plots), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own
+  Python, via ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
+  so checkouts that pin different versions (branches, worktrees) never rebuild one another's.
+- Blender 5.2 LTS (Python 3.14): a Debian ``sid`` chroot under the cache, built by ``debootstrap``
+  (see ``sid_root``); ``sid_command()`` is the command prefix that runs a program inside it.
 
 Standard library only: this runs before anything is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +51,13 @@ def log(message: str) -> None:
     print(f"[setup] {message}", flush=True)
 
 
+def shown(cmd: list[str]) -> str:
+    """A command as printed in logs (the chroot's entry script abridged)."""
+    return " ".join(cmd).replace(_SID_ENTER, "<enter the chroot>")
+
+
 def _run(cmd: list[str], **kwargs) -> None:
-    log("$ " + " ".join(cmd))
+    log("$ " + shown(cmd))
     subprocess.run(cmd, check=True, **kwargs)
 
 
@@ -101,24 +113,33 @@ def _mark(folder: Path, stamp: str) -> None:
     (folder / ".mainthread_tasks-stamp").write_text(stamp)
 
 
-def venv_python(name: str, requirements: list[str]) -> Path:
-    """A venv under the cache with ``requirements`` installed; returns its python."""
-    folder = CACHE / name
+def venv_python(name: str, requirements: list[str], base: str | None = None) -> Path:
+    """A venv under the cache with ``requirements`` installed; returns its python.
+
+    ``base`` is the interpreter the venv is made from (default: the one running this). The
+    folder's name carries a hash of what is in it (see the module docstring).
+    """
+    base_version = sys.version if base is None else subprocess.run(
+        [base, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True).stdout
+    stamp = _stamp(base_version, *requirements)
+    folder = CACHE / f"{name}-{stamp[:8]}"
     python = folder / "bin" / "python"
-    stamp = _stamp(sys.version, *requirements)
     if _fresh(folder, stamp) and python.exists():
         return python
     log(f"creating {folder} ({' '.join(requirements)})")
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        venv.create(folder, with_pip=True)
-    except Exception as exc:  # Debian's python3 without python3-venv
-        shutil.rmtree(folder, ignore_errors=True)
-        _apt_install(["python3-venv"])
-        venv.create(folder, with_pip=True)
-        log(f"venv needed python3-venv ({exc})")
+    if base is not None:
+        _run([base, "-m", "venv", str(folder)])
+    else:
+        try:
+            venv.create(folder, with_pip=True)
+        except Exception as exc:  # Debian's python3 without python3-venv
+            shutil.rmtree(folder, ignore_errors=True)
+            _apt_install(["python3-venv"])
+            venv.create(folder, with_pip=True)
+            log(f"venv needed python3-venv ({exc})")
     _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements])
     _mark(folder, stamp)
     return python
@@ -132,6 +153,20 @@ def test_requirements() -> list[str]:
 def dev_python() -> Path:
     """Plain CPython with the test tools and fake-bpy-module."""
     return venv_python("venv-dev", test_requirements())
+
+
+#: Where the machine image keeps Python 3.13 (pyenv).
+PYENV_313 = Path("/root/.pyenv/versions/3.13.0/bin/python3.13")
+
+
+def python313() -> str | None:
+    """A Python 3.13 interpreter for the cpython-3.13 tier (pyenv's, else a ``python3.13`` on PATH
+    that runs: pyenv's shim may not), or None if there is none here."""
+    for candidate in (str(PYENV_313), shutil.which("python3.13")):
+        if candidate and Path(candidate).is_file() and subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 13)"],
+                                        capture_output=True).returncode == 0:
+            return candidate
+    return None
 
 
 def build_python() -> Path:
@@ -156,31 +191,183 @@ def bpy_python(version: str) -> Path:
     return venv_python(f"venv-bpy-{version}", [f"bpy=={version}", *tools])
 
 
-def blender_python_version(blender: str) -> str:
+_versions: dict[tuple[str, ...], tuple[str, str]] = {}
+
+
+def blender_versions(blender: str | list[str]) -> tuple[str, str]:
+    """(Blender's version string, its Python's X.Y.Z) for a binary or a command that runs one."""
+    command = (blender,) if isinstance(blender, str) else tuple(blender)
+    if command in _versions:
+        return _versions[command]
     out = subprocess.run(
-        [blender, "--background", "--factory-startup", "--python-expr",
-         "import sys; print('PYVER=%d.%d' % sys.version_info[:2])"],
+        [*command, "--background", "--factory-startup", "--python-expr",
+         "import sys, bpy; print('VERSIONS=%s=%d.%d.%d' % ((bpy.app.version_string,) + sys.version_info[:3]))"],
         capture_output=True, text=True, timeout=120,
     ).stdout
     for line in out.splitlines():
-        if line.startswith("PYVER="):
-            return line.split("=", 1)[1]
-    raise SetupError(f"could not read the Python version of {blender}:\n{out}")
+        if line.startswith("VERSIONS="):
+            _, version, python = line.split("=")
+            _versions[command] = version, python
+            return version, python
+    raise SetupError(f"could not read the versions of {' '.join(command)}:\n{out}")
 
 
-def blender_site(blender: str) -> Path:
-    """Test tools for the Blender binary's own Python (it is not a venv), via pip --target."""
-    pyver = blender_python_version(blender)
-    tools = [r for r in test_requirements() if not r.startswith("fake-bpy-module")]
-    folder = CACHE / f"blender-site-py{pyver}"
-    stamp = _stamp(pyver, *tools)
+def target_site(name: str, python_version: str, requirements: list[str]) -> Path:
+    """``requirements`` for an interpreter that is not a venv (Blender's Python, the chroot's), installed
+    with ``pip --target`` into a folder under the cache for its ``sys.path``."""
+    stamp = _stamp(python_version, *requirements)
+    folder = CACHE / f"{name}-{stamp[:8]}"
     if _fresh(folder, stamp):
         return folder
-    log(f"installing test tools for Blender's Python {pyver} into {folder}")
+    log(f"installing {' '.join(requirements)} for Python {python_version} into {folder}")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     _run([str(dev_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(folder),
-          "--python-version", pyver, "--only-binary=:all:", "--implementation", "cp", *tools])
+          "--python-version", python_version, "--only-binary=:all:", "--implementation", "cp", *requirements])
     _mark(folder, stamp)
     return folder
+
+
+def blender_site(blender: str | list[str]) -> Path:
+    """Test tools for the Blender binary's own Python (it is not a venv), via pip --target."""
+    pyver = ".".join(blender_versions(blender)[1].split(".")[:2])
+    tools = [r for r in test_requirements() if not r.startswith("fake-bpy-module")]
+    return target_site(f"blender-site-py{pyver}", pyver, tools)
+
+
+# -- Blender 5.2 LTS: a Debian sid chroot --------------------------------------------------------
+#
+# Debian's sid carries Blender 5.2 LTS built on Python 3.14, with a UI that runs under Xvfb. The
+# chroot is built once per package list (the stamp is in the folder's name, so worktrees that want
+# different lists never rebuild each other's) and never changed afterwards.
+#
+# Each program runs in its own mount namespace (``unshare --mount``): /proc, /dev, /sys, the project
+# root and /tmp are mounted inside the chroot for that program only, invisible to everyone else,
+# and the kernel removes them when its last process ends -- also on a timeout, Ctrl-C or SIGKILL.
+# So concurrent runs from several worktrees share no mount, leave none behind, and deleting the
+# chroot's folder can never reach through a bind mount into /dev or the project. A file lock
+# (fcntl.flock) serialises building; the build itself refuses a folder that has mounts in it.
+
+SID_MIRROR = "http://deb.debian.org/debian"
+SID_BLENDER = "5.2"  #: the Blender series the blender-5.2-* tiers test
+#: python3-requests: Blender 5.2's extension add-on (bl_pkg) imports it at register() -- Debian's
+#: blender package does not depend on it, and without it package_install_files does not exist.
+#: python3-pip, python3-setuptools: the tests build the wheel with the chroot's Python.
+SID_PACKAGES = ["blender", "xvfb", "xauth", "python3-cattr", "python3-requests", "python3-pip", "python3-setuptools"]
+SID_APT = ["-o", "Acquire::Check-Valid-Until=false"]  # the mirror's sid Release file can be past it
+SID_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SID_TIMEOUT = 1800  # seconds for debootstrap, and again for apt-get install
+
+# Run as: sh -ec SCRIPT sid-chroot ROOT BIND... -- COMMAND...  (inside a fresh mount namespace).
+_SID_ENTER = f"""
+root=$1; shift
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --rbind /sys "$root/sys"
+while [ "$1" != -- ]; do mkdir -p "$root$1"; mount --rbind "$1" "$root$1"; shift; done
+shift
+exec chroot "$root" /usr/bin/env PATH={SID_PATH} /bin/sh -c 'cd "$0" 2>/dev/null || cd /; exec "$@"' "$PWD" "$@"
+"""
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    prefix = str(folder) + os.sep
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p.encode().decode("unicode_escape").startswith(prefix)]
+
+
+def _remove_chroot(folder: Path) -> None:
+    mounted = _mounts_under(folder)
+    if mounted:  # rmtree would delete through them (/dev, the project...)
+        raise SetupError(f"{folder} has mounts in it, unmount them first (umount -R): {mounted}")
+    shutil.rmtree(folder)
+
+
+def sid_root() -> Path:
+    """The root folder of the sid chroot with Blender 5.2 LTS; built on first use (about a minute and
+    1.7 GB). Fails with SetupError (never skips) if it cannot be built."""
+    stamp = _stamp("sid", SID_MIRROR, *SID_PACKAGES)
+    folder = CACHE / f"chroot-sid-{stamp}"
+    root = folder / "root"
+    if _fresh(folder, stamp) and (root / "usr" / "bin" / "blender").exists():
+        return root
+    if os.geteuid() != 0:
+        raise SetupError("the Blender 5.2 chroot needs root (debootstrap, chroot, mount)")
+    with _locked(CACHE / f"chroot-sid-{stamp}.lock"):
+        if _fresh(folder, stamp) and (root / "usr" / "bin" / "blender").exists():
+            return root  # another worktree built it while we waited
+        if folder.exists():
+            log(f"removing the unfinished chroot {folder}")
+            _remove_chroot(folder)
+        if not shutil.which("debootstrap"):
+            _apt_install(["debootstrap"])
+        log(f"building a Debian sid chroot with {' '.join(SID_PACKAGES)} in {folder}")
+        folder.mkdir(parents=True)
+        try:
+            _run(["debootstrap", "--variant=minbase", "sid", str(root), SID_MIRROR], timeout=SID_TIMEOUT,
+                 stdout=subprocess.DEVNULL)
+            (root / "etc" / "apt" / "apt.conf.d" / "99mainthread-tasks").write_text(
+                'Acquire::Check-Valid-Until "false";\n')
+            if not (root / "etc" / "mtab").exists():  # Blender lists the mounted file systems
+                (root / "etc" / "mtab").symlink_to("../proc/self/mounts")
+            apt = [*_sid_enter(root, ()), "apt-get", *SID_APT]
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            _run([*apt, "update", "-qq"], env=env, timeout=SID_TIMEOUT)
+            _run([*apt, "install", "-y", "-qq", "--no-install-recommends", *SID_PACKAGES], env=env,
+                 timeout=SID_TIMEOUT, stdout=subprocess.DEVNULL)
+            _run([*apt, "clean"], env=env)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise SetupError(f"building the sid chroot failed ({exc}); {folder} is left for a look") from None
+        _mark(folder, stamp)
+    return root
+
+
+def _sid_enter(root: Path, binds: Iterable[Path | str]) -> list[str]:
+    paths = sorted({str(Path(b).resolve()) for b in binds}, key=len)  # outer folders first
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _SID_ENTER, "sid-chroot", str(root),
+            *paths, "--"]
+
+
+def sid_command(binds: Iterable[Path | str] = ()) -> list[str]:
+    """Command prefix that runs a program in the sid chroot (Blender 5.2 LTS, Python 3.14, Xvfb):
+    ``sid_command() + ["blender", "--background", ...]`` or ``+ ["xvfb-run", "-a", "blender", ...]``.
+
+    The project root, /tmp (and $TMPDIR) and ``binds`` appear at the same paths inside, so paths
+    can be passed as they are; the working folder is kept. The mounts exist for that one program
+    (its own mount namespace) and vanish with it, whatever way it ends. Builds the chroot if needed.
+    Any thread; raises SetupError if the chroot cannot be built.
+    """
+    return _sid_enter(sid_root(), [ROOT, "/tmp", tempfile.gettempdir(), *binds])
+
+
+def sid_python_version() -> str:
+    """X.Y of the chroot's python3."""
+    return subprocess.run([*sid_command(), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+
+def sid_blender() -> tuple[list[str], Path]:
+    """(the command that runs the chroot's Blender with its test-tools site mounted, that site).
+
+    Raises SetupError unless it is Blender 5.2.x (a chroot built after sid moved on would hold
+    another version: the tiers named 5.2 must not quietly test it).
+    """
+    probe = [*sid_command(), "blender"]
+    version = blender_versions(probe)[0]
+    if not version.startswith(SID_BLENDER + "."):
+        raise SetupError(f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
+                         "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES")
+    site = blender_site(probe)
+    return [*sid_command([site]), "blender"], site

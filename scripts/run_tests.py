@@ -7,18 +7,23 @@
 
 Tiers:
   cpython              plain CPython + fake-bpy-module + pytest-mock: fast logic tests
+  cpython-3.13         the same on Python 3.13 (pyenv's; else the sid chroot's Python, said so)
   blender-background   the Blender binary (3.4.1 from Debian unless $BLENDER), pytest inside
                        ``blender --background``
   bpy-5.0.1            the bpy wheel 5.0.1 (Blender as a Python module)
+  bpy-4.5.15           the bpy wheel 4.5.15 LTS (the newest 4.5)
   bpy-4.2.23           the bpy wheel 4.2.23 LTS
   install-bpy-5.0.1    the built zip installed as an extension (package_install_files) and as a
-  install-bpy-4.2.23   legacy add-on into a fresh bpy 5.0.1 / 4.2.23, with a second add-on that
-                       imports it or bundles its wheel (tests/test_addon_install.py)
+  install-bpy-4.5.15   legacy add-on into a fresh bpy 5.0.1 / 4.5.15 / 4.2.23, with a second
+  install-bpy-4.2.23   add-on that imports it or bundles its wheel (tests/test_addon_install.py)
   install-legacy-blender  the built zip installed as a legacy add-on (addon_install +
                        addon_utils.enable) into the Blender binary, with the second add-on
   blender-gui          Blender's UI under Xvfb (xvfb-run), the add-on enabled as a user does, driven
                        from its event loop (tests/test_gui.py; measurements in
                        test-results/blender-gui.json)
+  blender-5.2-background  Debian sid's Blender 5.2 LTS (Python 3.14) in a chroot under the cache
+  install-blender-5.2  folder (scripts/_setup.py builds it with debootstrap): the core tests, the
+  blender-5.2-gui      install scenarios, and the GUI session in its UI (extension install)
   docs                 the documentation site built with ``mkdocs build --strict`` in the docs venv,
                        as ``python3 scripts/docs.py`` builds it (tests/test_docs.py)
 
@@ -69,7 +74,7 @@ def _pytest_tier(tier: str, command: list[str], env: dict[str, str]) -> Outcome:
     xml_path = RESULTS / f"{tier}.xml"
     xml_path.unlink(missing_ok=True)
     command = [*command, f"--junitxml={xml_path}", "-o", f"junit_suite_name={tier}"]
-    print(f"\n===== tier {tier} =====\n$ {' '.join(command)}", flush=True)
+    print(f"\n===== tier {tier} =====\n$ {_setup.shown(command)}", flush=True)
     started = time.monotonic()
     try:
         code = subprocess.run(command, cwd=ROOT, env=env, timeout=TIER_TIMEOUT).returncode
@@ -99,9 +104,40 @@ def _env(tier: str, **extra: str) -> dict[str, str]:
     return env
 
 
+#: The plain-Python tiers: everything but real Blender and the docs site (its own tier).
+PLAIN_PYTHON = "not blender and not docs"
+
+
 def tier_cpython() -> Outcome:
     python = _setup.dev_python()
-    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", "not blender and not docs"], _env("cpython"))
+    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env("cpython"))
+
+
+def tier_cpython_313() -> Outcome:
+    """The cpython tier on Python 3.13: pyenv's 3.13, else the sid chroot's Python (3.14), else fail."""
+    tier = "cpython-3.13"
+    base = _setup.python313()
+    if base:
+        python = _setup.venv_python("venv-dev-py3.13", _setup.test_requirements(), base=base)
+        return _noted(_pytest_tier(tier, [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier)),
+                      f"Python {_python_version([str(python)])}")
+    pyver = _setup.sid_python_version()
+    site = _setup.target_site(f"chroot-site-py{pyver}", pyver, _setup.test_requirements())
+    python = [*_setup.sid_command([site]), "python3"]
+    version = _python_version(python)
+    print(f"[{tier}] no Python 3.13 here: running on the sid chroot's Python {version}", flush=True)
+    outcome = _pytest_tier(tier, [*python, "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier, PYTHONPATH=str(site)))
+    return _noted(outcome, f"Python 3.13 not found: ran on the chroot's Python {version}")
+
+
+def _python_version(python: list[str]) -> str:
+    return subprocess.run([*python, "-c", "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+
+def _noted(outcome: Outcome, note: str) -> Outcome:
+    outcome.notes.insert(0, note)
+    return outcome
 
 
 # Tests of the installed add-on run in their own tiers, so the summary shows each install path.
@@ -109,13 +145,21 @@ ADDON_MARKERS = "install_extension or install_legacy or gui"
 CORE_IN_BLENDER = f"not fake_bpy and not docs and not ({ADDON_MARKERS})"
 
 
-def _blender_tier(tier: str, markers: str, **extra: str) -> Outcome:
-    """pytest inside the Blender binary (``blender --background``), tests selected by ``markers``."""
-    blender = _setup.blender_executable()
-    site = _setup.blender_site(blender)
-    command = [blender, "--background", "--factory-startup", "--python-exit-code", "86",
+def _blender_tier(tier: str, markers: str, blender: list[str] | None = None, site: Path | None = None,
+                  **extra: str) -> Outcome:
+    """pytest inside a Blender binary (``blender --background``), tests selected by ``markers``.
+
+    ``blender``: the command that runs it (default: the 3.4.1 binary), with its test-tools ``site``.
+    """
+    if blender is None:
+        blender = [_setup.blender_executable()]
+        site = _setup.blender_site(blender)
+    version, python = _setup.blender_versions(blender)
+    print(f"\n[{tier}] Blender {version} (Python {python}): {blender[-1]}", flush=True)
+    command = [*blender, "--background", "--factory-startup", "--python-exit-code", "86",
                "--python", str(ROOT / "tests" / "blender_pytest.py"), "--", "-m", markers]
-    return _pytest_tier(tier, command, _env(tier, MAINTHREAD_TASKS_BLENDER_SITE=str(site), **extra))
+    outcome = _pytest_tier(tier, command, _env(tier, MAINTHREAD_TASKS_BLENDER_SITE=str(site), **extra))
+    return _noted(outcome, f"Blender {version}, Python {python}")
 
 
 def _bpy_tier(tier: str, version: str, markers: str, **extra: str) -> Outcome:
@@ -155,6 +199,30 @@ def tier_blender_gui() -> Outcome:
     return _blender_tier("blender-gui", "gui")
 
 
+def _sid_tier(tier: str, markers: str, **extra: str) -> Outcome:
+    """pytest inside Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)."""
+    blender, site = _setup.sid_blender()
+    return _blender_tier(tier, markers, blender, site, **extra)
+
+
+def tier_sid_background() -> Outcome:
+    return _sid_tier("blender-5.2-background", CORE_IN_BLENDER)
+
+
+def tier_sid_install() -> Outcome:
+    # The wheel a test add-on bundles is built by the chroot's own Python (pip + setuptools).
+    return _sid_tier("install-blender-5.2", "install_extension or install_legacy",
+                     MAINTHREAD_TASKS_BUILD_PYTHON="/usr/bin/python3")
+
+
+def tier_sid_gui() -> Outcome:
+    return _sid_tier("blender-5.2-gui", "gui")
+
+
+#: The newest 4.5 LTS bpy wheel on PyPI (Python 3.11).
+BPY_45 = "4.5.15"
+
+
 def tier_docs() -> Outcome:
     python = _setup.docs_python()
     return _pytest_tier("docs", [str(python), "-m", "pytest", "-m", "docs"], _env("docs"))
@@ -162,13 +230,19 @@ def tier_docs() -> Outcome:
 
 TIERS = {
     "cpython": tier_cpython,
+    "cpython-3.13": tier_cpython_313,
     "blender-background": tier_blender_background,
     "bpy-5.0.1": tier_bpy("5.0.1"),
+    f"bpy-{BPY_45}": tier_bpy(BPY_45),
     "bpy-4.2.23": tier_bpy("4.2.23"),
     "install-bpy-5.0.1": tier_install_bpy("5.0.1"),
+    f"install-bpy-{BPY_45}": tier_install_bpy(BPY_45),
     "install-bpy-4.2.23": tier_install_bpy("4.2.23"),
     "install-legacy-blender": tier_install_legacy,
     "blender-gui": tier_blender_gui,
+    "blender-5.2-background": tier_sid_background,
+    "install-blender-5.2": tier_sid_install,
+    "blender-5.2-gui": tier_sid_gui,
     "docs": tier_docs,
 }
 
@@ -182,11 +256,17 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     outcomes = []
     for name in wanted:
+        started = time.monotonic()
         try:
-            outcomes.append(TIERS[name]())
-        except (_setup.SetupError, subprocess.CalledProcessError, OSError) as exc:
-            outcomes.append(Outcome(name, status="COULD NOT RUN", notes=[str(exc)]))
+            outcome = TIERS[name]()
+        except (_setup.SetupError, subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            outcome = Outcome(name, status="COULD NOT RUN", notes=[str(exc)])
             print(f"\n!!!!! tier {name} COULD NOT RUN: {exc}\n", flush=True)
+        setup = time.monotonic() - started - outcome.seconds
+        outcome.seconds += setup
+        if setup >= 5:  # installing what the tier needs (a venv, the chroot) on a cold cache
+            outcome.notes.append(f"{setup:.0f} s of it setup")
+        outcomes.append(outcome)
     print("\n===== summary =====")
     print(f"{'tier':<25}{'status':<15}{'passed':>7}{'failed':>7}{'skipped':>8}{'seconds':>9}  notes")
     for o in outcomes:
@@ -197,6 +277,7 @@ def main(argv: list[str]) -> int:
     passed = sum(o.passed for o in outcomes)
     failed = sum(o.failed for o in outcomes) + sum(1 for o in bad if not o.failed)
     skipped = sum(o.skipped for o in outcomes)
+    print(f"all tiers took {sum(o.seconds for o in outcomes):.0f} s")
     print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
     return 1 if bad else 0
 

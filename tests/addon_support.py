@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import zipfile
+import zlib
 from pathlib import Path
 
 from tests.support import load_script
@@ -49,3 +51,27 @@ def read_outcome(result: Path, proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, f"exit code {proc.returncode}\n{out}"
     assert "Traceback" not in proc.stderr, out  # e.g. an exception Blender printed and carried on
     return outcome["facts"]
+
+
+def xwd_to_png(source: Path, target: Path) -> None:
+    """Write the screen dump ``source`` (XWD, 24-bit TrueColor: Xvfb's ``-fbdir`` file) as a PNG."""
+    data = source.read_bytes()
+    header = struct.unpack(">25I", data[:100])
+    size, depth, width, height, byte_order, bits_per_pixel, line_bytes, colours = (
+        header[0], header[3], header[4], header[5], header[7], header[11], header[12], header[19])
+    assert depth == 24 and bits_per_pixel == 32, f"{source}: depth {depth}, {bits_per_pixel} bits per pixel"
+    start = size + 12 * colours
+    channels = (2, 1, 0) if byte_order == 0 else (1, 2, 3)  # where R, G, B sit in a pixel: LSBFirst is B G R x
+    rows = bytearray()
+    for y in range(height):
+        line = data[start + y * line_bytes : start + y * line_bytes + 4 * width]
+        row = bytearray(3 * width)
+        for i, channel in enumerate(channels):
+            row[i::3] = line[channel::4]
+        rows += b"\0" + row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    target.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                       + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b""))

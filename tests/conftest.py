@@ -28,10 +28,11 @@ from tests import support  # noqa: E402
 
 def pytest_configure(config):
     tier = os.environ.get("MAINTHREAD_TASKS_TIER")
-    if tier and tier not in ("cpython", "docs") and not support.REAL_BLENDER:
+    plain = tier is not None and (tier == "cpython" or tier.startswith("cpython-"))  # cpython, cpython-3.13
+    if tier and not plain and tier != "docs" and not support.REAL_BLENDER:
         raise pytest.UsageError(f"tier {tier!r} expects real Blender, but bpy is {support.bpy_origin()}")
-    if tier == "cpython" and support.REAL_BLENDER:
-        raise pytest.UsageError("the cpython tier must run on fake-bpy-module, not real Blender")
+    if plain and support.REAL_BLENDER:
+        raise pytest.UsageError(f"the {tier} tier must run on fake-bpy-module, not real Blender")
 
 
 def pytest_report_header(config):
@@ -104,7 +105,8 @@ def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
     # Keep running main-thread tasks: a leftover worker may be blocked on one.
     deadline = time.monotonic() + timeout
     while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
+                  and not isinstance(t, threading._DummyThread)]  # Python did not start it: cannot end it
         if not leaked or time.monotonic() > deadline:
             return leaked
         mainthread_tasks.pump(0.01)

@@ -10,7 +10,7 @@ import mainthread_tasks
 CONTRACT = {
     "run_on_main", "call_on_main", "post_on_main", "main_thread", "is_main_thread", "stats", "pump",
     "joined_threads", "register", "unregister", "MainThreadTasksError", "SchedulerStopped",
-    "NotMainThreadError", "ThreadsStillRunning",
+    "NotMainThreadError", "ThreadsStillRunning", "run_in_process", "set_process_workers", "ProcessDied",
 }
 
 
@@ -23,6 +23,8 @@ def test_all_is_a_sorted_tuple_of_existing_names():
 
 def test_all_covers_the_contract_and_every_public_name():
     assert CONTRACT <= set(mainthread_tasks.__all__)
+    for name in mainthread_tasks.__all__:  # ProcessDied is made on first use
+        getattr(mainthread_tasks, name)
     public = {
         name for name, value in vars(mainthread_tasks).items()
         if not name.startswith("_") and not inspect.ismodule(value) and name not in ("bl_info", "annotations")
@@ -38,6 +40,12 @@ def test_error_hierarchy():
     assert issubclass(m.NotMainThreadError, RuntimeError)
     assert issubclass(m.ThreadsStillRunning, m.MainThreadTasksError)
     assert issubclass(m.ThreadsStillRunning, TimeoutError)
+    assert issubclass(m.ProcessDied, m.MainThreadTasksError)
+    # Imported only now, after mainthread_tasks made ProcessDied: importing multiprocessing from a
+    # --python script crashes Debian's Blender 3.4.1 at exit unless its __mp_main__ alias goes.
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert issubclass(m.ProcessDied, BrokenProcessPool)
 
 
 def test_future_is_a_real_concurrent_future():

@@ -4,19 +4,21 @@ Starts ``xvfb-run blender --factory-startup --python tests/gui/gui_session.py`` 
 folder; the session installs and enables the built add-on with the Preferences operators and drives
 every step from Blender's event loop (see its docstring), then quits with a worker still calling
 into the main thread. Here we wait for it (with a timeout that kills Xvfb and Blender too), read its
-verdict and measurements, and keep them in test-results/blender-gui.json (plus a screenshot of the
-preferences panel, test-results/blender-gui-preferences.png).
+verdict and measurements, and keep them in test-results/<tier>.json (plus the screen with the
+preferences panel, test-results/<tier>-preferences.png; the tier is blender-gui or blender-5.2-gui).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 
 import pytest
 
 from tests import support
-from tests.addon_support import RESULTS, ROOT, build, consumer_legacy_zip, read_outcome, session_env
+from tests.addon_support import RESULTS, ROOT, build, consumer_legacy_zip, read_outcome, session_env, xwd_to_png
 from tests.support import run
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
@@ -40,15 +42,15 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     env = session_env(work)
     script = shutil.copy(SESSION, work / "gui_session.py")  # away from the repo: import what Blender installed
     result = work / "result.json"
-    command = [xvfb_run, "-a", "-s", SCREEN, bpy.app.binary_path, "--factory-startup",
+    command = [xvfb_run, "-a", "-s", f"{SCREEN} -fbdir {work}", bpy.app.binary_path, "--factory-startup",
                "--python", str(script), "--", str(result), str(addon_zip), str(consumer_zip)]
     proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
     facts = read_outcome(result, proc)
 
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "blender-gui.json").write_text(json.dumps(facts, indent=2))
-    if (work / "preferences.png").exists():
-        shutil.copyfile(work / "preferences.png", RESULTS / "blender-gui-preferences.png")
+    tier = os.environ.get("MAINTHREAD_TASKS_TIER", "blender-gui")
+    (RESULTS / f"{tier}.json").write_text(json.dumps(facts, indent=2))
+    xwd_to_png(work / "preferences.xwd", RESULTS / f"{tier}-preferences.png")
     print(json.dumps(facts, indent=2))
 
     # The session asserted each step as it ran; the headline guarantees once more, from outside.
@@ -62,3 +64,8 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     # Blender quit by itself, after the add-on stopped the worker blocked in call_on_main.
     assert "QUIT WORKER GOT SchedulerStopped" in proc.stdout, proc.stdout[-3000:]
     assert "Blender quit" in proc.stdout
+    # ... and the worker processes that were in the middle of a task: quickly, none left behind.
+    assert time.time() - float(proc.stdout.split("QUITTING AT ", 1)[1].split()[0]) < 5.0, proc.stdout[-3000:]
+    assert len(facts["quit_process_pids"]) == 2
+    assert not [pid for pid in facts["quit_process_pids"] if os.path.exists(f"/proc/{pid}")], facts["quit_process_pids"]
+    assert facts["run_in_process"]["new_threads"] == [], facts["run_in_process"]

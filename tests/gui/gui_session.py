@@ -11,14 +11,17 @@ operators; wait for the first slow window draws; round-trip latency; thousands o
 workers creating and changing objects (the UI keeps passing); the tick budget preference; the
 preferences' live statistics; File > New and File > Open; idle polling; a vendored copy of the
 library sharing the tick budget; a second add-on; disable/enable and
-Reload Scripts without doubled timers; disabling while workers submit. Then it writes the JSON
-result and quits with a worker still calling into the main thread: Blender must exit cleanly.
+Reload Scripts without doubled timers; run_in_process with a function of an add-on (results through
+the add-on's timer); disabling while workers submit. Then it writes the JSON result and quits with a
+worker still calling into the main thread and two worker processes in the middle of a task: Blender
+must exit cleanly, leaving no process behind.
 """
 
 import functools
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import threading
@@ -31,6 +34,10 @@ perf_counter = time.perf_counter
 RESULT, ADDON_ZIP, CONSUMER_ZIP = sys.argv[sys.argv.index("--") + 1 :]
 USER_DIR = os.path.realpath(os.environ["BLENDER_USER_RESOURCES"])
 MAIN = threading.main_thread()
+#: Blender >= 4.2 installs it as an extension (what Install from Disk and drag-and-drop run), as
+#: users of those versions do; older ones as a legacy add-on. The add-on's module name follows.
+EXTENSION = bpy.app.version >= (4, 2, 0)
+ADDON = "bl_ext.user_default.mainthread_tasks" if EXTENSION else "mainthread_tasks"
 
 facts = {"blender": bpy.app.version_string}
 mt = None  # the installed add-on's module, once enabled
@@ -126,15 +133,18 @@ def bump(counter, key, expected, violations):
 
 def step_install_and_enable():
     global mt
-    # What Edit > Preferences > Add-ons > Install... and the add-on's checkbox run.
-    assert bpy.ops.preferences.addon_install(filepath=ADDON_ZIP) == {"FINISHED"}
-    assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
-    import mainthread_tasks
-
-    mt = mainthread_tasks
+    if EXTENSION:  # Edit > Preferences > Get Extensions > Install from Disk...
+        result = bpy.ops.extensions.package_install_files(filepath=ADDON_ZIP, repo="user_default",
+                                                          enable_on_install=True)
+        assert result == {"FINISHED"}, result
+    else:  # Edit > Preferences > Add-ons > Install... and the add-on's checkbox
+        assert bpy.ops.preferences.addon_install(filepath=ADDON_ZIP) == {"FINISHED"}
+        assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
+    mt = sys.modules[ADDON]
     path = os.path.realpath(mt.__file__)
-    assert path.startswith(USER_DIR + os.sep), f"mainthread_tasks imported from {path}, not the installed add-on"
+    assert path.startswith(USER_DIR + os.sep), f"{ADDON} imported from {path}, not the installed add-on"
     facts["module_file"] = path
+    facts["module"] = ADDON
     assert mt.stats().registered == 1 and mt.stats().accepting
     yield
 
@@ -255,7 +265,7 @@ def step_backlog():
 
 
 def step_tick_budget_preference():
-    prefs = bpy.context.preferences.addons["mainthread_tasks"].preferences
+    prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.tick_budget_ms = 1.0  # as the slider does: applies from the next pass, no restart
     assert abs(mt._blender.tick_budget - 0.001) < 1e-9
     result = yield from run_backlog("budget", creators=4, objects_each=10, posters=2, posts_each=2000)
@@ -283,7 +293,7 @@ def step_preferences_live_view():
     # Edit > Preferences, Add-ons section, this add-on found and expanded.
     bpy.context.preferences.active_section = "ADDONS"
     bpy.context.window_manager.addon_search = "Main Thread"
-    assert bpy.ops.preferences.addon_expand(module="mainthread_tasks") == {"FINISHED"}  # the list's triangle
+    assert bpy.ops.preferences.addon_expand(module=ADDON) == {"FINISHED"}  # the list's triangle
     assert bpy.ops.screen.userpref_show() == {"FINISHED"}
     try:
         yield from wait_until(lambda: draws, 30, "the preferences panel to draw")
@@ -299,9 +309,10 @@ def step_preferences_live_view():
         facts["preferences"] = {"draws": len(draws), "completed_seen": sorted(set(draws))[-3:]}
         assert not draw_errors, draw_errors[0]
         assert len(set(draws)) >= 3, f"the panel did not show changing numbers: {draws}"
-        window = next(w for w in bpy.context.window_manager.windows if w not in windows_before)
-        with bpy.context.temp_override(window=window, screen=window.screen, area=window.screen.areas[0]):
-            bpy.ops.screen.screenshot(filepath=os.path.join(os.path.dirname(RESULT), "preferences.png"))
+        # The screen as Xvfb shows it (test_gui.py starts Xvfb with -fbdir: its framebuffer is a file).
+        # Blender's own screenshot operator reads back a black image under Mesa's llvmpipe in 5.2.
+        folder = os.path.dirname(RESULT)
+        shutil.copyfile(os.path.join(folder, "Xvfb_screen0"), os.path.join(folder, "preferences.xwd"))
     finally:
         prefs_cls.draw = original_draw
         for window in bpy.context.window_manager.windows[:]:
@@ -458,18 +469,18 @@ def step_second_addon_and_no_doubled_timers():
     consumer = sys.modules["mtt_consumer"]
     assert consumer.mt is mt and mt.stats().registered == 2
     # Disabling Main Thread Tasks while the other add-on still uses it keeps the queue running.
-    assert bpy.ops.preferences.addon_disable(module="mainthread_tasks") == {"FINISHED"}
+    assert bpy.ops.preferences.addon_disable(module=ADDON) == {"FINISHED"}
     assert mt.stats().registered == 1
     yield from round_trip_from_worker("consumer_only")
     ratios = {"consumer_only": (yield from measure_timers_per_pass())}
-    assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+    assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
     assert bpy.ops.preferences.addon_disable(module="mtt_consumer") == {"FINISHED"}
     assert mt.stats().registered == 1
     for _ in range(3):
-        assert bpy.ops.preferences.addon_disable(module="mainthread_tasks") == {"FINISHED"}
+        assert bpy.ops.preferences.addon_disable(module=ADDON) == {"FINISHED"}
         assert not bpy.app.timers.is_registered(mt._blender._drain_timer)
         yield
-        assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+        assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
         yield
     ratios["after_disable_enable"] = yield from measure_timers_per_pass()
     mark = passes.mark()
@@ -478,12 +489,84 @@ def step_second_addon_and_no_doubled_timers():
     assert bpy.ops.script.reload() == {"FINISHED"}
     yield from wait_until(lambda: passes.mark() - mark > 32 and max(passes.gaps(passes.mark() - 30)) < 0.05,
                           30, "the UI to settle after Reload Scripts")
-    assert sys.modules["mainthread_tasks"] is mt and mt.stats().registered == 1
+    assert sys.modules[ADDON] is mt and mt.stats().registered == 1
     ratios["after_reload_scripts"] = yield from measure_timers_per_pass()
     facts["timer_calls_per_pass"] = ratios
     for key, ratio in ratios.items():
         assert 0.9 <= ratio <= 1.1, f"{key}: {ratio} drain-timer calls per event-loop pass"
     yield from round_trip_from_worker("after_reload")
+
+
+PROCESS_ADDON_WORK = """
+import os
+
+
+def sum_of_squares(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def pid():
+    return os.getpid()
+"""
+
+
+def step_run_in_process(tasks=6, n=400_000):
+    """run_in_process from the UI, as an operator would: a function of an add-on whose __init__
+    imports bpy runs in worker processes; the add-on's timer reads the results within its tick
+    budget and runs the done-callbacks on the main thread; no thread is started for it."""
+    addons = bpy.utils.user_resource("SCRIPTS", path="addons")
+    assert addons in sys.path, f"the user's add-ons folder {addons} is not on sys.path"
+    package = os.path.join(addons, "mtt_process_work")
+    os.makedirs(package)
+    with open(os.path.join(package, "__init__.py"), "w", encoding="utf-8") as fh:
+        fh.write("import bpy  # an add-on's __init__: a worker process must not run it\n")
+    with open(os.path.join(package, "work.py"), "w", encoding="utf-8") as fh:
+        fh.write(PROCESS_ADDON_WORK)
+    import importlib
+
+    work = importlib.import_module("mtt_process_work.work")
+    expected = sum(i * i for i in range(n))
+    threads_before = set(threading.enumerate())
+    previous = mt.set_process_workers(2)
+    callbacks = []
+    started = perf_counter()
+    mark = passes.mark()
+    futures = [mt.run_in_process(work.sum_of_squares, n) for _ in range(tasks)]
+    for future in futures:
+        future.add_done_callback(lambda f: callbacks.append(threading.current_thread() is MAIN))
+    from_worker = []
+    worker = start(lambda: from_worker.append(mt.run_in_process(work.sum_of_squares, n).result(120)),
+                   name="process-submitter")
+    seen = set()
+
+    def all_done():
+        seen.update(threading.enumerate())
+        return all(f.done() for f in futures) and not worker.is_alive()
+
+    yield from wait_until(all_done, 120, "process results through the add-on's timer")
+    elapsed = perf_counter() - started
+    gaps = passes.gaps(mark)
+    s = mt.stats()
+    pids = {child.proc.pid for child in mt._process._pool._children}
+    mt.set_process_workers(previous)
+    facts["run_in_process"] = {
+        "tasks": tasks + 1,
+        "seconds": round(elapsed, 2),
+        "processes": s.processes,
+        "ui_passes": len(gaps) + 1,
+        "ui_gap_median_ms": ms(statistics.median(gaps)) if gaps else None,
+        "ui_gap_max_ms": ms(max(gaps)) if gaps else None,
+        "new_threads": sorted(t.name for t in seen - threads_before - {worker}),
+    }
+    assert [f.result(0) for f in futures] == [expected] * tasks and from_worker == [expected], facts["run_in_process"]
+    assert callbacks == [True] * tasks, callbacks
+    assert not (seen - threads_before - {worker}), facts["run_in_process"]
+    assert s.process_completed == tasks + 1 and s.process_failed == 0, s
+    assert len(pids) == 2 and os.getpid() not in pids, pids
+    assert max(gaps) < 2.0, f"the UI stalled while results came in: {facts['run_in_process']}"
 
 
 def step_disable_while_workers_submit(workers=6):
@@ -515,7 +598,7 @@ def step_disable_while_workers_submit(workers=6):
     threads = [start(worker, t, name=f"late-{t}") for t in range(workers)]
     yield from wait_until(lambda: done["calls"] >= 60, 30, "the workers to get going")
     disabled_at = perf_counter()
-    assert bpy.ops.preferences.addon_disable(module="mainthread_tasks") == {"FINISHED"}  # mid-stream
+    assert bpy.ops.preferences.addon_disable(module=ADDON) == {"FINISHED"}  # mid-stream
     yield from wait_threads(threads, 10, "the workers to stop after the add-on was disabled")
     s = mt.stats()
     created = sum(1 for obj in bpy.data.objects if obj.name.startswith("late_"))
@@ -532,7 +615,7 @@ def step_disable_while_workers_submit(workers=6):
 
 
 def step_quit_with_a_worker_inside():
-    assert bpy.ops.preferences.addon_enable(module="mainthread_tasks") == {"FINISHED"}
+    assert bpy.ops.preferences.addon_enable(module=ADDON) == {"FINISHED"}
 
     def last_worker():  # non-daemon: Python joins it when Blender quits
         try:
@@ -545,6 +628,11 @@ def step_quit_with_a_worker_inside():
     thread = start(last_worker, name="last-worker", daemon=False)
     yield from wait_until(lambda: mt.stats().completed > 20, 10, "the last worker to run")
     assert thread.is_alive()
+    # And worker processes in the middle of a task: Blender must still quit at once, leaving none.
+    mt.set_process_workers(2)
+    running = [mt.run_in_process(time.sleep, 600) for _ in range(2)]
+    yield from wait_until(lambda: all(f.running() for f in running), 30, "the process tasks to start")
+    facts["quit_process_pids"] = [child.proc.pid for child in mt._process._pool._children]
 
 
 STEPS = (
@@ -558,6 +646,7 @@ STEPS = (
     step_idle_polling,
     step_vendored_copy_shares_one_budget,
     step_second_addon_and_no_doubled_timers,
+    step_run_in_process,
     step_disable_while_workers_submit,
     step_quit_with_a_worker_inside,
 )
@@ -579,6 +668,7 @@ def finish(ok, error=None):
     with open(RESULT, "w", encoding="utf-8") as fh:
         json.dump(outcome, fh, indent=2)
     print("GUI SESSION", "OK" if ok else "FAILED", flush=True)
+    print("QUITTING AT", time.time(), flush=True)
     bpy.context.preferences.view.use_save_prompt = False  # else quitting asks to save the changes
     bpy.ops.wm.quit_blender()
 

@@ -1,0 +1,291 @@
+"""Coroutines on the main thread: one asyncio loop, stepped wherever the queue runs (no thread, no bpy).
+
+``main_loop()`` makes one ``asyncio`` event loop for the main thread. Nobody runs it for ever:
+it is a source of the scheduler (see ``_scheduler``), stepped one iteration at a time -- by the
+add-on's timer in Blender's UI (within the pass's tick budget), and by ``pump()``,
+``joined_threads()``, ``run_forever()`` and ``Future.result()`` on the main thread elsewhere. One
+iteration is what ``loop.run_forever()`` does between two checks of ``stop()``: run the callbacks
+that are ready, the I/O that is ready and the timers that are due. To wait, ``pump()`` sleeps in
+poll(2) on the loop's selector (an epoll/kqueue fd, readable when any of its sockets is) until
+the loop's next timer; in the UI the timer polls no later than that timer, within the idle
+polling rules. Nothing busy-polls.
+
+Like trio's guest mode and blender-cloud's ``async_loop`` it lets asyncio live beside a host
+loop; unlike blender-cloud's modal operator it never spins, survives File > New (the timer is
+persistent), and runs under ``--background`` and in the ``bpy`` module too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import select
+import threading
+from concurrent.futures import CancelledError, Future
+from time import perf_counter
+
+from . import _scheduler
+from ._errors import SchedulerStopped
+from ._future import MainThreadFuture
+from ._threadinfo import is_main_thread
+
+__all__ = ("AsyncFuture", "main_loop", "run_async")
+
+logger = logging.getLogger("mainthread_tasks")
+
+#: How long stop() lets cancelled coroutines run their ``finally`` blocks before closing the loop.
+STOP_GRACE_SECONDS = 1.0
+
+
+class MainLoop(asyncio.SelectorEventLoop):
+    """The main thread's event loop (``main_loop()``); stepped by mainthread_tasks, never run by it.
+
+    Use it like any loop inside coroutines (``asyncio.get_running_loop()`` returns it) and for
+    ``call_soon_threadsafe`` from threads. Do not ``run_forever``/``run_until_complete`` it
+    yourself while mainthread_tasks steps it.
+    """
+
+    # The private state of BaseEventLoop read here (_ready, _scheduled) has kept its name and
+    # meaning since asyncio began; reading it is what lets the host wait exactly as long as the
+    # loop would.
+
+    def _due(self) -> float | None:
+        if self._ready:  # type: ignore[attr-defined]
+            return 0.0
+        scheduled = self._scheduled  # type: ignore[attr-defined]
+        if scheduled:
+            return max(0.0, scheduled[0]._when - self.time())
+        return None
+
+
+class AsyncFuture(MainThreadFuture):
+    """The ``concurrent.futures.Future`` of a coroutine started with ``run_async``.
+
+    Any thread may wait on it or cancel it; ``cancel()`` cancels the coroutine (its ``finally``
+    blocks run on the main thread). It stays pending until the coroutine ends. On the main thread
+    ``result()``/``exception()`` step the loop (and run queued tasks) while they wait.
+    """
+
+    _runs_on_main = False  # the coroutine is not up the stack of a main-thread wait...
+
+    def _wait(self, timeout):
+        source = _source
+        if not self.done() and source is not None and source.loop.is_running() and is_main_thread():
+            # ...unless the wait is itself inside a coroutine: the loop cannot be stepped from there.
+            raise RuntimeError(
+                "waiting with result() inside a coroutine would block the loop that runs it: "
+                "use `await asyncio.wrap_future(future)` instead"
+            )
+        super()._wait(timeout)
+
+
+class _LoopSource:
+    """The loop as a scheduler source (the interface is in ``_scheduler``)."""
+
+    def __init__(self) -> None:
+        self.loop = MainLoop()
+        self.starting: dict[AsyncFuture, object] = {}  # futures whose coroutine has no task yet
+        self.tasks: dict[asyncio.Task, AsyncFuture] = {}  # main thread only
+        self.stopping: str | None = None
+        selector = self.loop._selector  # type: ignore[attr-defined]
+        try:
+            self._fds = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
+        except (AttributeError, NotImplementedError, ValueError):  # select()-based: not waitable
+            self._fds = []
+        self._ready_check = None
+        if self._fds and hasattr(select, "poll"):
+            self._ready_check = select.poll()
+            self._ready_check.register(self._fds[0], select.POLLIN)
+
+    # -- the source interface ---------------------------------------------------------------------
+
+    def fds(self):
+        return self._fds
+
+    def _io_ready(self) -> bool:
+        check = self._ready_check
+        return check is not None and bool(check.poll(0))
+
+    def due(self) -> float | None:
+        loop = self.loop
+        if loop.is_closed():
+            return None
+        due = loop._due()
+        if due == 0.0 or self._io_ready():
+            return 0.0
+        if not self._fds and self.tasks:
+            return 0.01 if due is None else min(due, 0.01)  # no waitable selector: poll its I/O
+        return due
+
+    def busy(self) -> bool:
+        loop = self.loop
+        return bool(loop._ready) and not loop.is_closed()  # type: ignore[attr-defined]
+
+    def poll(self, deadline: float | None = None) -> int:
+        """Run loop iterations while work is ready: one without a deadline, as many as fit before it."""
+        loop = self.loop
+        if loop.is_running() or loop.is_closed() or asyncio._get_running_loop() is not None:
+            return 0  # a coroutine (or another loop) is on this very stack: it cannot be stepped here
+        steps = 0
+        while self.due() == 0.0:
+            steps += self._step()
+            if deadline is None or perf_counter() >= deadline:
+                break
+        return steps
+
+    def _step(self) -> int:
+        loop = self.loop
+        ready = len(loop._ready)  # type: ignore[attr-defined]
+        started = perf_counter()
+        loop.stop()  # run_forever then runs exactly one iteration, without waiting (timeout 0)
+        loop.run_forever()
+        elapsed = perf_counter() - started
+        if elapsed >= _scheduler.slow_task_seconds:
+            logger.warning(
+                "coroutine steps blocked the main thread for %.3f s (tasks: %s); await more often, "
+                "or do slow work with run_in_process or loop.run_in_executor",
+                elapsed,
+                ", ".join(sorted(task.get_name() for task in self.tasks)[:5]) or "-",
+            )
+        return max(ready, 1)
+
+    def stop(self, message: str) -> None:
+        """Cancel every coroutine, let their ``finally`` blocks run, close the loop."""
+        self.stopping = message
+        loop = self.loop
+        for future, coro in list(self.starting.items()):  # never started: close, not "never awaited"
+            self.starting.pop(future, None)
+            coro.close()  # type: ignore[attr-defined]
+            _set_stopped(future, message)
+        for task in list(self.tasks):
+            task.cancel()
+        if not is_main_thread() or loop.is_running() or loop.is_closed():
+            return  # closed by the next stop on the main thread, or at exit
+        deadline = perf_counter() + STOP_GRACE_SECONDS
+        while self.tasks and perf_counter() < deadline:
+            if loop._due() is None and not self._io_ready():
+                break  # cancelled coroutines that wait on nothing that can wake them
+            self._step()
+        for task in list(self.tasks):  # refused to stop: say so, and keep asyncio quiet at exit
+            logger.warning("mainthread_tasks: coroutine %s did not finish after being cancelled", task.get_name())
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            _set_stopped(self.tasks.pop(task), message)
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except Exception:  # noqa: BLE001
+            logger.exception("mainthread_tasks: closing asynchronous generators failed")
+        loop.close()
+
+    # -- starting coroutines ------------------------------------------------------------------------
+
+    def start(self, coro, future: AsyncFuture) -> None:
+        """Main thread: make the coroutine a task of the loop, linked both ways with ``future``."""
+        if self.starting.pop(future, None) is None:
+            return  # already stopped
+        if future.cancelled():
+            coro.close()
+            return
+        # The Future stays PENDING until the coroutine ends, so that cancel() keeps working.
+        task = self.loop.create_task(coro)
+        self.tasks[task] = future
+        task.add_done_callback(self._task_done)
+        future.add_done_callback(lambda f: f.cancelled() and self._cancel_soon(task))
+
+    def _cancel_soon(self, task) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(task.cancel)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        future = self.tasks.pop(task, None)
+        if future is None or future.done():
+            return
+        if task.cancelled():
+            if self.stopping is not None:
+                _set_stopped(future, self.stopping)
+            else:  # cancelled from inside the loop, not through the Future
+                future.set_exception(CancelledError())
+            return
+        exc = task.exception()
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(task.result())
+
+
+def _set_stopped(future: Future, message: str) -> None:
+    try:
+        future.set_exception(SchedulerStopped(message))
+    except Exception:  # noqa: BLE001 - already done
+        pass
+
+
+# -- the public calls -------------------------------------------------------------------------------
+
+_source: _LoopSource | None = None
+_source_lock = threading.Lock()  # must be held while making _source
+
+
+def _loop_source() -> _LoopSource:
+    global _source
+    source = _source
+    if source is None or source.stopping is not None:
+        with _source_lock:
+            source = _source
+            if source is None or source.stopping is not None:
+                if _scheduler._stopped is not None:
+                    raise SchedulerStopped(_scheduler._stopped)
+                source = _source = _LoopSource()
+                _scheduler.add_source(source)
+    return source
+
+
+def main_loop() -> asyncio.AbstractEventLoop:
+    """The asyncio event loop of the main thread, made on first use. Any thread.
+
+    Coroutines run on it with ``run_async``; inside them ``asyncio.get_running_loop()`` is this
+    loop. Threads may ``call_soon_threadsafe`` on it. It is stepped by the add-on's timer in the
+    UI and by ``pump()``/``joined_threads()``/``run_forever()``/``result()`` on the main thread
+    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it
+    (the next call makes a new one).
+
+    Raises:
+        SchedulerStopped: after the last ``unregister()``, or while Python exits.
+    """
+    return _loop_source().loop
+
+
+def run_async(coro) -> AsyncFuture:
+    """Run the coroutine ``coro`` on the main thread's loop; return its Future. Any thread.
+
+    Between its ``await``\\ s the coroutine runs on the main thread, so it may call ``bpy``
+    directly. ``await asyncio.sleep()``, streams, ``asyncio.wrap_future(run_in_process(...))`` and
+    ``loop.run_in_executor`` work. The Future is a ``concurrent.futures.Future``: its result is the
+    coroutine's; ``cancel()`` cancels the coroutine (its ``finally`` blocks run); at the last
+    ``unregister()`` or at exit the coroutine is cancelled and waiters get SchedulerStopped.
+
+    Raises:
+        TypeError: ``coro`` is not a coroutine object (pass ``work()``, not ``work``).
+        SchedulerStopped: after the last ``unregister()``, or while Python exits.
+    """
+    if not asyncio.iscoroutine(coro):
+        hint = " (call it: pass work(), not work)" if inspect.iscoroutinefunction(coro) else ""
+        raise TypeError(f"run_async() needs a coroutine object, got {type(coro).__name__}{hint}")
+    try:
+        source = _loop_source()
+    except BaseException:
+        coro.close()  # never to run: no "coroutine was never awaited" warning
+        raise
+    future = AsyncFuture()
+    source.starting[future] = coro
+    if is_main_thread() and not source.loop.is_running():
+        source.start(coro, future)
+    else:
+        try:
+            source.loop.call_soon_threadsafe(source.start, coro, future)
+        except RuntimeError:  # closed by a stop meanwhile
+            source.starting.pop(future, None)
+            coro.close()
+            raise SchedulerStopped(_scheduler._stopped or "mainthread_tasks is stopped") from None
+        _scheduler.wake_main()
+    return future

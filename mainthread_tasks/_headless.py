@@ -1,0 +1,77 @@
+"""``run_forever``: keep a headless Blender serving (queued tasks, process results, coroutines)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from . import _blender, _scheduler
+from ._errors import NotMainThreadError
+from ._threadinfo import is_main_thread
+
+__all__ = ("run_forever",)
+
+# How often run_forever looks at an ``until`` that cannot wake it (an Event, a callable).
+UNTIL_POLL_SECONDS = 0.05
+
+
+def _until_check(until):
+    """``until`` as a no-argument function that says whether to stop, plus whether it can wake us."""
+    if until is None:
+        return (lambda: False), True
+    if isinstance(until, threading.Event):
+        return until.is_set, False
+    done = getattr(until, "done", None)
+    if callable(done) and callable(getattr(until, "add_done_callback", None)):
+        until.add_done_callback(lambda _future: _scheduler.wake_main())  # concurrent or asyncio Future
+        return done, True
+    if callable(until):
+        return (lambda: bool(until())), False
+    raise TypeError(
+        f"run_forever(until=...) takes a threading.Event, a Future or a callable returning true to stop, "
+        f"got {type(until).__name__}"
+    )
+
+
+def run_forever(until=None) -> None:
+    """Run queued tasks, process results and coroutines until ``until`` or SIGINT/SIGTERM. Main thread.
+
+    For headless servers (``blender --background``, the ``bpy`` module), where no Blender timer
+    ever fires: an add-on that takes commands on a socket keeps answering while this runs.
+    ``until`` is a ``threading.Event`` (stop once set), a Future (``concurrent.futures`` or
+    asyncio: stop once done) or a callable (stop once it returns true); ``None`` runs until a
+    signal. SIGINT (Ctrl-C) and SIGTERM make it return normally, after the task in hand; their
+    previous handlers are back in place afterwards (in the Blender binary, which handles SIGINT in
+    C, Python's default handling afterwards). Sleeps when there is nothing to do: no busy
+    polling (an Event or a callable is looked at every 50 ms).
+
+    Raises:
+        NotMainThreadError: called from another thread.
+        RuntimeError: called in Blender's UI, where the add-on's timer does this work.
+        TypeError: ``until`` is none of the above.
+    """
+    if not is_main_thread():
+        raise NotMainThreadError("run_forever() runs main-thread work, so it must be called on the main thread")
+    if _blender.in_blender_ui():
+        raise RuntimeError(
+            "run_forever() is for headless scripts: in Blender's UI the add-on's timer already runs "
+            "queued tasks, process results and coroutines; return from your script instead"
+        )
+    should_stop, wakes = _until_check(until)
+    signalled = []
+
+    def on_signal(signum, _frame) -> None:
+        signalled.append(signum)
+        _scheduler.wake_main()
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, on_signal)
+    try:
+        slice_seconds = None if wakes else UNTIL_POLL_SECONDS
+        while not signalled and not should_stop():
+            _scheduler.pump(slice_seconds)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -1,0 +1,300 @@
+"""Coroutines on the main thread (run_async, main_loop) and run_forever: no thread, no busy polling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+
+import mainthread_tasks as mt
+from mainthread_tasks import _async, _blender, _scheduler
+from tests import process_work
+from tests.support import run_script
+
+
+@pytest.fixture(autouse=True)
+def fresh_loop():
+    yield
+    _scheduler._stop_sources("test over")  # cancels coroutines, closes the loop
+    assert _async._source is None or _async._source.loop.is_closed()
+
+
+def _drive(future, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, "the coroutine did not finish"
+        mt.pump(0.05)
+    return future.result()
+
+
+async def _on_main_thread(value):
+    await asyncio.sleep(0)
+    assert threading.current_thread() is threading.main_thread()
+    return value
+
+
+def test_run_async_from_the_main_thread():
+    future = mt.run_async(_on_main_thread(7))
+    assert not future.done()
+    assert future.result(timeout=5) == 7  # result() on main steps the loop
+
+
+def test_run_async_from_a_worker_waiting_on_its_future():
+    results = []
+
+    def worker():
+        results.append(mt.run_async(_on_main_thread("from a worker")).result(timeout=10))
+
+    with mt.joined_threads(timeout=20) as scope:
+        scope.start(worker)
+    assert results == ["from a worker"]
+
+
+def test_coroutine_errors_reach_the_future():
+    async def fails():
+        await asyncio.sleep(0)
+        raise KeyError("inside")
+
+    future = mt.run_async(fails())
+    with pytest.raises(KeyError, match="inside"):
+        future.result(timeout=5)
+
+
+def test_bad_input_is_refused_at_the_call():
+    async def work():
+        return 1
+
+    with pytest.raises(TypeError, match="pass work"):
+        mt.run_async(work)
+    with pytest.raises(TypeError):
+        mt.run_async(42)
+
+
+def test_sleeping_coroutines_do_not_busy_poll():
+    """pump(timeout) sleeps until the loop's next timer: a 0.3 s sleep costs a handful of wake-ups."""
+    future = mt.run_async(asyncio.sleep(0.3, result="slept"))
+    steps = 0
+    started = time.monotonic()
+    while not future.done():
+        mt.pump(5)
+        steps += 1
+    assert future.result() == "slept"
+    assert 0.28 <= time.monotonic() - started < 2
+    assert steps <= 5, steps
+
+
+def test_only_the_main_thread_runs_while_coroutines_and_processes_wait():
+    async def waits():
+        await asyncio.sleep(0.2)
+        value = await asyncio.wrap_future(mt.run_in_process(process_work.square, 12))
+        return value
+
+    before = set(threading.enumerate())
+    future = mt.run_async(waits())
+    seen = set()
+    while not future.done():
+        seen.update(threading.enumerate())
+        mt.pump(0.02)
+    assert future.result() == 144
+    assert seen <= before | {threading.main_thread()}, [t.name for t in seen - before]
+
+
+def test_streams_on_loopback():
+    async def serve_and_ask():
+        async def echo(reader, writer):
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello\n")
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return answer
+
+    assert _drive(mt.run_async(serve_and_ask())) == b"HELLO\n"
+
+
+def test_run_in_executor_works_when_asked_for():
+    async def offload():
+        loop = asyncio.get_running_loop()
+        assert loop is mt.main_loop()
+        return await loop.run_in_executor(None, sum, [1, 2, 3])
+
+    assert _drive(mt.run_async(offload())) == 6
+    mt.main_loop().run_until_complete(mt.main_loop().shutdown_default_executor())
+
+
+def test_cancel_cancels_the_coroutine_and_its_finally_runs():
+    events = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("finally ran")
+
+    future = mt.run_async(long())
+    mt.pump()  # it starts and sleeps
+    assert future.cancel()
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        mt.pump(0.05)
+    assert events == ["finally ran"] and future.cancelled()
+    with pytest.raises(CancelledError):
+        future.result()
+
+
+def test_waiting_on_a_future_inside_a_coroutine_says_what_to_do():
+    async def wrong():
+        return mt.run_async(asyncio.sleep(0)).result()
+
+    with pytest.raises(RuntimeError, match="wrap_future"):
+        mt.run_async(wrong()).result(timeout=5)
+
+
+def test_last_unregister_cancels_coroutines_and_waiting_workers_get_scheduler_stopped(caplog):
+    events = []
+    outcome = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("finally ran")
+
+    mt.register()
+    future = mt.run_async(long())
+    mt.pump()
+
+    def worker():
+        try:
+            future.result(timeout=10)
+        except mt.SchedulerStopped:
+            outcome.append("SchedulerStopped")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(0.05)
+    with caplog.at_level(logging.WARNING):
+        mt.unregister()
+    thread.join(10)
+    assert events == ["finally ran"] and outcome == ["SchedulerStopped"]
+    assert "destroyed but it is pending" not in caplog.text
+    with pytest.raises(mt.SchedulerStopped):
+        mt.run_async(asyncio.sleep(0))
+    mt.register()
+    assert mt.run_async(_on_main_thread(1)).result(timeout=5) == 1  # a fresh loop after register()
+    mt.unregister()
+
+
+def test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer(monkeypatch):
+    future = mt.run_async(asyncio.sleep(0.05, result="done"))
+    monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
+    assert _blender._drain_timer() == 0.0  # a task is ready: steps it, and every pass while ready
+    assert _blender._drain_timer() == 0.0  # work was done: every pass for IDLE_AFTER, as for tasks
+    monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)
+    interval = _blender._drain_timer()
+    assert 0.0 < interval <= 0.05  # sleeping: no later than its timer, no sooner than needed
+    deadline = time.monotonic() + 5
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(_blender._drain_timer())
+    assert future.result() == "done"
+    assert _blender._drain_timer() == _blender.IDLE_POLL or _blender._drain_timer() <= _blender.LONG_IDLE_POLL
+
+
+def test_a_live_idle_loop_costs_the_timer_what_an_idle_queue_costs(monkeypatch):
+    mt.main_loop()  # alive, nothing scheduled
+    monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)
+    assert _blender._drain_timer() == _blender.LONG_IDLE_POLL
+
+
+# -- run_forever ----------------------------------------------------------------------------------
+
+
+def test_run_forever_until_an_event_set_by_a_worker():
+    stop = threading.Event()
+    ran = []
+
+    def worker():
+        mt.call_on_main(ran.append, "task")
+        stop.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    mt.run_forever(until=stop)
+    thread.join(5)
+    assert ran == ["task"]
+
+
+def test_run_forever_until_a_future_or_a_callable():
+    future = mt.run_async(asyncio.sleep(0.1, result=1))
+    started = time.monotonic()
+    mt.run_forever(until=future)
+    assert future.result() == 1 and time.monotonic() - started < 2
+    deadline = time.monotonic() + 0.1
+    mt.run_forever(until=lambda: time.monotonic() > deadline)
+    with pytest.raises(TypeError):
+        mt.run_forever(until=42)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_forever_returns_cleanly_on_a_signal(signum):
+    before = signal.getsignal(signum)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signum))
+    timer.start()
+    started = time.monotonic()
+    mt.run_forever()
+    timer.join()
+    assert time.monotonic() - started < 5
+    assert signal.getsignal(signum) == (before if before is not None else signal.SIG_DFL)
+
+
+def test_run_forever_refuses_the_ui_and_other_threads(monkeypatch):
+    monkeypatch.setattr(_blender, "in_blender_ui", lambda: True)
+    with pytest.raises(RuntimeError, match="headless"):
+        mt.run_forever()
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(pytest.raises(mt.NotMainThreadError, mt.run_forever)))
+    thread.start()
+    thread.join()
+    assert errors
+
+
+EXIT_WITH_LIVE_COROUTINES = r"""
+import asyncio, warnings
+warnings.simplefilter("error")
+import mainthread_tasks as mt
+
+async def forever():
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        print("COROUTINE FINALLY RAN", flush=True)
+
+future = mt.run_async(forever())
+mt.pump()
+print("SCRIPT ENDS WITH A SLEEPING COROUTINE", flush=True)
+"""
+
+
+def test_exit_with_a_live_coroutine_is_clean(tmp_path):
+    started = time.monotonic()
+    proc = run_script(EXIT_WITH_LIVE_COROUTINES, tmp_path, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "COROUTINE FINALLY RAN" in out, out
+    for noise in ("was destroyed but it is pending", "Event loop is closed", "never awaited", "Traceback"):
+        assert noise not in out, out
+    assert time.monotonic() - started < 30
