@@ -328,6 +328,9 @@ def report(info: dict, results: dict, name: str = "latest") -> list[dict]:
 def measure(argv: list[str]) -> tuple[dict, dict]:
     """Run the benchmarks in Blender; return (info, results)."""
     quick = "--quick" in argv
+    if "--blender-5.2" in argv and "--skip-process" not in argv:
+        # bench_process.py starts the host's Blender binary (and the bpy 5.0.1 venv) itself.
+        raise SystemExit("bench/run.py: the process bench does not run in the sid chroot: add --skip-process")
     blender, xvfb_run = blender_commands(argv)
     started = time.monotonic()
     info = {"command": " ".join([COMMAND, *argv]), "machine": machine(),
@@ -340,7 +343,7 @@ def measure(argv: list[str]) -> tuple[dict, dict]:
         if "--skip-gui" not in argv:
             results["gui"] = run_gui(blender, xvfb_run, Path(scratch), quick)
         if "--skip-process" not in argv:
-            results["process"] = bench_process.run(blender, Path(scratch), quick)
+            results["process"] = bench_process.run(blender[0], Path(scratch), quick)
     some = results.get("background") or results.get("gui") or results.get("process", {}).get("cpu") or {}
     info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
                 blender=some.get("blender", "?"), python=some.get("python", "?"))
