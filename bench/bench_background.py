@@ -5,8 +5,7 @@
 Every figure is measured next to its anchor in this same process, interleaved (repeat 1 of every
 case, then repeat 2, ...) so that noise from other processes hits all of them alike; the best
 repeat of each is kept. Drains run on the main thread with ``pump`` (timers never fire in
---background). What each case measures is written next to it and in the README's "Performance"
-section.
+--background). What each case measures is written next to it and in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ step per timer call (a generator), so the UI keeps drawing and the add-on's own 
 queue exactly as it does for users. Each figure is measured next to its anchor in this same
 session: the recipe in the ``bpy.app.timers`` docs (a timer every 1.0 s draining a ``queue.Queue``,
 verbatim below) and the same recipe polling every 0.3 s. What each step measures is in its
-docstring and in the README's "Performance" section. Writes OUT.json and quits Blender.
+docstring and in docs/performance.md. Writes OUT.json (figures and raw samples) and quits Blender.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ for folder in (ROOT, BENCH):
         sys.path.insert(0, str(folder))
 
 import _idle_cpu  # noqa: E402
-import _pauses  # noqa: E402
 import mainthread_tasks as mt  # noqa: E402
 from mainthread_tasks import _blender, _scheduler  # noqa: E402
 
@@ -98,6 +97,11 @@ def percentiles(values: list[float]) -> dict:
             "top5": ordered[:-6:-1]}
 
 
+def raw(values) -> list[float]:
+    """Seconds kept in the JSON for the plots (bench/_plots.py), to 0.1 µs."""
+    return [round(value, 7) for value in values]
+
+
 def wait_threads(threads, timeout):
     deadline = perf_counter() + timeout
     while any(t.is_alive() for t in threads):
@@ -120,7 +124,8 @@ def noop():
 
 def busy_task(seconds=BACKLOG_TASK_SECONDS) -> float:
     """Holds the main thread (and the GIL) like a short bpy call would. Returns how far past its
-    end it noticed the time: a few µs, unless the thread was paused (see _pauses)."""
+    end it noticed the time: a few µs, unless the machine paused the thread (a busy-wait cannot
+    overrun otherwise)."""
     end = perf_counter() + seconds
     now = perf_counter()
     while now < end:
@@ -172,7 +177,8 @@ def idle_pass():
     enabled (its timer runs in every pass too)."""
     passes.start()
     yield IDLE_PASS_SECONDS
-    results["idle_pass"] = percentiles(passes.stop())
+    gaps = passes.stop()
+    results["idle_pass"] = dict(percentiles(gaps), samples=raw(gaps))
 
 
 def _empty_timer():
@@ -232,7 +238,7 @@ def _round_trips(name, submit_and_wait, phase_span, workers=ROUND_TRIP_WORKERS, 
     yield ROUND_TRIP_SECONDS[name]
     stop.set()
     yield from wait_threads(threads, 10)
-    results.setdefault("round_trip", {})[name] = percentiles(samples)
+    results.setdefault("round_trip", {})[name] = dict(percentiles(samples), samples=raw(samples))
 
 
 def _round_trips_after_long_quiet(samples=LONG_QUIET_SAMPLES):
@@ -254,7 +260,7 @@ def _round_trips_after_long_quiet(samples=LONG_QUIET_SAMPLES):
         thread = threading.Thread(target=trip, daemon=True)
         thread.start()
         yield from wait_threads([thread], 10)
-    results.setdefault("round_trip", {})["ours_after_long_quiet"] = percentiles(trips)
+    results.setdefault("round_trip", {})["ours_after_long_quiet"] = dict(percentiles(trips), samples=raw(trips))
 
 
 def round_trips():
@@ -281,14 +287,15 @@ def round_trips():
 
 
 def _stall(name, submit_all, addon=True):
-    """Longest gap between two event-loop passes while a backlog of BACKLOG_TASKS tasks of 0.2 ms,
-    queued at once from the main thread, drains. Gaps count from the moment the backlog is queued
-    (queuing it is not counted) until the pass after the last task. Every gap is also split into
-    what the add-on's timer saw (Blender's own part of the pass before it, the budget it gave
-    itself, the time it spent running tasks) and the machine's pauses measured inside it: the time
-    tasks ran past their 0.2 ms (a busy-wait only overruns when its thread is paused) and the time
-    outside both Blender's part and the add-on's pass (between the add-on's timer and this one).
-    ``addon``: the add-on's timer runs the backlog (else its figures say nothing about the gaps)."""
+    """The gaps between two event-loop passes (the UI's frame time) while a backlog of
+    BACKLOG_TASKS tasks of 0.2 ms, queued at once from the main thread, drains. Gaps count from the
+    moment the backlog is queued (queuing it is not counted) until the pass after the last task;
+    every gap is kept for the plot. Every gap is also split into what the add-on's timer saw
+    (Blender's own part of the pass before it, the budget it gave itself, the time it spent running
+    tasks) and the machine's pauses measured inside it: the time tasks ran past their 0.2 ms (a
+    busy-wait only overruns when its thread is paused) and the time outside both Blender's part and
+    the add-on's pass (between the add-on's timer and this one). ``addon``: the add-on's timer runs
+    the backlog (else its figures say nothing about the gaps)."""
     ran = [0]
     overrun = [0.0]  # seconds, summed over the tasks
 
@@ -321,8 +328,9 @@ def _stall(name, submit_all, addon=True):
         yield 0.0
     gaps = passes.stop()[passes.mark:]
     passes.probe = None
-    figures = dict(percentiles(gaps), drain_seconds=passes.times[-1] - passes.times[passes.mark],
-                   task_pauses=overrun[0])
+    begin = passes.times[passes.mark]
+    series = {"end": raw(t - begin for t in passes.times[passes.mark + 1:]), "gap": raw(gaps)}
+    figures = dict(percentiles(gaps), drain_seconds=passes.times[-1] - begin, task_pauses=overrun[0], series=series)
     if addon:
         at = passes.mark + 1  # seen[...][at + i]: the add-on's pass inside gap i
         split = []
@@ -332,14 +340,14 @@ def _stall(name, submit_all, addon=True):
             # Blender's part in the first gap is the one before the backlog: nothing to split there
             outside = max(0.0, gap - part - addon_pass) if i else 0.0
             split.append(dict(gap=gap, blender_part=part, budget=budget, addon_pass=addon_pass,
-                              task_pauses=task_pauses, outside=outside, net=gap - task_pauses - outside))
+                              task_pauses=task_pauses, outside=outside))
+        for key in ("blender_part", "addon_pass", "task_pauses", "outside"):
+            series[key] = raw(gap[key] for gap in split)
         worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-5:][::-1]
         figures.update(longest_addon_pass=mt.stats().longest_tick, longest_task=mt.stats().longest_task,
-                       net=percentiles([gap["net"] for gap in split]), worst_gaps=[split[i] for i in worst],
+                       worst_gaps=[split[i] for i in worst],
                        # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
-                       longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split),
-                       longest_addon_overshoot=max(gap["addon_pass"] - gap["task_pauses"] - gap["budget"]
-                                                   for gap in split))
+                       longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split))
     results.setdefault("stall", {})[name] = figures
 
 
@@ -362,13 +370,7 @@ def stalls():
         stop()
 
 
-def machine_pauses():
-    """How long this machine pauses a running thread, here in Blender's main thread: the busy loop
-    of _pauses for as long as the add-on's drain lasted, in slices between event-loop passes."""
-    results["machine_pauses"] = yield from _pauses.measure_in_slices(results["stall"]["ours"]["drain_seconds"])
-
-
-STEPS = (settle, idle_pass, idle_cpu, round_trips, stalls, machine_pauses)
+STEPS = (settle, idle_pass, idle_cpu, round_trips, stalls)
 
 
 def scenario():

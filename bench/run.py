@@ -7,19 +7,22 @@
     python3 bench/run.py --skip-background  # GUI mode only
     python3 bench/run.py --skip-process   # without run_in_process's figures (bench/bench_process.py)
     python3 bench/run.py --skip-async     # without the coroutines' figures (bench/bench_async.py)
+    python3 bench/run.py --report         # the table and plots again from bench/results/latest.json
     BLENDER=/opt/blender/blender python3 bench/run.py
     python3 bench/run.py --blender-5.2    # Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)
 
 Background mode (``blender --background``, the main thread drains with ``pump``): throughput of
 ``post_on_main``, ``run_on_main`` and their anchors, the blocking round trip, memory. GUI mode
 (``xvfb-run ... blender``, Blender's real event loop): round-trip latency, the longest stall while a
-backlog drains, idle CPU. Processes (``bench/bench_process.py``): run_in_process's speed-up on CPU-bound
-tasks and its per-task overhead next to ProcessPoolExecutor's. Coroutines (``bench/bench_async.py``): in the UI,
-the passes an ``await asyncio.sleep(0)`` costs, the longest stall while 100 coroutines step next to
-the queue's, idle CPU with the loop alive. Every anchor is measured in the same run as the figure it is compared with;
-the table shows the ratio, the target and PASS/MISS. Writes bench/results/latest.json, latest.md and
-latest.png (GUI latency and stall next to the anchors); with ``--blender-5.2``, blender-5.2.json, .md
-and .png. Exit status 1 if a target was missed or a run failed. The README's "Performance" section says what each line measures.
+backlog drains, idle CPU. Processes (``bench/bench_process.py``): run_in_process's speed-up on
+CPU-bound tasks and its per-task overhead next to ProcessPoolExecutor's. Coroutines
+(``bench/bench_async.py``): in the UI, the passes an ``await asyncio.sleep(0)`` costs, the longest
+stall while 100 coroutines step next to the queue's, idle CPU with the loop alive. Every anchor is measured in
+the same run as the figure it is compared with; the table shows the ratio, the target and PASS/MISS.
+Writes bench/results/latest.json (the figures and the raw samples), latest.md (the table) and the
+plots (bench/_plots.py: round_trip.png, stall.png, throughput.png); with ``--blender-5.2``,
+blender-5.2.json, .md and blender-5.2-*.png. Exit status 1 if a target was missed or a run failed.
+docs/performance.md says what each line measures.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -40,8 +44,7 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(BENCH))
 import _setup  # noqa: E402
-import _pauses  # noqa: E402
-from _png import Canvas  # noqa: E402
+import bench_process  # noqa: E402
 
 BACKGROUND_TIMEOUT = 900  # seconds
 GUI_TIMEOUT = 600
@@ -201,35 +204,53 @@ def gui_rows(gui: dict) -> list[dict]:
         _row("GUI round trip p50", rt["ours"]["p50"], _time, "docs recipe (1.0 s timer) p50", rt["docs_recipe_1.0s"]["p50"]),
         _row("GUI round trip p99", rt["ours"]["p99"], _time, "docs recipe (1.0 s timer) p99", rt["docs_recipe_1.0s"]["p99"]),
         _row("GUI round trip p50", rt["ours"]["p50"], _time, "0.3 s polling timer p50", rt["poll_0.3s"]["p50"]),
-        _row(f"longest {backlog}", stall["ours"]["max"], _time,
-             f"tick budget ({_time(budget)}) + one pass (idle p50)", budget + one_pass, 1.0),
-        _row(f"longest {backlog}", stall["ours"]["max"], _time, "docs recipe longest stall", stall["docs_recipe_1.0s"]["max"]),
-        _row(f"longest {backlog}", stall["ours"]["max"], _time,
-             "tick budget + longest idle pass (same jitter)", budget + idle["max"]),
-        _row(f"p99 {backlog}", stall["ours"]["p99"], _time, "tick budget + idle pass p99", budget + idle["p99"]),
+        _row(f"p99 {backlog}", stall["ours"]["p99"], _time, STALL_TARGET, budget + idle["p99"], 1.0),
+        _row(f"p99 {backlog}, every frame less the machine's pauses measured in it", net_p99(stall["ours"]), _time,
+             STALL_TARGET, budget + idle["p99"]),
+        _row(f"longest {backlog}: {longest_stall_parts(stall['ours']['worst_gaps'][0])}", stall["ours"]["max"], _time,
+             STALL_TARGET, budget + idle["p99"]),
         _row(f"p50 {backlog}", stall["ours"]["p50"], _time, "tick budget + idle pass p50", budget + one_pass),
-        _row("longest add-on timer pass in that drain", stall["ours"]["longest_addon_pass"], _time,
-             "tick budget", budget),
+        _row(f"longest {backlog}", stall["ours"]["max"], _time, "docs recipe longest stall", stall["docs_recipe_1.0s"]["max"]),
         _row("longest add-on timer pass in that drain, less the pauses measured in its tasks",
              stall["ours"]["longest_addon_share"], _time, "tick budget + one task", budget + gui["backlog_task_seconds"]),
-        _row("most an add-on pass, less those pauses, ran past the budget it gave itself",
-             max(stall["ours"]["longest_addon_overshoot"], 0.0), _time, "one task", gui["backlog_task_seconds"]),
-        _row("longest task in that drain (a 0.2 ms busy-wait: the rest is preemption)", stall["ours"]["longest_task"], _time,
-             "the task's own time", gui["backlog_task_seconds"]),
-        *[_row(f"{rank} longest stall = Blender's part {_time(gap['blender_part'])} + the add-on's pass "
-               f"{_time(gap['addon_pass'])} (its budget then {_time(gap['budget'])}; pauses in its tasks "
-               f"{_time(gap['task_pauses'])}) + {_time(gap['outside'])} outside both", gap["gap"], _time,
-               "tick budget + one pass (idle p50)", budget + one_pass)
-          for rank, gap in zip(("the", "2nd", "3rd"), stall["ours"]["worst_gaps"])],
-        _row(f"longest {backlog}, every gap less the pauses measured in it", stall["ours"]["net"]["max"], _time,
-             "tick budget + one pass (idle p50)", budget + one_pass),
-        *pause_rows(gui, stall["ours"]["max"] - (budget + one_pass)),
+        _row("longest task in that drain (a 0.2 ms busy-wait: the rest is the machine pausing the thread)",
+             stall["ours"]["longest_task"], _time, "the task's own time", gui["backlog_task_seconds"]),
         _row("idle CPU, add-on enabled (% of a core, median)", cpu["enabled_percent"], lambda v: f"{v:.2f} %",
              "add-on disabled", cpu["disabled_percent"]),
         _overhead_row("idle CPU overhead (enabled − disabled), Blender idling (> 10 s after work)", enabled, empty,
                       "≤ 0.2 pp"),
         _overhead_row("idle CPU overhead, 1–10 s after work (polling every 15 ms)", recent, empty),
     ]
+
+
+#: The UI stall target: the frame time while a backlog drains, at its 99th percentile, stays within
+#: the add-on's tick budget plus what an idle event-loop pass takes at its 99th percentile.
+STALL_TARGET = "tick budget + idle pass p99"
+
+
+def longest_stall_parts(gap: dict) -> str:
+    """The longest gap split into its parts (bench_gui.py's _stall)."""
+    return (f"Blender's part {_time(gap['blender_part'])} + the add-on's pass {_time(gap['addon_pass'])} "
+            f"(its budget {_time(gap['budget'])}; the machine paused its tasks {_time(gap['task_pauses'])}) "
+            f"+ {_time(gap['outside'])} outside both")
+
+
+def net_p99(ours: dict) -> float:
+    """The p99 frame time less what the machine paused the main thread inside each frame: the time
+    its tasks (busy-waits) ran past their length, and the time outside Blender's part and the
+    add-on's pass."""
+    s = ours["series"]
+    net = sorted(gap - paused - outside for gap, paused, outside in zip(s["gap"], s["task_pauses"], s["outside"]))
+    return net[min(len(net) - 1, int(0.99 * len(net)))]
+
+
+def stall_verdict(gui: dict) -> str:
+    """The stall target as one line: PASS or MISS, the longest stall and its parts next to it."""
+    ours, bound = gui["stall"]["ours"], gui["tick_budget"] + gui["idle_pass"]["p99"]
+    verdict = "PASS" if ours["p99"] <= bound else "MISS"
+    return (f"UI stall target (p99 ≤ {STALL_TARGET}): {verdict}: p99 {_time(ours['p99'])} against {_time(bound)} "
+            f"({_time(net_p99(ours))} less the machine's pauses measured in the frames); "
+            f"longest {_time(ours['max'])} = {longest_stall_parts(ours['worst_gaps'][0])}")
 
 
 def _overhead_row(figure: str, overhead: dict, empty: dict, target: str = "",
@@ -240,22 +261,6 @@ def _overhead_row(figure: str, overhead: dict, empty: dict, target: str = "",
             "anchor": anchor, "anchor_value": pp(empty["pp"]),
             "ratio": "", "target": target, "result": result,
             "raw": {"value": overhead["pp"], "anchor": empty["pp"], "ratio": None}}
-
-
-def pause_rows(gui: dict, excess: float) -> list[dict]:
-    """The machine's own pauses of a running thread (bench/_pauses.py) next to how far the longest
-    stall went past tick budget + one pass."""
-    rows = []
-    for where, pauses in (("Blender's main thread, same session", gui.get("machine_pauses")),
-                          ("plain python3, no Blender running", gui.get("machine_pauses_python"))):
-        if not pauses:
-            continue
-        waited = pauses["run_queue_wait"]
-        queue = "" if waited is None else f"; the guest kernel kept it waiting {_time(waited)} in all"
-        rows.append(_row(f"longest pause of a busy loop ({where}; {pauses['seconds']:.0f} s, "
-                         f"{pauses['over_1ms']} pauses over 1 ms{queue})", pauses["longest"], _time,
-                         "longest stall − (tick budget + one pass)", max(excess, 0.0)))
-    return rows
 
 
 COLUMNS = ("figure", "value", "anchor", "anchor_value", "ratio", "target", "result")
@@ -280,113 +285,94 @@ def markdown(rows: list[dict], info: dict) -> str:
     return "\n".join(lines + [""] + facts) + "\n"
 
 
-# -- the plot --------------------------------------------------------------------------------------
+# -- the plots -----------------------------------------------------------------------------------
 
 
-def plot(gui: dict, path: Path, caption: str) -> None:
-    """GUI round-trip latency and longest stall, on a log scale in ms, next to the anchors."""
-    import math
-
-    rt, stall, one_pass = gui["round_trip"], gui["stall"], gui["idle_pass"]["p50"]
-    ours_dark, ours_light = (40, 110, 200), (140, 180, 230)
-    anchor_dark, anchor_light = (200, 90, 60), (235, 170, 150)
-    groups = [
-        ("Round trip worker > main > worker: p50 (dark), p99 (light)", [
-            ("mainthread_tasks", rt["ours"]["p50"], rt["ours"]["p99"], ours_dark, ours_light),
-            ("0.3 s polling timer", rt["poll_0.3s"]["p50"], rt["poll_0.3s"]["p99"], anchor_dark, anchor_light),
-            ("docs recipe, 1.0 s timer", rt["docs_recipe_1.0s"]["p50"], rt["docs_recipe_1.0s"]["p99"],
-             anchor_dark, anchor_light),
-        ], [(one_pass, "target p50: 1 pass"), (2 * one_pass, "target p99: 2 passes")]),
-        ("Longest UI stall while 20,000 tasks of 0.2 ms drain", [
-            ("mainthread_tasks", stall["ours"]["max"], None, ours_dark, None),
-            ("docs recipe, 1.0 s timer", stall["docs_recipe_1.0s"]["max"], None, anchor_dark, None),
-        ], [(gui["tick_budget"] + one_pass, "target: tick budget + 1 pass")]),
-    ]
-    width, left, right, text = 1100, 320, 140, 2  # text: font scale
-    low, high = 1e-4, 10.0  # seconds: 0.1 ms .. 10 s
-
-    def x_of(seconds: float) -> int:
-        span = math.log10(high) - math.log10(low)
-        return int(left + (width - left - right) * (math.log10(max(seconds, low)) - math.log10(low)) / span)
-
-    bar, gap = 16, 4
-    height = 60 + sum(36 + sum(2 * bar + gap + 14 if p99 else bar + 14 for _, _, p99, _, _ in items) + 14 * len(marks) + 10
-                      for _, items, marks in groups) + 90
-    canvas = Canvas(width, height)
-    canvas.text(10, 12, "mainthread_tasks in Blender's UI (Xvfb) vs the bpy.app.timers docs recipe", scale=text)
-    y = axis_top = 50
-    for title, items, marks in groups:
-        canvas.text(10, y + 6, title, (60, 60, 60), scale=text)
-        y += 36
-        top = y
-        for label, p50, p99, dark, light in items:
-            canvas.text(10, y + 1, label, scale=text)
-            for value, color in ((p50, dark), (p99, light)):
-                if value is None:
-                    continue
-                canvas.rect(left, y, x_of(value), y + bar, color)
-                canvas.text(x_of(value) + 5, y + 1, f"{value * 1e3:,.1f} ms", scale=text)
-                y += bar + gap
-            y += 14 - gap
-        for seconds, label in marks:
-            canvas.vline(x_of(seconds), top - 4, y, (0, 150, 0), dash=4)
-            canvas.text(x_of(seconds) + 4, y, label, (0, 120, 0), scale=text)
-            y += 14 * text - 14
-            y += 14
-        y += 10
-    for exponent in range(-1, 5):  # 0.1 ms .. 10,000 ms
-        x = x_of(10.0 ** exponent / 1e3)
-        canvas.vline(x, axis_top, y, (215, 215, 215))
-        label = f"{10.0 ** exponent:g} ms"
-        canvas.text(x - canvas.text_width(label, text) // 2, y + 6, label, (90, 90, 90), scale=text)
-    canvas.text(10, y + 36, caption, (90, 90, 90))
-    canvas.save(path)
+def plots(json_path: Path, prefix: str = "") -> list[Path]:
+    """The plots of a results file, drawn by bench/_plots.py with matplotlib in the bench's own venv
+    (never inside Blender), named ``<prefix><plot>.png``. Returns the files written."""
+    python = _setup.bench_python()
+    proc = subprocess.run([str(python), str(BENCH / "_plots.py"), str(json_path), str(json_path.parent), prefix],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode:
+        raise RuntimeError(f"the plots failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return [Path(line) for line in proc.stdout.split()]
 
 
 # -- main ------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
+def write_json(path: Path, data: dict) -> None:
+    """Indented JSON, with every list of plain values (the raw samples) on one line."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    path.write_text(re.sub(r"\[\n\s+([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s+", ", ", m.group(1)) + "]", text) + "\n")
+
+
+def rows_of(results: dict) -> list[dict]:
+    return [*(background_rows(results["background"]) if "background" in results else []),
+            *(gui_rows(results["gui"]) if "gui" in results else []),
+            *(bench_process.rows(results["process"]) if "process" in results else []),
+            *(_async_rows(results["async"]) if "async" in results else [])]
+
+
+def _async_rows(result: dict) -> list[dict]:
+    import bench_async
+
+    return bench_async.rows(result)
+
+
+def report(info: dict, results: dict, name: str = "latest") -> list[dict]:
+    """Print the table, write <name>.json, <name>.md and the plots; return the rows."""
+    rows = rows_of(results)
+    print_table(rows)
+    write_json(RESULTS / f"{name}.json", {"info": info, "rows": rows, "results": results})
+    (RESULTS / f"{name}.md").write_text(markdown(rows, info))
+    print(f"\n{info['machine']['description']}; Blender {info['blender']}; {info['seconds']:.0f} s")
+    if "gui" in results:
+        print(stall_verdict(results["gui"]))
+    prefix = "" if name == "latest" else f"{name}-"
+    written = [RESULTS / f"{name}.json", RESULTS / f"{name}.md", *plots(RESULTS / f"{name}.json", prefix)]
+    print("wrote " + ", ".join(str(path.relative_to(ROOT)) for path in written))
+    return rows
+
+
+def measure(argv: list[str]) -> tuple[dict, dict]:
+    """Run the benchmarks in Blender; return (info, results)."""
     quick = "--quick" in argv
+    if "--blender-5.2" in argv and "--skip-process" not in argv:
+        # bench_process.py starts the host's Blender binary (and the bpy 5.0.1 venv) itself.
+        raise SystemExit("bench/run.py: the process bench does not run in the sid chroot: add --skip-process")
     blender, xvfb_run = blender_commands(argv)
-    name = "blender-5.2" if "--blender-5.2" in argv else "latest"
     started = time.monotonic()
     info = {"command": " ".join([COMMAND, *argv]), "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick}
     results: dict = {}
-    rows: list[dict] = []
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mainthread_tasks-bench-") as scratch:
         if "--skip-background" not in argv:
             results["background"] = run_background(blender, Path(scratch), quick)
-            rows += background_rows(results["background"])
         if "--skip-gui" not in argv:
             results["gui"] = run_gui(blender, xvfb_run, Path(scratch), quick)
-            seconds = results["gui"]["stall"]["ours"]["drain_seconds"]
-            print(f"[bench] machine pauses: a busy loop in plain python3 for {seconds:.0f} s", flush=True)
-            time.sleep(2.0)  # Blender and Xvfb have just quit: let them finish
-            results["gui"]["machine_pauses_python"] = _pauses.measure(seconds)
-            rows += gui_rows(results["gui"])
-            plot(results["gui"], RESULTS / f"{name}.png",
-                 f"{info['date']}, Blender {results['gui']['blender']}, {info['machine']['description']}")
         if "--skip-async" not in argv:
             import bench_async
 
             results["async"] = bench_async.run(blender, xvfb_run, Path(scratch), quick)
-            rows += bench_async.rows(results["async"])
         if "--skip-process" not in argv:
-            import bench_process
-
-            results["process"] = bench_process.run(blender, Path(scratch), quick)
-            rows += bench_process.rows(results["process"])
+            results["process"] = bench_process.run(blender[0], Path(scratch), quick)
     some = results.get("background") or results.get("gui") or results.get("process", {}).get("cpu") or {}
     info.update(seconds=time.monotonic() - started, load_average_at_end=os.getloadavg(),
                 blender=some.get("blender", "?"), python=some.get("python", "?"))
-    print_table(rows)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"info": info, "rows": rows, "results": results}, indent=2))
-    (RESULTS / f"{name}.md").write_text(markdown(rows, info))
-    print(f"\n{info['machine']['description']}; Blender {info['blender']}; {info['seconds']:.0f} s")
-    print(f"wrote {RESULTS / name}.json, {name}.md" + (f", {name}.png" if "gui" in results else ""))
+    return info, results
+
+
+def main(argv: list[str]) -> int:
+    name = "blender-5.2" if "--blender-5.2" in argv else "latest"
+    if "--report" in argv:  # the table and the plots again from the latest results, measuring nothing
+        latest = json.loads((RESULTS / f"{name}.json").read_text())
+        info, results = latest["info"], latest["results"]
+    else:
+        info, results = measure(argv)
+    rows = report(info, results, name)
     missed = [r["figure"] for r in rows if r["result"] == "MISS"]
     if missed:
         print(f"MISSED {len(missed)} target(s): " + "; ".join(missed))

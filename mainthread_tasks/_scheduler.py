@@ -289,7 +289,7 @@ def call_on_main(fn, /, *args, **kwargs):
 def main_thread(fn):
     """Decorator: every call of ``fn``, from any thread, runs on the main thread.
 
-    Same semantics as :func:`call_on_main` (inline on the main thread; from a worker it blocks and
+    Same semantics as ``call_on_main`` (inline on the main thread; from a worker it blocks and
     returns the result or re-raises the exception). Keeps ``fn``'s name, docstring and signature.
 
     Raises:

@@ -267,7 +267,7 @@ class ThreadScope:
 def joined_threads(timeout: float | None = None):
     """Join every thread started in the block, running main-thread tasks while waiting. Main thread.
 
-    Yields a :class:`ThreadScope`; ``scope.start(fn, *args)`` starts a worker. On exit it joins
+    Yields a ``ThreadScope``; ``scope.start(fn, *args)`` starts a worker. On exit it joins
     the threads the block owns while it keeps running the queue, so workers blocked in
     ``call_on_main`` make progress even in ``--background`` where Blender timers never fire. Then,
     like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it raised one) are

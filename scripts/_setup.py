@@ -4,9 +4,10 @@
   root) together with Xvfb for the GUI tier.
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
   ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
-  + test tools), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own Python, via
-  ``pip --target``). The hash is of the pinned requirements: a change makes a new folder, so
-  checkouts that pin different versions (branches, worktrees) never rebuild one another's.
+  + test tools), ``venv-docs-<hash>`` (MkDocs for scripts/docs.py), ``venv-bench-<hash>`` (matplotlib
+  for the bench's plots), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own
+  Python, via ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
+  so checkouts that pin different versions (branches, worktrees) never rebuild one another's.
 - Blender 5.2 LTS (Python 3.14): a Debian ``sid`` chroot under the cache, built by ``debootstrap``
   (see ``sid_root``); ``sid_command()`` is the command prefix that runs a program inside it.
 
@@ -32,6 +33,13 @@ CACHE = Path(os.environ.get("MAINTHREAD_TASKS_CACHE", Path.home() / ".cache" / "
 TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package.
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
+# The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
+# griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats).
+DOCS_REQUIREMENTS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "mkdocstrings==1.0.8",
+                     "mkdocstrings-python==2.0.11", "griffe==2.4.1", "griffe-sphinx==0.3.1",
+                     "pymdown-extensions==13.1"]
+# The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
+BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
 APT_PACKAGES = ["blender", "xvfb", "xauth"]
 
 
@@ -164,6 +172,17 @@ def python313() -> str | None:
 def build_python() -> Path:
     """A venv with the build backend named in pyproject.toml, for ``scripts/build.py --wheel``."""
     return venv_python("venv-build", BUILD_REQUIREMENTS)
+
+
+def docs_python() -> Path:
+    """A venv with MkDocs, Material and mkdocstrings, for ``scripts/docs.py``, and the test tools
+    for the ``docs`` tier (tests/test_docs.py; the suite's fixtures patch fake-bpy-module)."""
+    return venv_python("venv-docs", [*DOCS_REQUIREMENTS, *test_requirements()])
+
+
+def bench_python() -> Path:
+    """A venv with matplotlib, for the benchmark's plots."""
+    return venv_python("venv-bench", BENCH_REQUIREMENTS)
 
 
 def bpy_python(version: str) -> Path:

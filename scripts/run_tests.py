@@ -24,6 +24,8 @@ Tiers:
   blender-5.2-background  Debian sid's Blender 5.2 LTS (Python 3.14) in a chroot under the cache
   install-blender-5.2  folder (scripts/_setup.py builds it with debootstrap): the core tests, the
   blender-5.2-gui      install scenarios, and the GUI session in its UI (extension install)
+  docs                 the documentation site built with ``mkdocs build --strict`` in the docs venv,
+                       as ``python3 scripts/docs.py`` builds it (tests/test_docs.py)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -102,9 +104,13 @@ def _env(tier: str, **extra: str) -> dict[str, str]:
     return env
 
 
+#: The plain-Python tiers: everything but real Blender and the docs site (its own tier).
+PLAIN_PYTHON = "not blender and not docs"
+
+
 def tier_cpython() -> Outcome:
     python = _setup.dev_python()
-    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", "not blender"], _env("cpython"))
+    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env("cpython"))
 
 
 def tier_cpython_313() -> Outcome:
@@ -113,14 +119,14 @@ def tier_cpython_313() -> Outcome:
     base = _setup.python313()
     if base:
         python = _setup.venv_python("venv-dev-py3.13", _setup.test_requirements(), base=base)
-        return _noted(_pytest_tier(tier, [str(python), "-m", "pytest", "-m", "not blender"], _env(tier)),
+        return _noted(_pytest_tier(tier, [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier)),
                       f"Python {_python_version([str(python)])}")
     pyver = _setup.sid_python_version()
     site = _setup.target_site(f"chroot-site-py{pyver}", pyver, _setup.test_requirements())
     python = [*_setup.sid_command([site]), "python3"]
     version = _python_version(python)
     print(f"[{tier}] no Python 3.13 here: running on the sid chroot's Python {version}", flush=True)
-    outcome = _pytest_tier(tier, [*python, "-m", "pytest", "-m", "not blender"], _env(tier, PYTHONPATH=str(site)))
+    outcome = _pytest_tier(tier, [*python, "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier, PYTHONPATH=str(site)))
     return _noted(outcome, f"Python 3.13 not found: ran on the chroot's Python {version}")
 
 
@@ -136,7 +142,7 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
 
 # Tests of the installed add-on run in their own tiers, so the summary shows each install path.
 ADDON_MARKERS = "install_extension or install_legacy or gui"
-CORE_IN_BLENDER = f"not fake_bpy and not ({ADDON_MARKERS})"
+CORE_IN_BLENDER = f"not fake_bpy and not docs and not ({ADDON_MARKERS})"
 
 
 def _blender_tier(tier: str, markers: str, blender: list[str] | None = None, site: Path | None = None,
@@ -216,6 +222,12 @@ def tier_sid_gui() -> Outcome:
 #: The newest 4.5 LTS bpy wheel on PyPI (Python 3.11).
 BPY_45 = "4.5.15"
 
+
+def tier_docs() -> Outcome:
+    python = _setup.docs_python()
+    return _pytest_tier("docs", [str(python), "-m", "pytest", "-m", "docs"], _env("docs"))
+
+
 TIERS = {
     "cpython": tier_cpython,
     "cpython-3.13": tier_cpython_313,
@@ -231,6 +243,7 @@ TIERS = {
     "blender-5.2-background": tier_sid_background,
     "install-blender-5.2": tier_sid_install,
     "blender-5.2-gui": tier_sid_gui,
+    "docs": tier_docs,
 }
 
 

@@ -7,7 +7,6 @@ empty user folder, and reports through a JSON file.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -16,20 +15,15 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from tests.support import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "test-results"
 CONSUMER = ROOT / "tests" / "addons" / "mtt_consumer"
 
 
-def _load_build_script():
-    spec = importlib.util.spec_from_file_location("mainthread_tasks_build_script", ROOT / "scripts" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 #: scripts/build.py, the project's build command.
-build = _load_build_script()
+build = load_script("build")
 
 
 def legacy_zip(source: Path, folder: Path) -> Path:

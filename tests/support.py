@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -77,6 +78,15 @@ def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedPro
             raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
         raise
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def load_script(name: str):
+    """One of the project's commands, ``scripts/<name>.py``, loaded as a module (scripts/ is not a
+    package)."""
+    spec = importlib.util.spec_from_file_location(f"mainthread_tasks_{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def start_thread(target, *args, name=None) -> threading.Thread:

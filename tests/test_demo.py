@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -22,9 +21,10 @@ def test_demo_command_builds_installs_and_runs(tmp_path):
     assert python, "python3 is needed to run scripts/demo.py"
     env = dict(os.environ, BLENDER=bpy.app.binary_path)
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run(
+    # support.run kills the whole process group on timeout: demo.py's Blender with it.
+    proc = support.run(
         [python, str(support.ROOT / "scripts" / "demo.py"), "--files", "6", "--save", str(tmp_path / "demo.blend")],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        300, env=env, cwd=tmp_path,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
