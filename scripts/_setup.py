@@ -5,7 +5,7 @@
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
   ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
   + test tools), ``venv-docs-<hash>`` (MkDocs for scripts/docs.py), ``venv-bench-<hash>`` (matplotlib
-  for the bench's plots), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own
+  for the bench's plots), ``venv-lint-<hash>`` (ruff, mypy and fake-bpy-module for the lint tier), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own
   Python, via ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
   so checkouts that pin different versions (branches, worktrees) never rebuild one another's.
 - Blender 5.2 LTS (Python 3.14): a Debian ``sid`` chroot under the cache, built by ``debootstrap``
@@ -40,6 +40,9 @@ DOCS_REQUIREMENTS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "mkdocstrings==1
                      "pymdown-extensions==13.1"]
 # The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
 BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
+# The lint tier: ruff (lint + format check) and mypy --strict, which reads bpy's types from the
+# fake-bpy-module pinned in tests/requirements.txt.
+LINT_REQUIREMENTS = ["ruff==0.17.6", "mypy==2.4.1"]
 APT_PACKAGES = ["blender", "xvfb", "xauth"]
 
 
@@ -183,6 +186,16 @@ def docs_python() -> Path:
 def bench_python() -> Path:
     """A venv with matplotlib, for the benchmark's plots."""
     return venv_python("venv-bench", BENCH_REQUIREMENTS)
+
+
+def lint_python() -> Path:
+    """A venv with ruff, mypy and fake-bpy-module, for the ``lint`` tier.
+
+    Its own venv rather than the dev one: tests/requirements.txt is also installed into the bpy
+    venvs and Blender's site folders (its hash names them), where a linter has no business.
+    """
+    fake_bpy = [r for r in test_requirements() if r.startswith("fake-bpy-module")]
+    return venv_python("venv-lint", [*LINT_REQUIREMENTS, *fake_bpy])
 
 
 def bpy_python(version: str) -> Path:
