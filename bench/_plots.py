@@ -24,8 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 OURS = "#1f6fc5"
 OURS_QUIET = "#6aa6e6"
@@ -121,10 +121,10 @@ def stall(results: dict, out: Path, prefix: str = "") -> Path:
     top.legend(loc="center right", fontsize=8.5)
 
     s = ours["series"]
-    starts = [end - gap for end, gap in zip(s["end"], s["gap"])]
-    addon_own = [max(0.0, a - p) for a, p in zip(s["addon_pass"], s["task_pauses"])]
-    pauses = [min(p, a) for a, p in zip(s["addon_pass"], s["task_pauses"])]
-    blender = [max(0.0, g - a - o) for g, a, o in zip(s["gap"], s["addon_pass"], s["outside"])]
+    starts = [end - gap for end, gap in zip(s["end"], s["gap"], strict=True)]
+    addon_own = [max(0.0, a - p) for a, p in zip(s["addon_pass"], s["task_pauses"], strict=True)]
+    pauses = [min(p, a) for a, p in zip(s["addon_pass"], s["task_pauses"], strict=True)]
+    blender = [max(0.0, g - a - o) for g, a, o in zip(s["gap"], s["addon_pass"], s["outside"], strict=True)]
     bottom_of = [0.0] * len(starts)
     for label, heights, color in (("Blender's part of the pass (events, redraw, its idle wait)", blender, "#c9c9c9"),
                                   ("the add-on running tasks", addon_own, OURS),
@@ -132,7 +132,7 @@ def stall(results: dict, out: Path, prefix: str = "") -> Path:
                                   ("elsewhere (outside both)", s["outside"], "#f2b705")):
         bottom.bar(starts, heights, width=s["gap"], bottom=bottom_of, align="edge", color=color, linewidth=0,
                    label=label)
-        bottom_of = [b + h for b, h in zip(bottom_of, heights)]
+        bottom_of = [b + h for b, h in zip(bottom_of, heights, strict=True)]
     bottom.axhline(target, color=TARGET, linestyle=":", linewidth=1.5,
                    label=f"target for p99: tick budget + idle pass p99 = {milliseconds(target)}")
     longest = ours["worst_gaps"][0]
@@ -164,7 +164,7 @@ def throughput(results: dict, out: Path, prefix: str = "") -> Path:
     cases = bg["throughput"]
     fig, ax = plt.subplots(figsize=(9.5, 4.2))
     rows = list(reversed(THROUGHPUT))
-    for y, (key, label, ours) in enumerate(rows):
+    for y, (key, _label, ours) in enumerate(rows):
         best = cases[key]["best"]
         ax.barh(y, best, color=OURS if ours else ANCHOR_LIGHT, height=0.6)
         ax.plot(cases[key]["runs"], [y] * len(cases[key]["runs"]), "o", color="black", markersize=3.5, alpha=0.6)

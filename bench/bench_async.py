@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -98,11 +99,11 @@ def inside_ui(out: Path, quick: bool) -> None:
         return 0.0
 
     def gaps(since: int) -> list[float]:
-        return [b - a for a, b in zip(times[since:], times[since + 1:])]
+        return [b - a for a, b in pairwise(times[since:])]
 
     def net_gaps(since: int) -> list[float]:
         """The gaps less the pauses measured in the steps that ran inside them."""
-        return [gap - (b - a) for gap, a, b in zip(gaps(since), paused_at[since:], paused_at[since + 1:])]
+        return [gap - (b - a) for gap, (a, b) in zip(gaps(since), pairwise(paused_at[since:]), strict=True)]
 
     def settle():
         started = perf_counter()
@@ -142,13 +143,13 @@ def inside_ui(out: Path, quick: bool) -> None:
             future = mt.run_async(hop(hops, seconds, marks))
             yield from wait_for(future.done, f"sleep(0) {label}")
             future.result(0)
-            between = [b - a for a, b in zip(marks, marks[1:])]
+            between = [b - a for a, b in pairwise(marks)]
             figures[label] = {"steps": hops, "passes": marks[-1] - marks[0], "most": max(between),
                               "mean": statistics.mean(between)}
         marks = []
         mt.post_on_main(repost, hops // 10, marks)
         yield from wait_for(lambda: len(marks) == hops // 10, "the re-posting task")
-        between = [b - a for a, b in zip(marks, marks[1:])]
+        between = [b - a for a, b in pairwise(marks)]
         figures["repost"] = {"hops": len(marks), "most": max(between), "mean": statistics.mean(between)}
         result["sleep0"] = figures
 

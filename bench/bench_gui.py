@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import pairwise
 from pathlib import Path
 
 import bpy
@@ -84,7 +85,7 @@ class Passes:
     def stop(self) -> list[float]:
         if bpy.app.timers.is_registered(self):
             bpy.app.timers.unregister(self)
-        return [b - a for a, b in zip(self.times, self.times[1:])]
+        return [b - a for a, b in pairwise(self.times)]
 
 
 passes = Passes()
@@ -164,7 +165,7 @@ def settle():
     before 60 passes in a row came under 30 ms."""
     started = perf_counter()
     passes.start()
-    while not (len(passes.times) > 60 and max(b - a for a, b in zip(passes.times[-60:], passes.times[-59:])) < 0.03):
+    while not (len(passes.times) > 60 and max(b - a for a, b in pairwise(passes.times[-60:])) < 0.03):
         if perf_counter() - started > 90:
             raise TimeoutError("the UI did not settle within 90 s")
         yield 0.05

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -215,7 +216,7 @@ def inside_ui(out: Path, quick: bool) -> None:
 
     def steps():
         started = perf_counter()
-        while perf_counter() - started < 5.0 or max(b - a for a, b in zip(passes[-60:], passes[-59:])) > 0.03:
+        while perf_counter() - started < 5.0 or max(b - a for a, b in pairwise(passes[-60:])) > 0.03:
             yield  # the first passes after start-up are slow (the window's first draws)
         for workers in (1, 2):
             mt.set_process_workers(workers)
@@ -228,7 +229,7 @@ def inside_ui(out: Path, quick: bool) -> None:
                 began = perf_counter()
                 while perf_counter() - began < seconds or not all(f.done() for f in futures):
                     yield
-                gaps = [b - a for a, b in zip(passes[mark:], passes[mark + 1:])]
+                gaps = [b - a for a, b in pairwise(passes[mark:])]
                 result["phases"][label] = {"passes": len(gaps), "gap_median": statistics.median(gaps), "gap_max": max(gaps),
                                            "polls": len(polls), "poll_median": statistics.median(polls) if polls else 0.0,
                                            "poll_max": max(polls, default=0.0)}
@@ -322,9 +323,9 @@ def rows(result: dict) -> list[dict]:
     cpu, ovh = result["cpu"], result["overhead"]
     runs = cpu["runs"]
     tasks = cpu["tasks"]
-    speedups = [m / p for m, p in zip(runs["main_thread"], runs["run_in_process"])]
-    thread_ratios = [m / t for m, t in zip(runs["main_thread"], runs["threads"])]
-    per_task_ratios = [a / b for a, b in zip(ovh["per_task"]["run_in_process"], ovh["per_task"]["process_pool_executor"])]
+    speedups = [m / p for m, p in zip(runs["main_thread"], runs["run_in_process"], strict=True)]
+    thread_ratios = [m / t for m, t in zip(runs["main_thread"], runs["threads"], strict=True)]
+    per_task_ratios = [a / b for a, b in zip(ovh["per_task"]["run_in_process"], ovh["per_task"]["process_pool_executor"], strict=True)]
 
     def rate(value):
         return f"{value:.1f} tasks/s"

@@ -240,7 +240,7 @@ def net_p99(ours: dict) -> float:
     its tasks (busy-waits) ran past their length, and the time outside Blender's part and the
     add-on's pass."""
     s = ours["series"]
-    net = sorted(gap - paused - outside for gap, paused, outside in zip(s["gap"], s["task_pauses"], s["outside"]))
+    net = sorted(gap - paused - outside for gap, paused, outside in zip(s["gap"], s["task_pauses"], s["outside"], strict=True))
     return net[min(len(net) - 1, int(0.99 * len(net)))]
 
 
@@ -268,11 +268,11 @@ HEADERS = ("figure", "value", "anchor (same run)", "anchor value", "ratio", "tar
 
 
 def print_table(rows: list[dict]) -> None:
-    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in zip(COLUMNS, HEADERS)]
-    line = "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths))
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in zip(COLUMNS, HEADERS, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))
     print("\n" + line + "\n" + "-" * len(line))
     for r in rows:
-        print("  ".join(r[c].ljust(w) for c, w in zip(COLUMNS, widths)))
+        print("  ".join(r[c].ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
 
 
 def markdown(rows: list[dict], info: dict) -> str:

@@ -48,7 +48,6 @@ EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # command_client, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
 from command_client import default_connection_file  # noqa: E402
-
 from mainthread_tasks import is_main_thread, main_loop, run_async, run_forever  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -260,7 +259,7 @@ class CommandServer:
             return {"ok": True, "result": fn(params)}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
-        except Exception as exc:  # a bug in a command must not end the connection
+        except Exception as exc:  # noqa: BLE001 - a bug in a command must not end the connection
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     # -- connections ----------------------------------------------------------------------------------

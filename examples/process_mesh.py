@@ -30,9 +30,8 @@ import bpy
 EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # mesh_math, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
-import mesh_math  # noqa: E402
-
 import mainthread_tasks  # noqa: E402
+import mesh_math  # noqa: E402
 from mainthread_tasks import is_main_thread, run_in_process, set_process_workers  # noqa: E402
 
 off_main_bpy_calls = []
@@ -105,7 +104,7 @@ def main(argv: list[str]) -> int:
     expected = mesh_math.ripple(coordinates(objects[0].data), waves(0), 0.4, 1.2)
     on_main = time.perf_counter() - started
     got = coordinates(objects[0].data)
-    assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-6, "the worker's result differs from the main thread's"
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-6, "the worker's result differs from the main thread's"
     heights = [max(coordinates(obj.data)[2::3]) for obj in objects]
     assert all(h > 0.05 for h in heights), f"a mesh was not displaced: {heights}"
 

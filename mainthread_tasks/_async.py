@@ -257,7 +257,7 @@ class _LoopSource:
             _set_stopped(self.tasks.pop(task), message)
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("mainthread_tasks: closing asynchronous generators failed")
         loop.close()
 

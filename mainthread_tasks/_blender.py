@@ -159,14 +159,14 @@ def _jobs_hold() -> bool:
     global _holding, _pass_end
     try:
         reason = _hold.job_running(_is_job_running)
-    except BaseException:  # noqa: BLE001 - see _drain_timer
+    except BaseException:  # see _drain_timer
         logger.exception("mainthread_tasks: checking for render/bake/composite jobs failed")
         return False
     if reason:
         _holding = True
         try:
             _hold.hold_pass(reason, tick_budget)
-        except BaseException:  # noqa: BLE001 - a ui_only task's Ctrl-C, say: still held
+        except BaseException:  # a ui_only task's Ctrl-C, say: still held
             logger.exception("mainthread_tasks: a pass holding the queue was interrupted")
         return True
     if _holding:
@@ -202,7 +202,7 @@ def _sources_pass(now: float) -> float:
             if _scheduler._poll_sources(now + budget):
                 _pass_end = _clock()
             due = _scheduler.sources_due()
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         logger.exception("mainthread_tasks: polling the sources interrupted the timer pass")
     _sources_left_work = due is not None and due <= 0.0
     interval = _idle_interval(now)
@@ -270,7 +270,7 @@ def _run_pass() -> None:
         _pass_end = _clock()
         if not _qsize() and not _held:
             _queue_empty_at = _pass_end
-    except BaseException:  # noqa: BLE001 - see _drain_timer; the task's own failure is already recorded
+    except BaseException:  # see _drain_timer; the task's own failure is already recorded
         _pass_end = _clock()
         logger.exception("mainthread_tasks: a task interrupted the timer pass; the queue keeps running")
     _shared.spent += _pass_end - started

@@ -227,7 +227,7 @@ class MainThreadFuture(Future):
                     return
         try:
             fn(self)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged, as concurrent.futures does; the other callbacks still run
             LOGGER.exception("exception calling callback for %r", self)
 
     # -- waiting -----------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _redraw_timer() -> float:
             for area in window.screen.areas:
                 if area.type == "PREFERENCES":
                     area.tag_redraw()
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("mainthread_tasks: could not refresh the preferences window")
     return REDRAW_INTERVAL
 

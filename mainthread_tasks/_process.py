@@ -99,7 +99,7 @@ _PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.prefix)"
 
 
 def _candidates() -> list[str]:
-    version = "%d.%d" % sys.version_info[:2]
+    version = "{}.{}".format(*sys.version_info[:2])
     names = (f"python{version}", "python3")
     found = [sys.executable, getattr(sys, "_base_executable", None)]
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
@@ -133,7 +133,7 @@ def _find_interpreter() -> tuple[str | None, str]:
     of the right version. Candidates: ``sys.executable``, ``sys._base_executable``, ``pythonX.Y``
     and ``python3`` in ``<prefix>/bin`` and on ``PATH``.
     """
-    version = "%d.%d" % sys.version_info[:2]
+    version = "{}.{}".format(*sys.version_info[:2])
     prefix = os.path.realpath(sys.prefix)
     fallback = None
     tried = []
@@ -206,7 +206,7 @@ def _pickle_call(fn, args, kwargs) -> tuple[bytes, dict[str, list[str]]]:
         try:
             pickle.dumps(fn, _process_child.PROTOCOL)
             what = "one of its arguments"
-        except Exception:
+        except Exception:  # noqa: BLE001 - a __reduce__ may raise anything: the fn is the culprit then
             what = "the function itself"
         raise TypeError(
             f"run_in_process({_scheduler.task_name(fn)}, ...): {what} cannot be pickled, so it cannot be sent "
@@ -562,7 +562,7 @@ class _Pool:
             if ok:
                 try:
                     result = pickle.loads(body)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - unpickling runs the result's own code: any failure fails the task
                     error = TypeError(f"the result of {task.name} came back from the worker process but cannot "
                                       f"be unpickled here: {exc}")
                     self._fail(task, error, exc)

@@ -166,7 +166,7 @@ def draw_status_bar(header, context) -> None:
         if len(items) > SHOWN_IN_FULL:
             layout.label(text=f"+{len(items) - SHOWN_IN_FULL}")
         layout.separator(factor=2.0)
-    except Exception:  # noqa: BLE001
+    except Exception:
         if not _draw_failed:
             _draw_failed = True
             logger.exception("mainthread_tasks: could not draw the progress in the status bar")

@@ -21,10 +21,10 @@ import select
 import signal
 import socket
 import threading
+from _thread import allocate_lock
 from collections import deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from _thread import allocate_lock
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
 
@@ -178,7 +178,7 @@ def task_name(fn) -> str:
             module = getattr(fn, "__module__", None)
             return f"{module}.{name}" if isinstance(module, str) else name
         return repr(fn)
-    except Exception:  # a proxy or command object whose __getattr__/__repr__ raises
+    except Exception:  # noqa: BLE001 - a proxy or command object whose __getattr__/__repr__ raises
         return f"<{type(fn).__qualname__} object at {id(fn):#x}>"
 
 

@@ -305,7 +305,7 @@ def joined_threads(timeout: float | None = None):
             yield scope
         except (KeyboardInterrupt, SystemExit):
             raise  # the user wants out: do not wait for threads
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - raised again once the threads are joined
             body_error = exc
         try:
             scope._join(timeout)

@@ -94,7 +94,7 @@ def find_area(bpy, area_type: str, region_type: str) -> dict:
                 if region is not None and (best is None or area.width * area.height > best[0]):
                     best = (area.width * area.height, window, screen, area, region)
         if best is not None:
-            return dict(zip(("window", "screen", "area", "region"), best[1:]))
+            return dict(zip(("window", "screen", "area", "region"), best[1:], strict=True))
     if not windows:
         where = "Blender has no window"
     else:

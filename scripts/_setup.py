@@ -138,7 +138,7 @@ def venv_python(name: str, requirements: list[str], base: str | None = None) -> 
     else:
         try:
             venv.create(folder, with_pip=True)
-        except Exception as exc:  # Debian's python3 without python3-venv
+        except Exception as exc:  # noqa: BLE001 - Debian's python3 without python3-venv fails in ensurepip
             shutil.rmtree(folder, ignore_errors=True)
             _apt_install(["python3-venv"])
             venv.create(folder, with_pip=True)

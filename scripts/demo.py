@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _setup  # noqa: E402
-import build  # noqa: E402
+import _setup
+import build
 
 ROOT = _setup.ROOT
 EXAMPLES = ROOT / "examples"
@@ -86,7 +86,7 @@ class Demo:
         """Wait for Blender; its exit status (None: killed after ``timeout``) and its output."""
         try:
             out = proc.communicate(timeout=timeout)[0]
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a timeout or Ctrl-C: Blender and its children never outlive the demo
             os.killpg(proc.pid, signal.SIGKILL)
             out = proc.communicate()[0]
             return None, out

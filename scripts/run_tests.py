@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _setup  # noqa: E402
+import _setup
 
 ROOT = _setup.ROOT
 RESULTS = ROOT / "test-results"

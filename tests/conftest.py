@@ -22,7 +22,6 @@ if str(ROOT) not in sys.path:
 
 import mainthread_tasks  # noqa: E402
 from mainthread_tasks import _blender, _scheduler  # noqa: E402
-
 from tests import support  # noqa: E402
 
 

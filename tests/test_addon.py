@@ -126,7 +126,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
     copies = (_blender, vendored_copy._blender)
     assert copies[0] is not copies[1] and copies[0]._shared is copies[1]._shared
     budgets: tuple[list, list] = ([], [])
-    for copy, got in zip(copies, budgets):
+    for copy, got in zip(copies, budgets, strict=True):
         monkeypatch.setattr(copy, "_clock", clock)
 
         def run_for(budget, got=got):  # a backlog that fills the whole budget

@@ -133,7 +133,7 @@ class Lifecycle(RuleBasedStateMachine):
             for n in range(tasks):
                 self.submit("post" if n % 3 == 0 else "run")
 
-            def interrupter():
+            def interrupter(delay=delay):
                 time.sleep(delay)
                 _thread.interrupt_main()
 

@@ -135,7 +135,7 @@ def test_ctrl_c_while_pump_waits_loses_the_task_that_wakes_it(sigint_raises, fas
 
         go = threading.Event()
 
-        def worker():
+        def worker(go=go, ran=ran, spin=spin):
             go.wait(5)
             time.sleep(0.001)  # main is in pump(5) by now, most of the time
             mt.post_on_main(ran.append, 1)

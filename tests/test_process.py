@@ -260,7 +260,7 @@ def test_the_worker_cannot_import_bpy():
 def test_the_interpreter_runs_blenders_python_version_and_installation():
     path = _process._interpreter()
     version, prefix = _process._probe(path)
-    assert version == "%d.%d" % sys.version_info[:2]
+    assert version == "{}.{}".format(*sys.version_info[:2])
     # Every tier here has an interpreter of its own installation (Debian's Blender: /usr/bin/python3.11,
     # whereas its sys.executable is another Python 3.11 on PATH).
     assert os.path.realpath(prefix) == os.path.realpath(sys.prefix), (path, prefix)

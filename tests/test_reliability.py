@@ -148,7 +148,7 @@ def test_no_growth_after_a_million_tasks_and_100_register_cycles(timers):
     def burst(total):
         def producer(count):
             post, run = mt.post_on_main, mt.run_on_main
-            for i in range(count // 2):
+            for _ in range(count // 2):
                 post(int)
                 run(int)
 

@@ -61,7 +61,7 @@ def test_many_threads_with_cancels_and_failures():
     def producer(tag):
         rng = random.Random(1000 + tag)
         mine = []
-        for i in range(1000):
+        for _ in range(1000):
             future = mt.run_on_main(task, rng.random() < 0.1)
             if rng.random() < 0.2:
                 future.cancel()

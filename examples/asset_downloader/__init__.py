@@ -126,7 +126,7 @@ def menu_entry(self, _context):
 class DemoAssets(BaseHTTPRequestHandler):
     delay = 0.15  # seconds per file: slow enough to watch the progress
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         try:
             index = int(self.path.rsplit("/", 1)[-1].removesuffix(".json"))
         except ValueError:

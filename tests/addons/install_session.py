@@ -28,7 +28,8 @@ import traceback
 
 import bpy  # first: in the bpy wheel, Blender's own modules (addon_utils) are importable after it
 
-import addon_utils  # noqa: E402
+# isort: split
+import addon_utils
 
 EXT = "bl_ext.user_default.mainthread_tasks"
 LEGACY = "mainthread_tasks"
@@ -141,7 +142,7 @@ def check_addon_lifecycle(name, reload):
         mt = check_reload_scripts(name)
         facts["dispatched_after_reload"] = dispatch(mt)
 
-    for cycle in range(3):  # no timer or preferences left over, none doubled
+    for _ in range(3):  # no timer or preferences left over, none doubled
         disable(name)
         assert_stopped(mt)
         mt = enable(name)

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import pairwise
 
 import bpy
 
@@ -142,7 +143,7 @@ def step_install():
 def step_settle():
     started = perf_counter()
     yield from wait_until(lambda: len(passes.times) > 60 and
-                          max(b - a for a, b in zip(passes.times[-60:], passes.times[-59:])) < 0.03,
+                          max(b - a for a, b in pairwise(passes.times[-60:])) < 0.03,
                           60, "the UI to settle (60 passes under 30 ms)")
     facts["settle_seconds"] = round(perf_counter() - started, 2)
 
@@ -202,7 +203,7 @@ def step_progress_in_the_status_bar(seconds=2.0):
         draws[0], started, mark = 0, perf_counter(), len(passes.times)
         yield from pause(seconds)
         rate = draws[0] / (perf_counter() - started)
-        gaps = sorted(b - a for a, b in zip(passes.times[mark:], passes.times[mark + 1:]))
+        gaps = sorted(b - a for a, b in pairwise(passes.times[mark:]))
         pass_ms = {"median": round(1000 * gaps[len(gaps) // 2], 1), "max": round(1000 * gaps[-1], 1)}
         stop.set()
         yield from wait_until(lambda: not thread.is_alive(), 10, "the counting worker")

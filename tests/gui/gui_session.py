@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import pairwise
 
 import bpy
 
@@ -64,7 +65,7 @@ class Passes:
 
     def gaps(self, since):
         times = self.times[since:]
-        return [b - a for a, b in zip(times, times[1:])]
+        return [b - a for a, b in pairwise(times)]
 
 
 passes = Passes()
@@ -285,7 +286,7 @@ def step_preferences_live_view():
     def counting_draw(self, context):
         try:
             original_draw(self, context)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             draw_errors.append(traceback.format_exc())
             raise
         draws.append(mt.stats().completed)
@@ -511,7 +512,7 @@ def step_coroutines(hops=1000, hop_seconds=0.0002, sleeps=10, sleep_seconds=0.2,
     pass_mark = passes.mark()
     marks = yield from run(hop_marks(hops, hop_seconds), 60, "the sleep(0) coroutine")
     pass_median = statistics.median(passes.gaps(pass_mark))
-    between = [b - a for a, b in zip(marks, marks[1:])]
+    between = [b - a for a, b in pairwise(marks)]
 
     def idle_and_watch():  # every pass: the timer as Blender idling leaves it, unless a coroutine is due
         long_idle()
@@ -654,7 +655,7 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
         yield from wait_until(lambda: not mt.stats().pending and not copy.stats().pending, 30, "both backlogs")
     finally:
         bpy.app.timers.unregister(recorder)
-        for c, previous in zip((mt, copy), budgets):
+        for c, previous in zip((mt, copy), budgets, strict=True):
             c.set_tick_budget(previous)
         copy.unregister()
         for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
