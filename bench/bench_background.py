@@ -390,8 +390,12 @@ def _growth_after_many() -> dict:
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    return {"tasks": NO_GROWTH_TASKS, "growth_bytes": after - before, "bound_bytes": NO_GROWTH_BOUND,
-            "seconds_under_tracemalloc": seconds}
+    return {
+        "tasks": NO_GROWTH_TASKS,
+        "growth_bytes": after - before,
+        "bound_bytes": NO_GROWTH_BOUND,
+        "seconds_under_tracemalloc": seconds,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -421,4 +425,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else [])
+    main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else [])

@@ -35,16 +35,19 @@ import mainthread_tasks as mt  # noqa: E402
 from mainthread_tasks import _blender, _scheduler  # noqa: E402
 
 perf_counter = time.perf_counter
-ARGS = sys.argv[sys.argv.index("--") + 1:]
+ARGS = sys.argv[sys.argv.index("--") + 1 :]
 OUT = Path(ARGS[0])
 QUICK = "--quick" in ARGS  # a smoke run of the whole pipeline, not for figures
 
 IDLE_PASS_SECONDS = 1.0 if QUICK else 5.0  # about as many passes as the backlog drain has
 CPU_CYCLES = 6 if QUICK else 75  # cycles through the IDLE_STATES: 22.5 s of windows per state
 ROUND_TRIP_WORKERS = 8
-ROUND_TRIP_SECONDS = {"ours": 2.0 if QUICK else 5.0, "ours_after_quiet": 3.0 if QUICK else 20.0,
-                      "poll_0.3s": 2.0 if QUICK else 6.0,
-                      "docs_recipe_1.0s": 3.0 if QUICK else 14.0}
+ROUND_TRIP_SECONDS = {
+    "ours": 2.0 if QUICK else 5.0,
+    "ours_after_quiet": 3.0 if QUICK else 20.0,
+    "poll_0.3s": 2.0 if QUICK else 6.0,
+    "docs_recipe_1.0s": 3.0 if QUICK else 14.0,
+}
 LONG_QUIET_SAMPLES = 5 if QUICK else 30
 BACKLOG_TASKS = 2_000 if QUICK else 20_000
 BACKLOG_TASK_SECONDS = 0.0002
@@ -94,8 +97,7 @@ passes = Passes()
 def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered),
-            "top5": ordered[:-6:-1]}
+    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered), "top5": ordered[:-6:-1]}
 
 
 def raw(values) -> list[float]:
@@ -191,8 +193,9 @@ IDLE_STATES = ("disabled", "enabled", "enabled_recent_work", "empty_timer")
 
 
 def _set_idle_state(state: str) -> None:
-    """"disabled": no timer of ours; "enabled": the add-on's timer as it is when Blender idles, more
-    than LONG_IDLE_AFTER s after the latest work (polling every LONG_IDLE_POLL s);
+    """Put Blender in an idle state. "disabled": no timer of ours; "enabled": the add-on's timer as
+    it is when Blender idles, more than LONG_IDLE_AFTER s after the latest work (polling every
+    LONG_IDLE_POLL s);
     "enabled_recent_work": the same, IDLE_AFTER..LONG_IDLE_AFTER s after work (polling every
     IDLE_POLL s); "empty_timer": only a timer that returns 0.0 at once (the cheapest any timer that
     runs every pass can be). The add-on stays registered throughout: with its timer removed it does
@@ -270,8 +273,9 @@ def round_trips():
     the add-on's timer polling every IDLE_POLL s instead of every pass; and after long ones
     (_round_trips_after_long_quiet)."""
     yield from _round_trips("ours", lambda: mt.call_on_main(noop), 0.010)
-    yield from _round_trips("ours_after_quiet", lambda: mt.call_on_main(noop), 0.3, workers=1,
-                            quiet=_blender.IDLE_AFTER + 0.05)
+    yield from _round_trips(
+        "ours_after_quiet", lambda: mt.call_on_main(noop), 0.3, workers=1, quiet=_blender.IDLE_AFTER + 0.05
+    )
     yield from _round_trips_after_long_quiet()
     for name, interval in (("poll_0.3s", 0.3), ("docs_recipe_1.0s", 1.0)):
         run_in_main_thread, stop = docs_recipe(interval)
@@ -309,8 +313,12 @@ def _stall(name, submit_all, addon=True):
     # into preallocated lists, so that the probe allocates nothing the garbage collector tracks.
     seen = {"blender_part": [], "budget": [], "addon_pass": [], "task_overrun": []}
 
-    def probe(part=seen["blender_part"].append, budget=seen["budget"].append, addon=seen["addon_pass"].append,
-              tasks=seen["task_overrun"].append):
+    def probe(
+        part=seen["blender_part"].append,
+        budget=seen["budget"].append,
+        addon=seen["addon_pass"].append,
+        tasks=seen["task_overrun"].append,
+    ):
         part(_blender.blender_part)
         budget(_blender.pass_budget)
         addon(_scheduler._last_tick)
@@ -327,10 +335,10 @@ def _stall(name, submit_all, addon=True):
     end = perf_counter()
     while passes.times[-1] < end:  # the gap that ends after the last task, too
         yield 0.0
-    gaps = passes.stop()[passes.mark:]
+    gaps = passes.stop()[passes.mark :]
     passes.probe = None
     begin = passes.times[passes.mark]
-    series = {"end": raw(t - begin for t in passes.times[passes.mark + 1:]), "gap": raw(gaps)}
+    series = {"end": raw(t - begin for t in passes.times[passes.mark + 1 :]), "gap": raw(gaps)}
     figures = dict(percentiles(gaps), drain_seconds=passes.times[-1] - begin, task_pauses=overrun[0], series=series)
     if addon:
         at = passes.mark + 1  # seen[...][at + i]: the add-on's pass inside gap i
@@ -340,15 +348,26 @@ def _stall(name, submit_all, addon=True):
             task_pauses = seen["task_overrun"][at + i] - seen["task_overrun"][at + i - 1]
             # Blender's part in the first gap is the one before the backlog: nothing to split there
             outside = max(0.0, gap - part - addon_pass) if i else 0.0
-            split.append(dict(gap=gap, blender_part=part, budget=budget, addon_pass=addon_pass,
-                              task_pauses=task_pauses, outside=outside))
+            split.append(
+                dict(
+                    gap=gap,
+                    blender_part=part,
+                    budget=budget,
+                    addon_pass=addon_pass,
+                    task_pauses=task_pauses,
+                    outside=outside,
+                )
+            )
         for key in ("blender_part", "addon_pass", "task_pauses", "outside"):
             series[key] = raw(gap[key] for gap in split)
         worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-5:][::-1]
-        figures.update(longest_addon_pass=mt.stats().longest_tick, longest_task=mt.stats().longest_task,
-                       worst_gaps=[split[i] for i in worst],
-                       # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
-                       longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split))
+        figures.update(
+            longest_addon_pass=mt.stats().longest_tick,
+            longest_task=mt.stats().longest_task,
+            worst_gaps=[split[i] for i in worst],
+            # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
+            longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split),
+        )
     results.setdefault("stall", {})[name] = figures
 
 
@@ -365,8 +384,9 @@ def stalls():
     yield from _stall("ours", ours)
     run_in_main_thread, stop = docs_recipe(1.0)
     try:
-        yield from _stall("docs_recipe_1.0s", lambda task: [run_in_main_thread(task) for _ in range(BACKLOG_TASKS)],
-                          addon=False)
+        yield from _stall(
+            "docs_recipe_1.0s", lambda task: [run_in_main_thread(task) for _ in range(BACKLOG_TASKS)], addon=False
+        )
     finally:
         stop()
 

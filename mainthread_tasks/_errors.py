@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     class ProcessDied(MainThreadTasksError, BrokenProcessPool):
         pass
 
+
 _process_died = None
 _process_died_lock = threading.Lock()  # must be held while making ProcessDied
 
@@ -101,8 +102,12 @@ def process_died() -> type:
                 from concurrent.futures.process import BrokenProcessPool
 
                 main = sys.modules.get("__main__")
-                if not had_multiprocessing and "bpy" in sys.modules and main is not None \
-                        and sys.modules.get("__mp_main__") is main:
+                if (
+                    not had_multiprocessing
+                    and "bpy" in sys.modules
+                    and main is not None
+                    and sys.modules.get("__mp_main__") is main
+                ):
                     del sys.modules["__mp_main__"]
                 made = type("ProcessDied", (MainThreadTasksError, BrokenProcessPool), {"__doc__": _PROCESS_DIED_DOC})
                 made.__module__ = __name__

@@ -123,7 +123,9 @@ class MainThreadFuture(Future):
         state = self._state
         if state == FINISHED:
             if self._exception is not None:
-                return f"<{type(self).__name__} at {id(self):#x} state=finished raised {type(self._exception).__name__}>"
+                return (
+                    f"<{type(self).__name__} at {id(self):#x} state=finished raised {type(self._exception).__name__}>"
+                )
             return f"<{type(self).__name__} at {id(self):#x} state=finished returned {type(self._result).__name__}>"
         return f"<{type(self).__name__} at {id(self):#x} state={state.lower()}>"
 
@@ -245,8 +247,7 @@ class MainThreadFuture(Future):
                 # Only the main thread runs tasks, so this future's task is further up this very
                 # stack: waiting for it would never end.
                 raise RuntimeError(
-                    f"{self!r} is the task running on the main thread right now; "
-                    "a task cannot wait for its own result"
+                    f"{self!r} is the task running on the main thread right now; a task cannot wait for its own result"
                 )
             self._wait_on_main(timeout)
             return

@@ -126,6 +126,10 @@ def hold_pass(reason: str, budget: float) -> int:
 def release() -> None:
     """The job ended: the next passes run the held tasks. Main thread."""
     if _scheduler._held_reason:
-        logger.debug("mainthread_tasks: queue held for %.2f s (%s); %d task(s) to run",
-                     perf_counter() - _held_since, _scheduler._held_reason, len(_scheduler._held))
+        logger.debug(
+            "mainthread_tasks: queue held for %.2f s (%s); %d task(s) to run",
+            perf_counter() - _held_since,
+            _scheduler._held_reason,
+            len(_scheduler._held),
+        )
         _scheduler._held_reason = ""

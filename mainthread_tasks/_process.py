@@ -115,8 +115,9 @@ def _probe(path: str) -> tuple[str, str] | str:
     if os.path.basename(os.path.realpath(path)).lower().startswith("blender"):
         return "Blender itself, not a Python interpreter"
     try:
-        proc = subprocess.run([path, "-I", "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT)
+        proc = subprocess.run(
+            [path, "-I", "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"could not run: {exc}"
     lines = proc.stdout.splitlines()
@@ -457,7 +458,9 @@ class _Pool:
                 # The most recently used idle child (warm caches), else a new one.
                 child = self._idle.pop() if self._idle else self._start_child()
             except Exception as exc:  # noqa: BLE001 - e.g. too many open files
-                self._fail(task, _errors.process_died()(f"could not start a worker process for {task.name}: {exc}"), exc)
+                self._fail(
+                    task, _errors.process_died()(f"could not start a worker process for {task.name}: {exc}"), exc
+                )
                 continue
             self._send(child, task)
 
@@ -478,8 +481,12 @@ class _Pool:
             self._busy.remove(child)
             self._remove(child, ended=True)
             if task.sent_once:
-                self._fail(task, _errors.process_died()(
-                    f"worker processes died twice before they could read {task.name}; see their output above"))
+                self._fail(
+                    task,
+                    _errors.process_died()(
+                        f"worker processes died twice before they could read {task.name}; see their output above"
+                    ),
+                )
             else:
                 task.sent_once = True
                 with self._lock:
@@ -563,8 +570,10 @@ class _Pool:
                 try:
                     result = pickle.loads(body)
                 except Exception as exc:  # noqa: BLE001 - unpickling runs the result's own code: any failure fails the task
-                    error = TypeError(f"the result of {task.name} came back from the worker process but cannot "
-                                      f"be unpickled here: {exc}")
+                    error = TypeError(
+                        f"the result of {task.name} came back from the worker process but cannot "
+                        f"be unpickled here: {exc}"
+                    )
                     self._fail(task, error, exc)
                     return
                 self._succeed(task, result)
@@ -606,10 +615,13 @@ class _Pool:
         pid = child.proc.pid
         self._remove(child, ended=True)
         how = _exit_description(child.proc.returncode)
-        self._fail(task, _errors.process_died()(
-            f"the worker process (pid {pid}) running {task.name} died: {how}. Only this task is lost; "
-            "a new worker process takes the next task"
-        ))
+        self._fail(
+            task,
+            _errors.process_died()(
+                f"the worker process (pid {pid}) running {task.name} died: {how}. Only this task is lost; "
+                "a new worker process takes the next task"
+            ),
+        )
 
 
 class _RemoteTraceback(Exception):
@@ -708,8 +720,9 @@ def run_in_process(fn, /, *args, **kwargs) -> ProcessFuture:
     if not callable(fn):
         raise _scheduler._not_callable(fn)
     if os.name != "posix":
-        raise NotImplementedError("run_in_process needs Linux or macOS: on Windows Blender's main thread cannot "
-                                  "poll the workers' pipes")
+        raise NotImplementedError(
+            "run_in_process needs Linux or macOS: on Windows Blender's main thread cannot poll the workers' pipes"
+        )
     if _scheduler._stopped is not None:
         raise SchedulerStopped(_scheduler._stopped)
     body, packages = _pickle_call(fn, args, kwargs)

@@ -41,10 +41,29 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL  # the same on both sides: parent and child r
 #: Top-level modules that exist only inside Blender. The child blocks ``bpy`` itself (the bpy wheel
 #: may be installed where the child would find it); the parent refuses to send anything that needs
 #: one of these.
-BLENDER_MODULES = frozenset({
-    "_bpy", "_bpy_types", "addon_utils", "aud", "bgl", "bl_math", "bl_operators", "bl_ui", "blf", "bmesh",
-    "bpy", "bpy_extras", "bpy_types", "freestyle", "gpu", "gpu_extras", "idprop", "imbuf", "mathutils",
-})
+BLENDER_MODULES = frozenset(
+    {
+        "_bpy",
+        "_bpy_types",
+        "addon_utils",
+        "aud",
+        "bgl",
+        "bl_math",
+        "bl_operators",
+        "bl_ui",
+        "blf",
+        "bmesh",
+        "bpy",
+        "bpy_extras",
+        "bpy_types",
+        "freestyle",
+        "gpu",
+        "gpu_extras",
+        "idprop",
+        "imbuf",
+        "mathutils",
+    }
+)
 
 _SMALL = 1 << 16  # a body this small goes out in the same write as its prefix and header
 
@@ -59,7 +78,7 @@ def write_message(fd: int, header: bytes, body=b"") -> None:
     for part in (data, body):
         view = memoryview(part)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:

@@ -82,8 +82,22 @@ class Progress:
     itself. Use it as a context manager, or call ``close()`` when the work ends.
     """
 
-    __slots__ = ("serial", "started", "_label", "_total", "_steps", "_step", "_added", "_origin",
-                 "_cancelled", "_futures", "_closed", "_ended", "_outcome", "_printed")
+    __slots__ = (
+        "serial",
+        "started",
+        "_label",
+        "_total",
+        "_steps",
+        "_step",
+        "_added",
+        "_origin",
+        "_cancelled",
+        "_futures",
+        "_closed",
+        "_ended",
+        "_outcome",
+        "_printed",
+    )
 
     def __init__(self, label: str, total=None):
         self.serial = next(_serials)  #: unique per process: the status bar's cancel button names it
@@ -128,9 +142,13 @@ class Progress:
             self._label = _label(label)
         self._origin = (done, *self._counts())
 
-    cancelled = property(attrgetter("_cancelled"), doc=(
-        "True once the work was asked to stop: by ``cancel()``, the status bar's cancel button or ESC in "
-        "Blender, or an exception leaving the ``with`` block. Any thread; workers check it and stop early."))
+    cancelled = property(
+        attrgetter("_cancelled"),
+        doc=(
+            "True once the work was asked to stop: by ``cancel()``, the status bar's cancel button or ESC in "
+            "Blender, or an exception leaving the ``with`` block. Any thread; workers check it and stop early."
+        ),
+    )
 
     def cancel(self) -> None:
         """Ask the work to stop: ``cancelled`` becomes True and every attached Future that has not

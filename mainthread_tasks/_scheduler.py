@@ -880,12 +880,22 @@ except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or alr
 _SLEEP_CODE = _sleep.__code__
 _RUN_BATCH_CODE = _run_batch.__code__
 _BATCH_BOOKKEEPING = frozenset(
-    {MainThreadFuture._finish.__code__, task_name.__code__, logging.Logger.error.__code__,
-     logging.Logger.warning.__code__}
+    {
+        MainThreadFuture._finish.__code__,
+        task_name.__code__,
+        logging.Logger.error.__code__,
+        logging.Logger.warning.__code__,
+    }
 )
 _DISPATCHER_CODES = frozenset(
-    {pump.__code__, run_for.__code__, _poll_sources.__code__, _reject_queued.__code__,
-     _restore_interrupts.__code__, _deliver_deferred_signal.__code__}
+    {
+        pump.__code__,
+        run_for.__code__,
+        _poll_sources.__code__,
+        _reject_queued.__code__,
+        _restore_interrupts.__code__,
+        _deliver_deferred_signal.__code__,
+    }
 )
 
 

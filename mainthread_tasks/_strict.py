@@ -158,8 +158,11 @@ def _checked_module_class(bpy_module):
 
         return property(get, put)
 
-    return type("StrictBpyModule", (type(bpy_module),), {
-        "__slots__": (), "data": attribute("data"), "context": attribute("context")})
+    return type(
+        "StrictBpyModule",
+        (type(bpy_module),),
+        {"__slots__": (), "data": attribute("data"), "context": attribute("context")},
+    )
 
 
 def _patch(bpy) -> list:

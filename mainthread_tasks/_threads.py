@@ -160,7 +160,11 @@ def _idle_pool_worker(thread: threading.Thread, frames: dict) -> bool:
 
 def _busy_pool_workers() -> list[threading.Thread]:
     frames = sys._current_frames()
-    return [t for t in list(getattr(_pool_module, "_threads_queues", ())) if t.is_alive() and not _idle_pool_worker(t, frames)]
+    return [
+        t
+        for t in list(getattr(_pool_module, "_threads_queues", ()))
+        if t.is_alive() and not _idle_pool_worker(t, frames)
+    ]
 
 
 class ThreadScope:

@@ -72,8 +72,9 @@ def _check_type_name(struct, argument: str, value) -> None:
         raise TypeError(f"ui_context(): {argument} must be a string such as 'VIEW_3D', got {value!r}")
     names = struct.bl_rna.properties["type"].enum_items.keys()
     if value not in names:
-        raise ValueError(f"ui_context(): {argument} {value!r} is not one of Blender's {struct.__name__} types: "
-                         f"{', '.join(names)}")
+        raise ValueError(
+            f"ui_context(): {argument} {value!r} is not one of Blender's {struct.__name__} types: {', '.join(names)}"
+        )
 
 
 def find_area(bpy, area_type: str, region_type: str) -> dict:
@@ -104,5 +105,4 @@ def find_area(bpy, area_type: str, region_type: str) -> dict:
         regions = sorted({r.type for area in areas if area.type == area_type for r in area.regions})
         if regions:
             where += f"; the {area_type} areas have {', '.join(regions)} regions"
-    raise NoSuchArea(f"ui_context(): no {area_type} area with a {region_type} region: {where}",
-                     area_type, region_type)
+    raise NoSuchArea(f"ui_context(): no {area_type} area with a {region_type} region: {where}", area_type, region_type)

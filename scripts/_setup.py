@@ -35,9 +35,15 @@ TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 # The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
 # griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats).
-DOCS_REQUIREMENTS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "mkdocstrings==1.0.8",
-                     "mkdocstrings-python==2.0.11", "griffe==2.4.1", "griffe-sphinx==0.3.1",
-                     "pymdown-extensions==13.1"]
+DOCS_REQUIREMENTS = [
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.1",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",
+    "griffe==2.4.1",
+    "griffe-sphinx==0.3.1",
+    "pymdown-extensions==13.1",
+]
 # The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
 BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
 # The lint tier: ruff (lint + format check) and mypy --strict, which reads bpy's types from the
@@ -122,8 +128,13 @@ def venv_python(name: str, requirements: list[str], base: str | None = None) -> 
     ``base`` is the interpreter the venv is made from (default: the one running this). The
     folder's name carries a hash of what is in it (see the module docstring).
     """
-    base_version = sys.version if base is None else subprocess.run(
-        [base, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True).stdout
+    base_version = (
+        sys.version
+        if base is None
+        else subprocess.run(
+            [base, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     stamp = _stamp(base_version, *requirements)
     folder = CACHE / f"{name}-{stamp[:8]}"
     python = folder / "bin" / "python"
@@ -166,8 +177,14 @@ def python313() -> str | None:
     """A Python 3.13 interpreter for the cpython-3.13 tier (pyenv's, else a ``python3.13`` on PATH
     that runs: pyenv's shim may not), or None if there is none here."""
     for candidate in (str(PYENV_313), shutil.which("python3.13")):
-        if candidate and Path(candidate).is_file() and subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 13)"],
-                                        capture_output=True).returncode == 0:
+        if (
+            candidate
+            and Path(candidate).is_file()
+            and subprocess.run(
+                [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 13)"], capture_output=True
+            ).returncode
+            == 0
+        ):
             return candidate
     return None
 
@@ -213,9 +230,16 @@ def blender_versions(blender: str | list[str]) -> tuple[str, str]:
     if command in _versions:
         return _versions[command]
     out = subprocess.run(
-        [*command, "--background", "--factory-startup", "--python-expr",
-         "import sys, bpy; print('VERSIONS=%s=%d.%d.%d' % ((bpy.app.version_string,) + sys.version_info[:3]))"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *command,
+            "--background",
+            "--factory-startup",
+            "--python-expr",
+            "import sys, bpy; print('VERSIONS=%s=%d.%d.%d' % ((bpy.app.version_string,) + sys.version_info[:3]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     for line in out.splitlines():
         if line.startswith("VERSIONS="):
@@ -236,8 +260,24 @@ def target_site(name: str, python_version: str, requirements: list[str]) -> Path
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    _run([str(dev_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(folder),
-          "--python-version", python_version, "--only-binary=:all:", "--implementation", "cp", *requirements])
+    _run(
+        [
+            str(dev_python()),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(folder),
+            "--python-version",
+            python_version,
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            *requirements,
+        ]
+    )
     _mark(folder, stamp)
     return folder
 
@@ -329,17 +369,25 @@ def sid_root() -> Path:
         log(f"building a Debian sid chroot with {' '.join(SID_PACKAGES)} in {folder}")
         folder.mkdir(parents=True)
         try:
-            _run(["debootstrap", "--variant=minbase", "sid", str(root), SID_MIRROR], timeout=SID_TIMEOUT,
-                 stdout=subprocess.DEVNULL)
+            _run(
+                ["debootstrap", "--variant=minbase", "sid", str(root), SID_MIRROR],
+                timeout=SID_TIMEOUT,
+                stdout=subprocess.DEVNULL,
+            )
             (root / "etc" / "apt" / "apt.conf.d" / "99mainthread-tasks").write_text(
-                'Acquire::Check-Valid-Until "false";\n')
+                'Acquire::Check-Valid-Until "false";\n'
+            )
             if not (root / "etc" / "mtab").exists():  # Blender lists the mounted file systems
                 (root / "etc" / "mtab").symlink_to("../proc/self/mounts")
             apt = [*_sid_enter(root, ()), "apt-get", *SID_APT]
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             _run([*apt, "update", "-qq"], env=env, timeout=SID_TIMEOUT)
-            _run([*apt, "install", "-y", "-qq", "--no-install-recommends", *SID_PACKAGES], env=env,
-                 timeout=SID_TIMEOUT, stdout=subprocess.DEVNULL)
+            _run(
+                [*apt, "install", "-y", "-qq", "--no-install-recommends", *SID_PACKAGES],
+                env=env,
+                timeout=SID_TIMEOUT,
+                stdout=subprocess.DEVNULL,
+            )
             _run([*apt, "clean"], env=env)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise SetupError(f"building the sid chroot failed ({exc}); {folder} is left for a look") from None
@@ -349,8 +397,19 @@ def sid_root() -> Path:
 
 def _sid_enter(root: Path, binds: Iterable[Path | str]) -> list[str]:
     paths = sorted({str(Path(b).resolve()) for b in binds}, key=len)  # outer folders first
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _SID_ENTER, "sid-chroot", str(root),
-            *paths, "--"]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-ec",
+        _SID_ENTER,
+        "sid-chroot",
+        str(root),
+        *paths,
+        "--",
+    ]
 
 
 def sid_command(binds: Iterable[Path | str] = ()) -> list[str]:
@@ -367,8 +426,13 @@ def sid_command(binds: Iterable[Path | str] = ()) -> list[str]:
 
 def sid_python_version() -> str:
     """X.Y of the chroot's python3."""
-    return subprocess.run([*sid_command(), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    return subprocess.run(
+        [*sid_command(), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def sid_blender() -> tuple[list[str], Path]:
@@ -380,7 +444,9 @@ def sid_blender() -> tuple[list[str], Path]:
     probe = [*sid_command(), "blender"]
     version = blender_versions(probe)[0]
     if not version.startswith(SID_BLENDER + "."):
-        raise SetupError(f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
-                         "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES")
+        raise SetupError(
+            f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
+            "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES"
+        )
     site = blender_site(probe)
     return [*sid_command([site]), "blender"], site

@@ -105,8 +105,12 @@ def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
     # Keep running main-thread tasks: a leftover worker may be blocked on one.
     deadline = time.monotonic() + timeout
     while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                  and not isinstance(t, threading._DummyThread)]  # Python did not start it: cannot end it
+        leaked = [
+            t
+            for t in threading.enumerate()
+            # a _DummyThread: Python did not start it, so the test cannot end it
+            if t not in before and t.is_alive() and not isinstance(t, threading._DummyThread)
+        ]
         if not leaked or time.monotonic() > deadline:
             return leaked
         mainthread_tasks.pump(0.01)

@@ -108,7 +108,9 @@ def vendored_copy():
     """A second copy of the package, as an add-on that vendors it has: own modules, queue, timer."""
     name = "mtt_vendored_copy"
     folder = Path(mt.__file__).parent
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     copy = importlib.util.module_from_spec(spec)
     sys.modules[name] = copy
     try:
@@ -185,7 +187,7 @@ def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_o
         for part in parts:
             clock.now += part  # Blender's own part of the pass, then ours (instant here)
             _blender._drain_timer()
-        return budgets[-len(parts):]
+        return budgets[-len(parts) :]
 
     budget = _blender.DEFAULT_TICK_BUDGET
     assert passes(0.5) == [budget]  # the first pass of a backlog: nothing to compare with
@@ -223,7 +225,7 @@ def test_passes_that_step_coroutines_are_paced_like_the_queues(clock, monkeypatc
         for part in parts:
             clock.now += part
             assert _blender._drain_timer() == 0.0
-        return budgets[-len(parts):]
+        return budgets[-len(parts) :]
 
     budget = _blender.DEFAULT_TICK_BUDGET
     assert passes(0.5, *[0.005] * 8) == [pytest.approx(budget)] * 9  # a new backlog, then usual passes
@@ -283,4 +285,3 @@ def test_failed_register_removes_what_it_registered(timers, mocker):
     assert mt.stats().registered == 0
     assert not timers.is_registered(_blender._drain_timer)
     fake_preferences.unregister.assert_called_once_with()
-

@@ -98,17 +98,20 @@ def test_update_sets_done_total_and_label_and_advance_adds_to_it():
     p.close()
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: mt.progress(3), TypeError),
-    (lambda: mt.progress("x", total=-1), ValueError),
-    (lambda: mt.progress("x", total=float("nan")), TypeError),
-    (lambda: mt.progress("x", total=True), TypeError),
-    (lambda: mt.progress("x", total="10"), TypeError),
-    (lambda: mt.progress("x").update("3"), TypeError),
-    (lambda: mt.progress("x").update(1, label=5), TypeError),
-    (lambda: mt.progress("x").update(1, total=float("inf")), TypeError),
-    (lambda: mt.progress("x").attach(object()), TypeError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: mt.progress(3), TypeError),
+        (lambda: mt.progress("x", total=-1), ValueError),
+        (lambda: mt.progress("x", total=float("nan")), TypeError),
+        (lambda: mt.progress("x", total=True), TypeError),
+        (lambda: mt.progress("x", total="10"), TypeError),
+        (lambda: mt.progress("x").update("3"), TypeError),
+        (lambda: mt.progress("x").update(1, label=5), TypeError),
+        (lambda: mt.progress("x").update(1, total=float("inf")), TypeError),
+        (lambda: mt.progress("x").attach(object()), TypeError),
+    ],
+)
 def test_bad_input_fails_at_the_call(call, error):
     with pytest.raises(error):
         call()

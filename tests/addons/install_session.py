@@ -40,9 +40,7 @@ USER_DIR = os.path.realpath(os.environ["BLENDER_USER_RESOURCES"])
 
 
 def install_extension(zip_path):
-    result = bpy.ops.extensions.package_install_files(
-        filepath=zip_path, repo="user_default", enable_on_install=True
-    )
+    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
     assert result == {"FINISHED"}, result
 
 

@@ -137,8 +137,9 @@ def bump(counter, key, expected, violations):
 def step_install_and_enable():
     global mt
     if EXTENSION:  # Edit > Preferences > Get Extensions > Install from Disk...
-        result = bpy.ops.extensions.package_install_files(filepath=ADDON_ZIP, repo="user_default",
-                                                          enable_on_install=True)
+        result = bpy.ops.extensions.package_install_files(
+            filepath=ADDON_ZIP, repo="user_default", enable_on_install=True
+        )
         assert result == {"FINISHED"}, result
     else:  # Edit > Preferences > Add-ons > Install... and the add-on's checkbox
         assert bpy.ops.preferences.addon_install(filepath=ADDON_ZIP) == {"FINISHED"}
@@ -156,8 +157,11 @@ def step_settle():
     # The first passes after start-up take seconds (the window's first draws): time nothing before
     # the heartbeat has been steady for a while.
     started = perf_counter()
-    yield from wait_until(lambda: len(passes.times) > 60 and max(passes.gaps(len(passes.times) - 60)) < 0.03,
-                          60, "the UI to settle (60 passes under 30 ms)")
+    yield from wait_until(
+        lambda: len(passes.times) > 60 and max(passes.gaps(len(passes.times) - 60)) < 0.03,
+        60,
+        "the UI to settle (60 passes under 30 ms)",
+    )
     ran = []
     mt.post_on_main(ran.append, 1)
     yield from wait_until(lambda: ran, 10, "the add-on's timer to run a task")
@@ -363,7 +367,9 @@ def measure_timers_per_pass(samples=200):
         yield from wait_until(lambda: passes.mark() - mark >= samples, 30, f"{samples} event-loop passes")
         calls, heartbeats = mt.stats().ticks - ticks, passes.mark() - mark
         ratio = round(calls / heartbeats, 3)
-        assert mt.stats().pending, f"the backlog ran out while measuring ({calls} calls in {heartbeats} passes): {mt.stats()}"
+        assert mt.stats().pending, (
+            f"the backlog ran out while measuring ({calls} calls in {heartbeats} passes): {mt.stats()}"
+        )
     finally:
         mt.set_tick_budget(budget)
     yield from wait_until(lambda: not mt.stats().pending, 30, "the rest of the backlog")
@@ -419,9 +425,11 @@ def step_idle_polling(samples=150, long_samples=300):
     started = perf_counter()
     thread = start(lambda: out.append(mt.call_on_main(perf_counter)))
     yield from wait_threads([thread], 10, "a round trip after the long quiet spell")
-    facts["idle_polling"] = {"timer_calls_per_idle_pass": round(ratio, 3),
-                             "after_a_long_quiet_spell": round(long_ratio, 3),
-                             "round_trip_after_long_quiet_ms": ms(perf_counter() - started)}
+    facts["idle_polling"] = {
+        "timer_calls_per_idle_pass": round(ratio, 3),
+        "after_a_long_quiet_spell": round(long_ratio, 3),
+        "round_trip_after_long_quiet_ms": ms(perf_counter() - started),
+    }
     assert_idle_ratios(ratio, long_ratio, facts["idle_polling"])
     assert out and out[0] - started < blender.LONG_IDLE_POLL + 0.1, facts["idle_polling"]
 
@@ -565,8 +573,11 @@ def step_coroutines_idle(samples=150, long_samples=300):
             ratios[label + "_long"] = yield from calls.per_pass(long_samples)
             if label == "loop_idle":
                 sleepers = [mt.run_async(asyncio.sleep(3600)) for _ in range(3)]
-                yield from wait_until(lambda: len(mt._async._source.tasks) == 3 and not mt.main_loop()._ready,
-                                      10, "the coroutines to fall asleep")
+                yield from wait_until(
+                    lambda: len(mt._async._source.tasks) == 3 and not mt.main_loop()._ready,
+                    10,
+                    "the coroutines to fall asleep",
+                )
     for future in sleepers:
         future.cancel()
     yield from wait_until(lambda: not mt._async._source.tasks, 10, "the sleeping coroutines to be cancelled")
@@ -629,8 +640,9 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
 
     name = "mtt_vendored_copy"
     folder = os.path.dirname(mt.__file__)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
-                                                  submodule_search_locations=[folder])
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
     copy = importlib.util.module_from_spec(spec)
     sys.modules[name] = copy
     spec.loader.exec_module(copy)
@@ -662,9 +674,12 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
             del sys.modules[module]
     limit = budget * (1 + mt._blender.MIN_BUDGET_SHARE) + 1e-9
     within = sum(a + b <= limit for a, b in both)
-    facts["vendored_copy"] = {"passes_with_both": len(both), "within_one_budget": within,
-                              "median_sum_ms": ms(statistics.median(a + b for a, b in both)) if both else None,
-                              "completed": [mt.stats().completed, copy.stats().completed]}
+    facts["vendored_copy"] = {
+        "passes_with_both": len(both),
+        "within_one_budget": within,
+        "median_sum_ms": ms(statistics.median(a + b for a, b in both)) if both else None,
+        "completed": [mt.stats().completed, copy.stats().completed],
+    }
     assert len(both) >= 20, facts["vendored_copy"]
     # A pause of the main thread between the two timers (> SAME_PASS_WITHIN) can hide the sharing.
     assert within >= 0.9 * len(both), facts["vendored_copy"]
@@ -694,8 +709,11 @@ def step_second_addon_and_no_doubled_timers():
     # F3 > Reload Scripts. The operator only schedules the reload: a timer does it in the next pass
     # (it disables and re-enables every add-on), so count the passes from here.
     assert bpy.ops.script.reload() == {"FINISHED"}
-    yield from wait_until(lambda: passes.mark() - mark > 32 and max(passes.gaps(passes.mark() - 30)) < 0.05,
-                          30, "the UI to settle after Reload Scripts")
+    yield from wait_until(
+        lambda: passes.mark() - mark > 32 and max(passes.gaps(passes.mark() - 30)) < 0.05,
+        30,
+        "the UI to settle after Reload Scripts",
+    )
     assert sys.modules[ADDON] is mt and mt.stats().registered == 1
     ratios["after_reload_scripts"] = yield from measure_timers_per_pass()
     facts["timer_calls_per_pass"] = ratios
@@ -745,8 +763,9 @@ def step_run_in_process(tasks=6, n=400_000):
     for future in futures:
         future.add_done_callback(lambda f: callbacks.append(threading.current_thread() is MAIN))
     from_worker = []
-    worker = start(lambda: from_worker.append(mt.run_in_process(work.sum_of_squares, n).result(120)),
-                   name="process-submitter")
+    worker = start(
+        lambda: from_worker.append(mt.run_in_process(work.sum_of_squares, n).result(120)), name="process-submitter"
+    )
     seen = set()
 
     def all_done():
