@@ -429,7 +429,8 @@ def rows(result: dict) -> list[dict]:
                 None,
             ),
             _row(
-                f"the pool's poll per UI pass while {workers} worker(s) compute, median (max {_time(busy['poll_max'])})",
+                f"the pool's poll per UI pass while {workers} worker(s) compute, "
+                f"median (max {_time(busy['poll_max'])})",
                 busy["poll_median"],
                 _time,
                 "UI pass while they compute, median",

@@ -411,10 +411,8 @@ def markdown(table: list[dict], meta: dict) -> str:
         "| figure | value | anchor | anchor value | ratio / difference | goal | result |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['figure']} | {r['value']} | {r['anchor']} | {r['anchor_value']} | {r['ratio']} | {r['goal']} | {r['result']} |"
-        for r in table
-    ]
+    columns = ("figure", "value", "anchor", "anchor_value", "ratio", "goal", "result")
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in table]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
 """Headless demo: heavy vertex math in worker processes, the results applied to meshes on the main thread.
 
-    blender --background --factory-startup --python examples/process_mesh.py -- [--meshes N] [--grid G] [--save out.blend]
+    blender --background --factory-startup --python examples/process_mesh.py -- \
+        [--meshes N] [--grid G] [--save out.blend]
 
 Builds N grid meshes of G x G vertices. For each, the main thread reads the vertex coordinates
 (``foreach_get``) and hands them with ``run_in_process`` to a worker process, which computes a

@@ -16,8 +16,9 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 - ``cancel()`` notifies waiters at once (state ``CANCELLED_AND_NOTIFIED``): nobody has to dequeue a
   cancelled task before ``concurrent.futures.wait`` sees it;
 - the main thread starts and finishes a task's future without taking the lock (the scheduler's
-  run loop, ``_scheduler._run_batch``, does both inline), with two atomic ``dict.setdefault`` calls on the future's ``__dict__`` (one C
-  call each, under the GIL; they never run Python code since the keys are str):
+  run loop, ``_scheduler._run_batch``, does both inline), with two atomic ``dict.setdefault`` calls
+  on the future's ``__dict__`` (one C call each, under the GIL; they never run Python code since
+  the keys are str):
 
   * start: ``setdefault("_state", RUNNING)``. ``_state`` stays off the instance (the class says
     PENDING) until the main thread starts the task or ``cancel()`` cancels it; both write it with

@@ -5,8 +5,9 @@
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
   ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
   + test tools), ``venv-docs-<hash>`` (MkDocs for scripts/docs.py), ``venv-bench-<hash>`` (matplotlib
-  for the bench's plots), ``venv-lint-<hash>`` (ruff, mypy and fake-bpy-module for the lint tier), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own
-  Python, via ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
+  for the bench's plots), ``venv-lint-<hash>`` (ruff, mypy and fake-bpy-module for the lint tier),
+  ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own Python, via
+  ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
   so checkouts that pin different versions (branches, worktrees) never rebuild one another's.
 - Blender 5.2 LTS (Python 3.14): a Debian ``sid`` chroot under the cache, built by ``debootstrap``
   (see ``sid_root``); ``sid_command()`` is the command prefix that runs a program inside it.
