@@ -50,7 +50,9 @@ class IdleCpu:
                 self.windows[state].append(block)
 
     def _median_difference(self, state: str, baseline: str, cycles) -> float:
-        pick = lambda name: [value for cycle in cycles for value in self.windows[name][cycle]]  # noqa: E731
+        def pick(name):
+            return [value for cycle in cycles for value in self.windows[name][cycle]]
+
         return statistics.median(pick(state)) - statistics.median(pick(baseline))
 
     def overhead(self, state: str, baseline: str) -> dict:

@@ -30,9 +30,9 @@ for folder in (ROOT, BENCH):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-import _idle_cpu  # noqa: E402
-import mainthread_tasks as mt  # noqa: E402
-from mainthread_tasks import _blender, _scheduler  # noqa: E402
+import _idle_cpu  # noqa: E402 - after the sys.path entries above
+import mainthread_tasks as mt  # noqa: E402 - after the sys.path entries above
+from mainthread_tasks import _blender, _scheduler  # noqa: E402 - after the sys.path entries above
 
 perf_counter = time.perf_counter
 ARGS = sys.argv[sys.argv.index("--") + 1 :]
@@ -96,7 +96,10 @@ passes = Passes()
 
 def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+
+    def pick(q):
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
     return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered), "top5": ordered[:-6:-1]}
 
 

@@ -43,8 +43,8 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(BENCH))
-import _setup  # noqa: E402
-import bench_process  # noqa: E402
+import _setup  # noqa: E402 - after the sys.path entries above
+import bench_process  # noqa: E402 - after the sys.path entries above
 
 BACKGROUND_TIMEOUT = 900  # seconds
 GUI_TIMEOUT = 600
@@ -434,7 +434,9 @@ def _overhead_row(
     target: str = "",
     anchor: str = "an empty timer returning 0.0, same windows",
 ) -> dict:
-    pp = lambda v: f"{v:+.2f} pp"  # noqa: E731
+    def pp(v):
+        return f"{v:+.2f} pp"
+
     result = ("PASS" if overhead["pp"] <= 0.2 else "MISS") if target else "info"
     return {
         "figure": figure,

@@ -26,7 +26,7 @@ EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # download_demo, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
 import download_demo  # noqa: E402 - the assets and the bpy work, shared with the thread version
-from mainthread_tasks import run_async  # noqa: E402
+from mainthread_tasks import run_async  # noqa: E402 - after the sys.path entries above
 
 HOST = "127.0.0.1"
 threads_seen: set[str] = set()  # every thread alive at some point of a download

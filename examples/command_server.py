@@ -47,8 +47,8 @@ from pathlib import Path
 EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # command_client, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
-from command_client import default_connection_file  # noqa: E402
-from mainthread_tasks import is_main_thread, main_loop, run_async, run_forever  # noqa: E402
+from command_client import default_connection_file  # noqa: E402 - after the sys.path entries above
+from mainthread_tasks import is_main_thread, main_loop, run_async, run_forever  # noqa: E402 - after the sys.path entries above
 
 LOOPBACK = "127.0.0.1"
 MAX_REQUEST_BYTES = 64 * 1024  # one request line, newline excluded

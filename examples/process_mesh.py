@@ -31,9 +31,9 @@ import bpy
 EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # mesh_math, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
-import mainthread_tasks  # noqa: E402
-import mesh_math  # noqa: E402
-from mainthread_tasks import is_main_thread, run_in_process, set_process_workers  # noqa: E402
+import mainthread_tasks  # noqa: E402 - after the sys.path entries above
+import mesh_math  # noqa: E402 - after the sys.path entries above
+from mainthread_tasks import is_main_thread, run_in_process, set_process_workers  # noqa: E402 - after the sys.path entries above
 
 off_main_bpy_calls = []
 

@@ -207,7 +207,7 @@ def run_task(header: bytes, body: bytes, state: dict) -> tuple[bytes, bytes]:
     del fn, args, kwargs
     try:
         data = pickle.dumps(result, PROTOCOL)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001 - whatever a __reduce__ raises goes back as this TypeError
         error = TypeError(
             f"the result ({type(result).__name__}) cannot be pickled, so it cannot be sent back to Blender: "
             f"{exc}; return plain data (numbers, strings, lists, tuples, dicts, bytes)"

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import mainthread_tasks  # noqa: E402
-from mainthread_tasks import _blender, _scheduler  # noqa: E402
-from tests import support  # noqa: E402
+import mainthread_tasks  # noqa: E402 - after the sys.path entry above
+from mainthread_tasks import _blender, _scheduler  # noqa: E402 - after the sys.path entry above
+from tests import support  # noqa: E402 - after the sys.path entry above
 
 
 def pytest_configure(config):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import mainthread_tasks
-from mainthread_tasks import _scheduler
+from mainthread_tasks import _blender, _scheduler
 
 
 class PipeSource:
@@ -151,8 +151,6 @@ def test_add_source_is_idempotent(source):
 
 
 # -- the UI timer (driven by hand here; the GUI tier runs it in Blender's event loop) -------------
-
-from mainthread_tasks import _blender  # noqa: E402
 
 
 class FakeSource(PipeSource):

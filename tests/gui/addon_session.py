@@ -419,7 +419,10 @@ def step_strict_mode():
     try:
         _, error = yield from in_worker(register_from_worker)
         assert isinstance(error, mt.NotMainThreadError) and "post_on_main" in str(error), error
-        probe = lambda: None  # noqa: E731
+
+        def probe():
+            return None
+
         bpy.app.timers.register(probe, first_interval=60.0)
         bpy.app.timers.unregister(probe)
         facts["strict"] = str(error)
