@@ -81,7 +81,7 @@ def inside_ui(out: Path, quick: bool) -> None:
 
     import _idle_cpu
     import mainthread_tasks as mt
-    from mainthread_tasks import _async, _blender, _scheduler
+    from mainthread_tasks import _async, _blender, _pacing, _scheduler
 
     perf_counter = time.perf_counter
     hops, coroutines, steps_each = (200, 20, 50) if quick else (HOPS, COROUTINES, STEPS_EACH)
@@ -93,7 +93,7 @@ def inside_ui(out: Path, quick: bool) -> None:
     result: dict = {
         "blender": bpy.app.version_string,
         "python": sys.version.split()[0],
-        "tick_budget": _blender.tick_budget,
+        "tick_budget": _pacing.tick_budget,
         "step_length": STEP_SECONDS,
         "coroutines": coroutines,
         "steps_each": steps_each,

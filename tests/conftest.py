@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import mainthread_tasks  # noqa: E402 - after the sys.path entry above
-from mainthread_tasks import _blender, _scheduler  # noqa: E402 - after the sys.path entry above
+from mainthread_tasks import _pacing, _scheduler  # noqa: E402 - after the sys.path entry above
 from tests import support  # noqa: E402 - after the sys.path entry above
 
 
@@ -97,8 +97,8 @@ def _reset_scheduler() -> None:
     _scheduler._stop_sources("the test is over")  # a process pool or asyncio loop a test left behind
     _scheduler._stopped = None  # back to the state right after import: accepting, no users
     _scheduler.reset_stats()
-    _blender.reset_pass_stats()
-    _blender.tick_budget = _blender.DEFAULT_TICK_BUDGET
+    _pacing.reset_pass_stats()
+    _pacing.tick_budget = _pacing.DEFAULT_TICK_BUDGET
 
 
 def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
