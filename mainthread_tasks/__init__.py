@@ -61,7 +61,7 @@ __all__ = (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type[MainThreadTasksError]:
     # ProcessDied is made on first use: see _errors.process_died().
     if name == "ProcessDied":
         from ._errors import process_died

@@ -12,6 +12,7 @@ import logging
 import sys
 import types
 from time import perf_counter
+from typing import Any
 
 from . import _hold, _pacing, _scheduler, _strict
 
@@ -46,8 +47,9 @@ SHARED_PASS_RECORD = "_mainthread_tasks_shared_pass_1"
 SAME_PASS_WITHIN = 0.0005
 
 
-def _shared_pass_record():
-    record = sys.modules.get(SHARED_PASS_RECORD)
+def _shared_pass_record() -> Any:
+    # Any: a module object whose attributes (above) are ours.
+    record: Any = sys.modules.get(SHARED_PASS_RECORD)
     if record is None:
         record = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
         record.end = record.spent = 0.0
@@ -63,7 +65,7 @@ _held = _scheduler._held  # tasks held during a render/bake/composite job (see _
 _holding = False  #: the timer holds the queue now (main thread)
 
 
-def _no_jobs(_job_type) -> bool:
+def _no_jobs(_job_type: str) -> bool:
     return False
 
 
@@ -220,7 +222,8 @@ def _run_pass() -> None:
     _shared.end = _pass_end
 
 
-def _bpy():
+def _bpy() -> Any:
+    """The ``bpy`` module, or None on plain Python. (Any: the real module or fake-bpy-module.)"""
     try:
         import bpy
     except ImportError:  # plain Python: nothing to drive, pump()/joined_threads() still work
@@ -235,7 +238,7 @@ def in_blender_ui() -> bool:
     return bpy is not None and getattr(getattr(bpy, "app", None), "background", True) is False
 
 
-def _is_enabled_addon(bpy) -> bool:
+def _is_enabled_addon(bpy: Any) -> bool:
     # True when Blender lists this package in Edit > Preferences > Add-ons: the installed add-on or
     # extension, not a copy bundled inside another add-on. addon_utils adds the entry before it
     # calls register().
