@@ -4,7 +4,9 @@
 package, each as pyproject.toml configures it, so a developer gets the same answer from the bare
 commands. The package ships ``py.typed``: a user's type checker sees the public API's types, so one
 check types a user's call the way the API documents it, and one shows mypy failing on a wrong call
-(the tier can fail).
+(the tier can fail). And no module of the package imports, directly or through others, a module
+that imports it back (at module level or inside a function): the timer and its preferences panel
+once did.
 """
 
 from __future__ import annotations
@@ -100,3 +102,36 @@ def test_a_wrong_call_fails(tmp_path):
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Incompatible types in assignment" in proc.stdout, proc.stdout
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The package's modules that ``path`` imports, at module level or inside its functions."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                names.add(node.module)
+            else:
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_the_package_has_no_import_circle():
+    package = ROOT / "mainthread_tasks"
+    graph = {path.stem: _package_imports(path) for path in package.glob("*.py")}
+    assert graph["_preferences"] and graph["_scheduler"], "the parser finds the package's imports"
+
+    def circle_from(module: str, path: list[str]) -> list[str] | None:
+        for imported in sorted(graph.get(module, ())):
+            if imported in path:
+                return [*path[path.index(imported) :], imported]
+            found = circle_from(imported, [*path, imported])
+            if found:
+                return found
+        return None
+
+    for module in sorted(graph):
+        circle = circle_from(module, [module])
+        assert circle is None, " -> ".join(circle or ())
