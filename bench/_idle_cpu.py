@@ -35,7 +35,7 @@ class IdleCpu:
         (a ``bpy.app.timers`` interval). ``set_state(state)`` puts Blender in a state."""
         states = self.states
         for cycle in range(cycles):
-            for state in states[cycle % len(states):] + states[:cycle % len(states)]:
+            for state in states[cycle % len(states) :] + states[: cycle % len(states)]:
                 set_state(state)
                 yield WINDOW_SECONDS  # the change itself is not measured
                 block = []
@@ -50,7 +50,9 @@ class IdleCpu:
                 self.windows[state].append(block)
 
     def _median_difference(self, state: str, baseline: str, cycles) -> float:
-        pick = lambda name: [value for cycle in cycles for value in self.windows[name][cycle]]  # noqa: E731
+        def pick(name):
+            return [value for cycle in cycles for value in self.windows[name][cycle]]
+
         return statistics.median(pick(state)) - statistics.median(pick(baseline))
 
     def overhead(self, state: str, baseline: str) -> dict:
@@ -58,17 +60,26 @@ class IdleCpu:
         its bootstrap standard error and the difference of the means."""
         everything = range(len(self.windows[state]))
         resample = random.Random(1)
-        replicas = [self._median_difference(state, baseline, resample.choices(everything, k=len(everything)))
-                    for _ in range(BOOTSTRAP_REPLICAS)]
-        return {"pp": self._median_difference(state, baseline, everything),
-                "pp_mean": 100.0 * (self.spent[state] / self.wall[state] - self.spent[baseline] / self.wall[baseline]),
-                "stderr": statistics.stdev(replicas)}
+        replicas = [
+            self._median_difference(state, baseline, resample.choices(everything, k=len(everything)))
+            for _ in range(BOOTSTRAP_REPLICAS)
+        ]
+        return {
+            "pp": self._median_difference(state, baseline, everything),
+            "pp_mean": 100.0 * (self.spent[state] / self.wall[state] - self.spent[baseline] / self.wall[baseline]),
+            "stderr": statistics.stdev(replicas),
+        }
 
     def summary(self, baseline: str) -> dict:
         """Every state's median ("<state>_percent") and its overhead over ``baseline`` ("<state>")."""
         return {
-            **{f"{state}_percent": statistics.median(v for block in self.windows[state] for v in block)
-               for state in self.states},
+            **{
+                f"{state}_percent": statistics.median(v for block in self.windows[state] for v in block)
+                for state in self.states
+            },
             **{state: self.overhead(state, baseline) for state in self.states if state != baseline},
-            "windows": len(self.windows[baseline]) * WINDOWS_PER_VISIT, "window_seconds": WINDOW_SECONDS,
-            "seconds_each": statistics.median(self.wall.values()), "cycles": len(self.windows[baseline])}
+            "windows": len(self.windows[baseline]) * WINDOWS_PER_VISIT,
+            "window_seconds": WINDOW_SECONDS,
+            "seconds_each": statistics.median(self.wall.values()),
+            "cycles": len(self.windows[baseline]),
+        }

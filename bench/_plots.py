@@ -24,8 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 OURS = "#1f6fc5"
 OURS_QUIET = "#6aa6e6"
@@ -35,11 +35,21 @@ ANCHOR_LIGHT = "#eba184"
 TARGET = "#2a9d4b"
 GREY = "#6b6b6b"
 
-plt.rcParams.update({
-    "figure.dpi": 110, "savefig.dpi": 110, "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold",
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#e4e4e4",
-    "grid.linewidth": 0.8, "legend.frameon": False,
-})
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "savefig.dpi": 110,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.titleweight": "bold",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.color": "#e4e4e4",
+        "grid.linewidth": 0.8,
+        "legend.frameon": False,
+    }
+)
 
 
 def milliseconds(seconds: float) -> str:
@@ -55,8 +65,14 @@ def _save(fig, results: dict, path: Path, bottom: float = 0.03) -> Path:
     """Lay the figure out above a footer line that says which run it shows, and write it."""
     info = results["info"]
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.text(0.01, 0.005, f"{info['date']} · Blender {info['blender']} · {info['machine']['description']} · "
-                          f"`{info['command']}`", fontsize=7.5, color=GREY, va="bottom")
+    fig.text(
+        0.01,
+        0.005,
+        f"{info['date']} · Blender {info['blender']} · {info['machine']['description']} · `{info['command']}`",
+        fontsize=7.5,
+        color=GREY,
+        va="bottom",
+    )
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -78,8 +94,15 @@ def round_trip(results: dict, out: Path, prefix: str = "") -> Path:
     for label, data, color, style in series:
         values = sorted(data["samples"])
         n = len(values)
-        ax.step(values, [(i + 1) / n for i in range(n)], where="post", color=color, linestyle=style, linewidth=2.2,
-                label=f"{label}: {milliseconds(data['p50'])} ({n:,})")
+        ax.step(
+            values,
+            [(i + 1) / n for i in range(n)],
+            where="post",
+            color=color,
+            linestyle=style,
+            linewidth=2.2,
+            label=f"{label}: {milliseconds(data['p50'])} ({n:,})",
+        )
     ax.axvline(one_pass, color=TARGET, linestyle=":", linewidth=1.5)
     ax.text(one_pass * 1.06, 0.04, f"one event-loop pass\n({milliseconds(one_pass)}, idle)", color=TARGET, fontsize=8.5)
     ax.set_xscale("log")
@@ -90,8 +113,15 @@ def round_trip(results: dict, out: Path, prefix: str = "") -> Path:
     ax.set_xlabel("round trip worker → main thread → worker (ms, log scale)")
     ax.set_ylabel("round trips at most this long")
     ax.set_title("Waiting for Blender's main thread in the UI: mainthread_tasks vs the docs recipe", loc="left")
-    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), ncol=2, fontsize=8.5, alignment="left",
-              title="median round trip (round trips measured)", title_fontsize=8.5)
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.13),
+        ncol=2,
+        fontsize=8.5,
+        alignment="left",
+        title="median round trip (round trips measured)",
+        title_fontsize=8.5,
+    )
     return _save(fig, results, out / f"{prefix}round_trip.png")
 
 
@@ -105,11 +135,19 @@ def stall(results: dict, out: Path, prefix: str = "") -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9.5, 7.2), height_ratios=(1, 1.15))
 
     budget = milliseconds(gui["tick_budget"])
-    for label, data, color in (("docs recipe (all in one pass)", docs, ANCHOR),
-                               (f"mainthread_tasks ({budget} per pass)", ours, OURS)):
+    for label, data, color in (
+        ("docs recipe (all in one pass)", docs, ANCHOR),
+        (f"mainthread_tasks ({budget} per pass)", ours, OURS),
+    ):
         s = data["series"]
-        top.step(s["end"], s["gap"], where="pre", color=color, linewidth=1.4,
-                 label=f"{label}: longest {milliseconds(data['max'])}\ndrained in {data['drain_seconds']:.1f} s")
+        top.step(
+            s["end"],
+            s["gap"],
+            where="pre",
+            color=color,
+            linewidth=1.4,
+            label=f"{label}: longest {milliseconds(data['max'])}\ndrained in {data['drain_seconds']:.1f} s",
+        )
     top.axhline(target, color=TARGET, linestyle=":", linewidth=1.5)
     top.set_yscale("log")
     _ms_axis(top.yaxis)
@@ -121,20 +159,28 @@ def stall(results: dict, out: Path, prefix: str = "") -> Path:
     top.legend(loc="center right", fontsize=8.5)
 
     s = ours["series"]
-    starts = [end - gap for end, gap in zip(s["end"], s["gap"])]
-    addon_own = [max(0.0, a - p) for a, p in zip(s["addon_pass"], s["task_pauses"])]
-    pauses = [min(p, a) for a, p in zip(s["addon_pass"], s["task_pauses"])]
-    blender = [max(0.0, g - a - o) for g, a, o in zip(s["gap"], s["addon_pass"], s["outside"])]
+    starts = [end - gap for end, gap in zip(s["end"], s["gap"], strict=True)]
+    addon_own = [max(0.0, a - p) for a, p in zip(s["addon_pass"], s["task_pauses"], strict=True)]
+    pauses = [min(p, a) for a, p in zip(s["addon_pass"], s["task_pauses"], strict=True)]
+    blender = [max(0.0, g - a - o) for g, a, o in zip(s["gap"], s["addon_pass"], s["outside"], strict=True)]
     bottom_of = [0.0] * len(starts)
-    for label, heights, color in (("Blender's part of the pass (events, redraw, its idle wait)", blender, "#c9c9c9"),
-                                  ("the add-on running tasks", addon_own, OURS),
-                                  ("the machine pausing the thread inside a task", pauses, "#8a3ffc"),
-                                  ("elsewhere (outside both)", s["outside"], "#f2b705")):
-        bottom.bar(starts, heights, width=s["gap"], bottom=bottom_of, align="edge", color=color, linewidth=0,
-                   label=label)
-        bottom_of = [b + h for b, h in zip(bottom_of, heights)]
-    bottom.axhline(target, color=TARGET, linestyle=":", linewidth=1.5,
-                   label=f"target for p99: tick budget + idle pass p99 = {milliseconds(target)}")
+    for label, heights, color in (
+        ("Blender's part of the pass (events, redraw, its idle wait)", blender, "#c9c9c9"),
+        ("the add-on running tasks", addon_own, OURS),
+        ("the machine pausing the thread inside a task", pauses, "#8a3ffc"),
+        ("elsewhere (outside both)", s["outside"], "#f2b705"),
+    ):
+        bottom.bar(
+            starts, heights, width=s["gap"], bottom=bottom_of, align="edge", color=color, linewidth=0, label=label
+        )
+        bottom_of = [b + h for b, h in zip(bottom_of, heights, strict=True)]
+    bottom.axhline(
+        target,
+        color=TARGET,
+        linestyle=":",
+        linewidth=1.5,
+        label=f"target for p99: tick budget + idle pass p99 = {milliseconds(target)}",
+    )
     longest = ours["worst_gaps"][0]
     bottom.set_ylim(0, max(longest["gap"] * 1.35, target * 1.6))
     bottom.set_xlim(0, ours["drain_seconds"] * 1.01)
@@ -142,8 +188,10 @@ def stall(results: dict, out: Path, prefix: str = "") -> Path:
     bottom.set_ylabel("frame time, split (ms)")
     bottom.set_xlabel("seconds since the backlog was queued")
     verdict = "PASS" if ours["p99"] <= target else "MISS"
-    bottom.set_title(f"mainthread_tasks alone: p99 {milliseconds(ours['p99'])}, {verdict}; "
-                     f"longest {milliseconds(longest['gap'])}", loc="left")
+    bottom.set_title(
+        f"mainthread_tasks alone: p99 {milliseconds(ours['p99'])}, {verdict}; longest {milliseconds(longest['gap'])}",
+        loc="left",
+    )
     bottom.legend(loc="upper left", fontsize=8, ncol=2)
     return _save(fig, results, out / f"{prefix}stall.png")
 
@@ -164,7 +212,7 @@ def throughput(results: dict, out: Path, prefix: str = "") -> Path:
     cases = bg["throughput"]
     fig, ax = plt.subplots(figsize=(9.5, 4.2))
     rows = list(reversed(THROUGHPUT))
-    for y, (key, label, ours) in enumerate(rows):
+    for y, (key, _label, ours) in enumerate(rows):
         best = cases[key]["best"]
         ax.barh(y, best, color=OURS if ours else ANCHOR_LIGHT, height=0.6)
         ax.plot(cases[key]["runs"], [y] * len(cases[key]["runs"]), "o", color="black", markersize=3.5, alpha=0.6)
@@ -173,8 +221,10 @@ def throughput(results: dict, out: Path, prefix: str = "") -> Path:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v / 1e6:g} M"))
     ax.set_xlim(0, max(case["best"] for case in cases.values()) * 1.2)
     ax.grid(axis="y", visible=False)
-    ax.set_xlabel(f"tasks per second: {bg['producers']} producer threads, the main thread drains "
-                  f"(bar: best of {bg['throughput_repeats']}, dots: every repeat)")
+    ax.set_xlabel(
+        f"tasks per second: {bg['producers']} producer threads, the main thread drains "
+        f"(bar: best of {bg['throughput_repeats']}, dots: every repeat)"
+    )
     ax.set_title("Throughput in blender --background: mainthread_tasks (blue) vs the anchors", loc="left")
     return _save(fig, results, out / f"{prefix}throughput.png", bottom=0.04)
 
@@ -186,8 +236,10 @@ def main(argv: list[str]) -> int:
     drawn = []
     if "gui" in results["results"]:
         if "samples" not in results["results"]["gui"]["round_trip"]["ours"]:
-            print(f"{source} holds no raw samples (written before the plots existed): run python3 bench/run.py",
-                  file=sys.stderr)
+            print(
+                f"{source} holds no raw samples (written before the plots existed): run python3 bench/run.py",
+                file=sys.stderr,
+            )
             return 1
         drawn += [round_trip(results, out, prefix), stall(results, out, prefix)]
     if "background" in results["results"]:

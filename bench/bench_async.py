@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -60,7 +61,10 @@ def _busy(seconds: float) -> float:
 
 def _percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+
+    def pick(q):
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
     return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered)}
 
 
@@ -77,7 +81,7 @@ def inside_ui(out: Path, quick: bool) -> None:
 
     import _idle_cpu
     import mainthread_tasks as mt
-    from mainthread_tasks import _async, _blender, _scheduler
+    from mainthread_tasks import _async, _blender, _pacing, _scheduler
 
     perf_counter = time.perf_counter
     hops, coroutines, steps_each = (200, 20, 50) if quick else (HOPS, COROUTINES, STEPS_EACH)
@@ -86,9 +90,14 @@ def inside_ui(out: Path, quick: bool) -> None:
     paused = [0.0]  # seconds the stall steps ran past their end, summed
     paused_at: list[float] = []  # paused[0] at each heartbeat
     action = []  # run at the start of the next heartbeat; gaps count from right after it
-    result: dict = {"blender": bpy.app.version_string, "python": sys.version.split()[0],
-                    "tick_budget": _blender.tick_budget, "step_length": STEP_SECONDS,
-                    "coroutines": coroutines, "steps_each": steps_each}
+    result: dict = {
+        "blender": bpy.app.version_string,
+        "python": sys.version.split()[0],
+        "tick_budget": _pacing.tick_budget,
+        "step_length": STEP_SECONDS,
+        "coroutines": coroutines,
+        "steps_each": steps_each,
+    }
 
     def heartbeat():
         if action:
@@ -98,11 +107,11 @@ def inside_ui(out: Path, quick: bool) -> None:
         return 0.0
 
     def gaps(since: int) -> list[float]:
-        return [b - a for a, b in zip(times[since:], times[since + 1:])]
+        return [b - a for a, b in pairwise(times[since:])]
 
     def net_gaps(since: int) -> list[float]:
         """The gaps less the pauses measured in the steps that ran inside them."""
-        return [gap - (b - a) for gap, a, b in zip(gaps(since), paused_at[since:], paused_at[since + 1:])]
+        return [gap - (b - a) for gap, (a, b) in zip(gaps(since), pairwise(paused_at[since:]), strict=True)]
 
     def settle():
         started = perf_counter()
@@ -142,13 +151,17 @@ def inside_ui(out: Path, quick: bool) -> None:
             future = mt.run_async(hop(hops, seconds, marks))
             yield from wait_for(future.done, f"sleep(0) {label}")
             future.result(0)
-            between = [b - a for a, b in zip(marks, marks[1:])]
-            figures[label] = {"steps": hops, "passes": marks[-1] - marks[0], "most": max(between),
-                              "mean": statistics.mean(between)}
+            between = [b - a for a, b in pairwise(marks)]
+            figures[label] = {
+                "steps": hops,
+                "passes": marks[-1] - marks[0],
+                "most": max(between),
+                "mean": statistics.mean(between),
+            }
         marks = []
         mt.post_on_main(repost, hops // 10, marks)
         yield from wait_for(lambda: len(marks) == hops // 10, "the re-posting task")
-        between = [b - a for a, b in zip(marks, marks[1:])]
+        between = [b - a for a, b in pairwise(marks)]
         figures["repost"] = {"hops": len(marks), "most": max(between), "mean": statistics.mean(between)}
         result["sleep0"] = figures
 
@@ -181,8 +194,11 @@ def inside_ui(out: Path, quick: bool) -> None:
             gc.callbacks.remove(on_gc)
         figures = _percentiles(gaps(mark[0]))
         figures["net"] = _percentiles(net_gaps(mark[0]))
-        figures["gc"] = {"runs": len(collections), "longest": max(collections, default=0.0),
-                         "seconds": sum(collections)}
+        figures["gc"] = {
+            "runs": len(collections),
+            "longest": max(collections, default=0.0),
+            "seconds": sum(collections),
+        }
         figures["drain_seconds"] = times[-1] - times[mark[0]]
         result.setdefault("stall", {}).setdefault(name, []).append(figures)
 
@@ -207,8 +223,9 @@ def inside_ui(out: Path, quick: bool) -> None:
     sleepers: list = []
 
     def set_idle_state(state: str) -> None:
-        """"disabled": no timer of ours; "no_loop": the add-on's timer without the loop; "loop_idle":
-        with the loop alive and nothing scheduled; "loop_asleep": with SLEEPERS coroutines asleep.
+        """Put Blender in an idle state. "disabled": no timer of ours; "no_loop": the add-on's timer
+        without the loop; "loop_idle": with the loop alive and nothing scheduled; "loop_asleep": with
+        SLEEPERS coroutines asleep.
         The timer as Blender idling leaves it (LONG_IDLE_AFTER s after the latest work)."""
         loop_source = _async._source
         if sleepers:
@@ -238,9 +255,11 @@ def inside_ui(out: Path, quick: bool) -> None:
         cpu = _idle_cpu.IdleCpu(IDLE_STATES)
         yield from cpu.run(set_idle_state, cycles)
         set_idle_state("loop_idle")
-        result["idle_cpu"] = {**cpu.summary("disabled"),
-                              "loop_idle_vs_no_loop": cpu.overhead("loop_idle", "no_loop"),
-                              "loop_asleep_vs_no_loop": cpu.overhead("loop_asleep", "no_loop")}
+        result["idle_cpu"] = {
+            **cpu.summary("disabled"),
+            "loop_idle_vs_no_loop": cpu.overhead("loop_idle", "no_loop"),
+            "loop_asleep_vs_no_loop": cpu.overhead("loop_asleep", "no_loop"),
+        }
 
     def steps():
         mt.register()
@@ -278,8 +297,19 @@ def run(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> 
     out = scratch / "async_ui.json"
     user = scratch / "async_user"  # keep the user's own Blender config untouched
     user.mkdir(exist_ok=True)
-    command = [*xvfb_run, "-a", "-s", "-screen 0 1280x720x24", blender[-1], "--factory-startup",
-               "--python", str(Path(__file__).resolve()), "--", "--inside-ui", str(out)] + (["--quick"] if quick else [])
+    command = [
+        *xvfb_run,
+        "-a",
+        "-s",
+        "-screen 0 1280x720x24",
+        blender[-1],
+        "--factory-startup",
+        "--python",
+        str(Path(__file__).resolve()),
+        "--",
+        "--inside-ui",
+        str(out),
+    ] + (["--quick"] if quick else [])
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PATH=_shell_path())
     return _run_blender("coroutines in the UI", command, out, TIMEOUT, env=env)
 
@@ -301,30 +331,81 @@ def rows(result: dict) -> list[dict]:
     cpu = result["idle_cpu"]
     no_loop = "the add-on's timer without a loop, same windows"
     return [
-        _row(f"await asyncio.sleep(0): most event-loop passes between two steps of a coroutine "
-             f"({hop['steps']:,} steps of 0.2 ms; {where})", hop["most"], _passes, "one event-loop pass", 1, 1.0),
-        _row(f"await asyncio.sleep(0), empty steps: most passes between two ({empty['steps']:,} steps)", empty["most"],
-             _passes, "one event-loop pass", 1, 1.0),
-        _row("await asyncio.sleep(0), steps of 0.2 ms: mean passes per step", hop["mean"], _passes,
-             "a task re-posting itself with post_on_main: mean passes per hop", repost["mean"]),
-        _row(f"longest UI stall, {result['coroutines']} coroutines × {result['steps_each']} steps of 0.2 ms "
-             f"(median of {n} rounds' longest)", statistics.median(longest["coroutines"]), _time,
-             f"the queue: {result['coroutines'] * result['steps_each']:,} post_on_main tasks of 0.2 ms, same",
-             statistics.median(longest["queue"]),
-             1.0),
-        _row("longest UI stall, coroutines, every gap less the pauses measured in its steps (median of rounds)",
-             statistics.median(r["net"]["max"] for r in stall["coroutines"]), _time,
-             "the queue, the same way", statistics.median(r["net"]["max"] for r in stall["queue"]), 1.0),
-        _row(f"longest UI stall, coroutines, over all {n} rounds", max(longest["coroutines"]), _time,
-             "the queue, over all rounds", max(longest["queue"])),
-        _row("p99 UI stall, coroutines (median of rounds)", statistics.median(r["p99"] for r in stall["coroutines"]), _time,
-             "the queue, p99 (median of rounds)", statistics.median(r["p99"] for r in stall["queue"])),
-        _row("longest UI stall, coroutines (median of rounds)", statistics.median(longest["coroutines"]), _time,
-             "tick budget + one pass (idle p50)", result["tick_budget"] + one_pass),
-        _overhead_row("idle CPU overhead, asyncio loop alive but idle (Blender idling, > 10 s after work)",
-                      cpu["loop_idle_vs_no_loop"], cpu["no_loop"], "≤ 0.2 pp", anchor=no_loop + " (vs disabled)"),
-        _overhead_row(f"idle CPU overhead, {SLEEPERS} coroutines asleep", cpu["loop_asleep_vs_no_loop"], cpu["no_loop"],
-                      anchor=no_loop + " (vs disabled)"),
+        _row(
+            f"await asyncio.sleep(0): most event-loop passes between two steps of a coroutine "
+            f"({hop['steps']:,} steps of 0.2 ms; {where})",
+            hop["most"],
+            _passes,
+            "one event-loop pass",
+            1,
+            1.0,
+        ),
+        _row(
+            f"await asyncio.sleep(0), empty steps: most passes between two ({empty['steps']:,} steps)",
+            empty["most"],
+            _passes,
+            "one event-loop pass",
+            1,
+            1.0,
+        ),
+        _row(
+            "await asyncio.sleep(0), steps of 0.2 ms: mean passes per step",
+            hop["mean"],
+            _passes,
+            "a task re-posting itself with post_on_main: mean passes per hop",
+            repost["mean"],
+        ),
+        _row(
+            f"longest UI stall, {result['coroutines']} coroutines × {result['steps_each']} steps of 0.2 ms "
+            f"(median of {n} rounds' longest)",
+            statistics.median(longest["coroutines"]),
+            _time,
+            f"the queue: {result['coroutines'] * result['steps_each']:,} post_on_main tasks of 0.2 ms, same",
+            statistics.median(longest["queue"]),
+            1.0,
+        ),
+        _row(
+            "longest UI stall, coroutines, every gap less the pauses measured in its steps (median of rounds)",
+            statistics.median(r["net"]["max"] for r in stall["coroutines"]),
+            _time,
+            "the queue, the same way",
+            statistics.median(r["net"]["max"] for r in stall["queue"]),
+            1.0,
+        ),
+        _row(
+            f"longest UI stall, coroutines, over all {n} rounds",
+            max(longest["coroutines"]),
+            _time,
+            "the queue, over all rounds",
+            max(longest["queue"]),
+        ),
+        _row(
+            "p99 UI stall, coroutines (median of rounds)",
+            statistics.median(r["p99"] for r in stall["coroutines"]),
+            _time,
+            "the queue, p99 (median of rounds)",
+            statistics.median(r["p99"] for r in stall["queue"]),
+        ),
+        _row(
+            "longest UI stall, coroutines (median of rounds)",
+            statistics.median(longest["coroutines"]),
+            _time,
+            "tick budget + one pass (idle p50)",
+            result["tick_budget"] + one_pass,
+        ),
+        _overhead_row(
+            "idle CPU overhead, asyncio loop alive but idle (Blender idling, > 10 s after work)",
+            cpu["loop_idle_vs_no_loop"],
+            cpu["no_loop"],
+            "≤ 0.2 pp",
+            anchor=no_loop + " (vs disabled)",
+        ),
+        _overhead_row(
+            f"idle CPU overhead, {SLEEPERS} coroutines asleep",
+            cpu["loop_asleep_vs_no_loop"],
+            cpu["no_loop"],
+            anchor=no_loop + " (vs disabled)",
+        ),
     ]
 
 
@@ -343,12 +424,24 @@ def main(argv: list[str]) -> int:
         result = run(blender, xvfb_run, Path(scratch), quick)
     table = rows(result)
     print_table(table)
-    print(f"\nBlender {result['blender']} (Python {result['python']}); load average {load_before} before, "
-          f"{os.getloadavg()} after")
+    print(
+        f"\nBlender {result['blender']} (Python {result['python']}); load average {load_before} before, "
+        f"{os.getloadavg()} after"
+    )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({
-        "command": " ".join([COMMAND, *argv]), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": quick,
-        "load_average": [load_before, os.getloadavg()], "rows": table, "results": result}, indent=2))
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "command": " ".join([COMMAND, *argv]),
+                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                "quick": quick,
+                "load_average": [load_before, os.getloadavg()],
+                "rows": table,
+                "results": result,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {RESULTS / name}.json")
     missed = [r["figure"] for r in table if r["result"] == "MISS"]
     if missed:
@@ -358,7 +451,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.path[:0] = [str(ROOT), str(BENCH), str(ROOT / "scripts")]
-    args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
     code = main(args)
     if "--inside-ui" not in args:  # in the UI the steps run from timers after this script returns
         sys.exit(code)

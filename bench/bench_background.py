@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import mainthread_tasks as mt  # noqa: E402
+import mainthread_tasks as mt  # noqa: E402 - after the sys.path entry above
 
 perf_counter = time.perf_counter
 
@@ -112,13 +112,13 @@ def _raw_queue():
         for (fn, args), more in _batches(q, markers):
             try:
                 fn(*args)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the bare queue drops failures, as the docs recipe does
                 pass
             for _ in range(more):
                 fn, args = get_nowait()
                 try:
                     fn(*args)
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - likewise
                     pass
 
     return produce, drain
@@ -135,7 +135,7 @@ def _plain_future():
         if future.set_running_or_notify_cancel():
             try:
                 result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 - into the Future, as concurrent.futures does
                 future.set_exception(exc)
             else:
                 future.set_result(result)
@@ -274,7 +274,7 @@ def _raw_round_trip():
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args))
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:  # noqa: BLE001 - into the Future, as concurrent.futures does
                     future.set_exception(exc)
 
     return one_trip, drain
@@ -390,8 +390,12 @@ def _growth_after_many() -> dict:
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    return {"tasks": NO_GROWTH_TASKS, "growth_bytes": after - before, "bound_bytes": NO_GROWTH_BOUND,
-            "seconds_under_tracemalloc": seconds}
+    return {
+        "tasks": NO_GROWTH_TASKS,
+        "growth_bytes": after - before,
+        "bound_bytes": NO_GROWTH_BOUND,
+        "seconds_under_tracemalloc": seconds,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -421,4 +425,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else [])
+    main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else [])

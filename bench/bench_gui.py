@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import pairwise
 from pathlib import Path
 
 import bpy
@@ -29,21 +30,24 @@ for folder in (ROOT, BENCH):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-import _idle_cpu  # noqa: E402
-import mainthread_tasks as mt  # noqa: E402
-from mainthread_tasks import _blender, _scheduler  # noqa: E402
+import _idle_cpu  # noqa: E402 - after the sys.path entries above
+import mainthread_tasks as mt  # noqa: E402 - after the sys.path entries above
+from mainthread_tasks import _blender, _pacing, _scheduler  # noqa: E402 - after the sys.path entries above
 
 perf_counter = time.perf_counter
-ARGS = sys.argv[sys.argv.index("--") + 1:]
+ARGS = sys.argv[sys.argv.index("--") + 1 :]
 OUT = Path(ARGS[0])
 QUICK = "--quick" in ARGS  # a smoke run of the whole pipeline, not for figures
 
 IDLE_PASS_SECONDS = 1.0 if QUICK else 5.0  # about as many passes as the backlog drain has
 CPU_CYCLES = 6 if QUICK else 75  # cycles through the IDLE_STATES: 22.5 s of windows per state
 ROUND_TRIP_WORKERS = 8
-ROUND_TRIP_SECONDS = {"ours": 2.0 if QUICK else 5.0, "ours_after_quiet": 3.0 if QUICK else 20.0,
-                      "poll_0.3s": 2.0 if QUICK else 6.0,
-                      "docs_recipe_1.0s": 3.0 if QUICK else 14.0}
+ROUND_TRIP_SECONDS = {
+    "ours": 2.0 if QUICK else 5.0,
+    "ours_after_quiet": 3.0 if QUICK else 20.0,
+    "poll_0.3s": 2.0 if QUICK else 6.0,
+    "docs_recipe_1.0s": 3.0 if QUICK else 14.0,
+}
 LONG_QUIET_SAMPLES = 5 if QUICK else 30
 BACKLOG_TASKS = 2_000 if QUICK else 20_000
 BACKLOG_TASK_SECONDS = 0.0002
@@ -84,7 +88,7 @@ class Passes:
     def stop(self) -> list[float]:
         if bpy.app.timers.is_registered(self):
             bpy.app.timers.unregister(self)
-        return [b - a for a, b in zip(self.times, self.times[1:])]
+        return [b - a for a, b in pairwise(self.times)]
 
 
 passes = Passes()
@@ -92,9 +96,11 @@ passes = Passes()
 
 def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered),
-            "top5": ordered[:-6:-1]}
+
+    def pick(q):
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered), "top5": ordered[:-6:-1]}
 
 
 def raw(values) -> list[float]:
@@ -164,7 +170,7 @@ def settle():
     before 60 passes in a row came under 30 ms."""
     started = perf_counter()
     passes.start()
-    while not (len(passes.times) > 60 and max(b - a for a, b in zip(passes.times[-60:], passes.times[-59:])) < 0.03):
+    while not (len(passes.times) > 60 and max(b - a for a, b in pairwise(passes.times[-60:])) < 0.03):
         if perf_counter() - started > 90:
             raise TimeoutError("the UI did not settle within 90 s")
         yield 0.05
@@ -190,8 +196,9 @@ IDLE_STATES = ("disabled", "enabled", "enabled_recent_work", "empty_timer")
 
 
 def _set_idle_state(state: str) -> None:
-    """"disabled": no timer of ours; "enabled": the add-on's timer as it is when Blender idles, more
-    than LONG_IDLE_AFTER s after the latest work (polling every LONG_IDLE_POLL s);
+    """Put Blender in an idle state. "disabled": no timer of ours; "enabled": the add-on's timer as
+    it is when Blender idles, more than LONG_IDLE_AFTER s after the latest work (polling every
+    LONG_IDLE_POLL s);
     "enabled_recent_work": the same, IDLE_AFTER..LONG_IDLE_AFTER s after work (polling every
     IDLE_POLL s); "empty_timer": only a timer that returns 0.0 at once (the cheapest any timer that
     runs every pass can be). The add-on stays registered throughout: with its timer removed it does
@@ -269,8 +276,9 @@ def round_trips():
     the add-on's timer polling every IDLE_POLL s instead of every pass; and after long ones
     (_round_trips_after_long_quiet)."""
     yield from _round_trips("ours", lambda: mt.call_on_main(noop), 0.010)
-    yield from _round_trips("ours_after_quiet", lambda: mt.call_on_main(noop), 0.3, workers=1,
-                            quiet=_blender.IDLE_AFTER + 0.05)
+    yield from _round_trips(
+        "ours_after_quiet", lambda: mt.call_on_main(noop), 0.3, workers=1, quiet=_blender.IDLE_AFTER + 0.05
+    )
     yield from _round_trips_after_long_quiet()
     for name, interval in (("poll_0.3s", 0.3), ("docs_recipe_1.0s", 1.0)):
         run_in_main_thread, stop = docs_recipe(interval)
@@ -308,10 +316,14 @@ def _stall(name, submit_all, addon=True):
     # into preallocated lists, so that the probe allocates nothing the garbage collector tracks.
     seen = {"blender_part": [], "budget": [], "addon_pass": [], "task_overrun": []}
 
-    def probe(part=seen["blender_part"].append, budget=seen["budget"].append, addon=seen["addon_pass"].append,
-              tasks=seen["task_overrun"].append):
-        part(_blender.blender_part)
-        budget(_blender.pass_budget)
+    def probe(
+        part=seen["blender_part"].append,
+        budget=seen["budget"].append,
+        addon=seen["addon_pass"].append,
+        tasks=seen["task_overrun"].append,
+    ):
+        part(_pacing.blender_part)
+        budget(_pacing.pass_budget)
         addon(_scheduler._last_tick)
         tasks(overrun[0])
 
@@ -326,10 +338,10 @@ def _stall(name, submit_all, addon=True):
     end = perf_counter()
     while passes.times[-1] < end:  # the gap that ends after the last task, too
         yield 0.0
-    gaps = passes.stop()[passes.mark:]
+    gaps = passes.stop()[passes.mark :]
     passes.probe = None
     begin = passes.times[passes.mark]
-    series = {"end": raw(t - begin for t in passes.times[passes.mark + 1:]), "gap": raw(gaps)}
+    series = {"end": raw(t - begin for t in passes.times[passes.mark + 1 :]), "gap": raw(gaps)}
     figures = dict(percentiles(gaps), drain_seconds=passes.times[-1] - begin, task_pauses=overrun[0], series=series)
     if addon:
         at = passes.mark + 1  # seen[...][at + i]: the add-on's pass inside gap i
@@ -339,21 +351,32 @@ def _stall(name, submit_all, addon=True):
             task_pauses = seen["task_overrun"][at + i] - seen["task_overrun"][at + i - 1]
             # Blender's part in the first gap is the one before the backlog: nothing to split there
             outside = max(0.0, gap - part - addon_pass) if i else 0.0
-            split.append(dict(gap=gap, blender_part=part, budget=budget, addon_pass=addon_pass,
-                              task_pauses=task_pauses, outside=outside))
+            split.append(
+                dict(
+                    gap=gap,
+                    blender_part=part,
+                    budget=budget,
+                    addon_pass=addon_pass,
+                    task_pauses=task_pauses,
+                    outside=outside,
+                )
+            )
         for key in ("blender_part", "addon_pass", "task_pauses", "outside"):
             series[key] = raw(gap[key] for gap in split)
         worst = sorted(range(len(gaps)), key=gaps.__getitem__)[-5:][::-1]
-        figures.update(longest_addon_pass=mt.stats().longest_tick, longest_task=mt.stats().longest_task,
-                       worst_gaps=[split[i] for i in worst],
-                       # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
-                       longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split))
+        figures.update(
+            longest_addon_pass=mt.stats().longest_tick,
+            longest_task=mt.stats().longest_task,
+            worst_gaps=[split[i] for i in worst],
+            # the add-on's own share of a gap: its pass, less the pauses measured in its tasks
+            longest_addon_share=max(gap["addon_pass"] - gap["task_pauses"] for gap in split),
+        )
     results.setdefault("stall", {})[name] = figures
 
 
 def stalls():
     """The add-on's timer (tick budget per pass) next to the docs recipe, which drains all at once."""
-    results["tick_budget"] = _blender.tick_budget
+    results["tick_budget"] = _pacing.tick_budget
     results["backlog_tasks"] = BACKLOG_TASKS
     results["backlog_task_seconds"] = BACKLOG_TASK_SECONDS
 
@@ -364,8 +387,9 @@ def stalls():
     yield from _stall("ours", ours)
     run_in_main_thread, stop = docs_recipe(1.0)
     try:
-        yield from _stall("docs_recipe_1.0s", lambda task: [run_in_main_thread(task) for _ in range(BACKLOG_TASKS)],
-                          addon=False)
+        yield from _stall(
+            "docs_recipe_1.0s", lambda task: [run_in_main_thread(task) for _ in range(BACKLOG_TASKS)], addon=False
+        )
     finally:
         stop()
 

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -109,7 +110,7 @@ def inside_blender(out: Path, quick: bool) -> None:
         in_threads(pool)  # start both threads
         cases = [("main_thread", on_main), ("threads", lambda: in_threads(pool)), ("run_in_process", in_processes)]
         for repeat in range(repeats):
-            for name, run in cases[repeat % 3:] + cases[: repeat % 3]:  # each case goes first in turn
+            for name, run in cases[repeat % 3 :] + cases[: repeat % 3]:  # each case goes first in turn
                 started = perf_counter()
                 results = run()
                 runs[name].append(perf_counter() - started)
@@ -157,6 +158,7 @@ def overhead(out: Path, quick: bool) -> None:
     runs = {"run_in_process": [], "process_pool_executor": []}
     trips_seen = {"run_in_process": [], "process_pool_executor": []}
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
+
         def theirs_many():
             futures = [executor.submit(int) for _ in range(many)]
             return [f.result() for f in futures]
@@ -165,11 +167,13 @@ def overhead(out: Path, quick: bool) -> None:
             return executor.submit(int).result()
 
         # Warm both pools: every worker started and past its imports.
-        for f in [executor.submit(time.sleep, 0.2) for _ in range(2)] + [mt.run_in_process(time.sleep, 0.2) for _ in range(2)]:
+        for f in [executor.submit(time.sleep, 0.2) for _ in range(2)] + [
+            mt.run_in_process(time.sleep, 0.2) for _ in range(2)
+        ]:
             f.result()
         cases = [("run_in_process", ours_many, ours_trip), ("process_pool_executor", theirs_many, theirs_trip)]
         for repeat in range(repeats):
-            for name, run_many, run_trip in cases[repeat % 2:] + cases[: repeat % 2]:
+            for name, run_many, run_trip in cases[repeat % 2 :] + cases[: repeat % 2]:
                 started = perf_counter()
                 assert run_many() == [0] * many
                 runs[name].append((perf_counter() - started) / many)
@@ -177,13 +181,18 @@ def overhead(out: Path, quick: bool) -> None:
                     started = perf_counter()
                     run_trip()
                     trips_seen[name].append(perf_counter() - started)
-    out.write_text(json.dumps({
-        "where": f"bpy {bpy.app.version_string} module, Python {sys.version.split()[0]} ({sys.executable})",
-        "tasks": many,
-        "per_task": runs,
-        "round_trip_p50": {name: statistics.median(values) for name, values in trips_seen.items()},
-        "load_after": os.getloadavg(),
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "where": f"bpy {bpy.app.version_string} module, Python {sys.version.split()[0]} ({sys.executable})",
+                "tasks": many,
+                "per_task": runs,
+                "round_trip_p50": {name: statistics.median(values) for name, values in trips_seen.items()},
+                "load_after": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
 
 
 # -- part 3: the UI while workers compute -----------------------------------------------------------
@@ -215,7 +224,7 @@ def inside_ui(out: Path, quick: bool) -> None:
 
     def steps():
         started = perf_counter()
-        while perf_counter() - started < 5.0 or max(b - a for a, b in zip(passes[-60:], passes[-59:])) > 0.03:
+        while perf_counter() - started < 5.0 or max(b - a for a, b in pairwise(passes[-60:])) > 0.03:
             yield  # the first passes after start-up are slow (the window's first draws)
         for workers in (1, 2):
             mt.set_process_workers(workers)
@@ -228,10 +237,15 @@ def inside_ui(out: Path, quick: bool) -> None:
                 began = perf_counter()
                 while perf_counter() - began < seconds or not all(f.done() for f in futures):
                     yield
-                gaps = [b - a for a, b in zip(passes[mark:], passes[mark + 1:])]
-                result["phases"][label] = {"passes": len(gaps), "gap_median": statistics.median(gaps), "gap_max": max(gaps),
-                                           "polls": len(polls), "poll_median": statistics.median(polls) if polls else 0.0,
-                                           "poll_max": max(polls, default=0.0)}
+                gaps = [b - a for a, b in pairwise(passes[mark:])]
+                result["phases"][label] = {
+                    "passes": len(gaps),
+                    "gap_median": statistics.median(gaps),
+                    "gap_max": max(gaps),
+                    "polls": len(polls),
+                    "poll_median": statistics.median(polls) if polls else 0.0,
+                    "poll_max": max(polls, default=0.0),
+                }
 
     def heartbeat():
         passes.append(perf_counter())
@@ -294,18 +308,49 @@ def run(blender: str, scratch: Path, quick: bool) -> dict:
     import _setup
 
     flags = ["--quick"] if quick else []
-    cpu = _run("process speed-up (Blender)", [blender, "--background", "--factory-startup", "--python-exit-code", "1",
-                                              "--python", str(Path(__file__).resolve()), "--", "--inside-blender",
-                                              str(scratch / "process_cpu.json"), *flags], scratch / "process_cpu.json")
+    cpu = _run(
+        "process speed-up (Blender)",
+        [
+            blender,
+            "--background",
+            "--factory-startup",
+            "--python-exit-code",
+            "1",
+            "--python",
+            str(Path(__file__).resolve()),
+            "--",
+            "--inside-blender",
+            str(scratch / "process_cpu.json"),
+            *flags,
+        ],
+        scratch / "process_cpu.json",
+    )
     python = str(_setup.bpy_python("5.0.1"))
-    per_task = _run("process overhead (bpy 5.0.1)", [python, str(Path(__file__).resolve()), "--overhead",
-                                                     str(scratch / "process_overhead.json"), *flags],
-                    scratch / "process_overhead.json")
+    per_task = _run(
+        "process overhead (bpy 5.0.1)",
+        [python, str(Path(__file__).resolve()), "--overhead", str(scratch / "process_overhead.json"), *flags],
+        scratch / "process_overhead.json",
+    )
     (scratch / "ui_user").mkdir(exist_ok=True)
-    ui = _run("process UI (Blender under Xvfb)", [_setup.xvfb_run(), "-a", "-s", "-screen 0 1280x720x24", blender,
-                                                  "--factory-startup", "--python", str(Path(__file__).resolve()), "--",
-                                                  "--inside-ui", str(scratch / "process_ui.json"), *flags],
-              scratch / "process_ui.json", BLENDER_USER_RESOURCES=str(scratch / "ui_user"))
+    ui = _run(
+        "process UI (Blender under Xvfb)",
+        [
+            _setup.xvfb_run(),
+            "-a",
+            "-s",
+            "-screen 0 1280x720x24",
+            blender,
+            "--factory-startup",
+            "--python",
+            str(Path(__file__).resolve()),
+            "--",
+            "--inside-ui",
+            str(scratch / "process_ui.json"),
+            *flags,
+        ],
+        scratch / "process_ui.json",
+        BLENDER_USER_RESOURCES=str(scratch / "ui_user"),
+    )
     if ui.get("error"):
         raise RuntimeError(f"process UI failed inside Blender:\n{ui['error']}")
     return {"cpu": cpu, "overhead": per_task, "ui": ui}
@@ -322,9 +367,11 @@ def rows(result: dict) -> list[dict]:
     cpu, ovh = result["cpu"], result["overhead"]
     runs = cpu["runs"]
     tasks = cpu["tasks"]
-    speedups = [m / p for m, p in zip(runs["main_thread"], runs["run_in_process"])]
-    thread_ratios = [m / t for m, t in zip(runs["main_thread"], runs["threads"])]
-    per_task_ratios = [a / b for a, b in zip(ovh["per_task"]["run_in_process"], ovh["per_task"]["process_pool_executor"])]
+    speedups = [m / p for m, p in zip(runs["main_thread"], runs["run_in_process"], strict=True)]
+    thread_ratios = [m / t for m, t in zip(runs["main_thread"], runs["threads"], strict=True)]
+    per_task_ratios = [
+        a / b for a, b in zip(ovh["per_task"]["run_in_process"], ovh["per_task"]["process_pool_executor"], strict=True)
+    ]
 
     def rate(value):
         return f"{value:.1f} tasks/s"
@@ -332,25 +379,64 @@ def rows(result: dict) -> list[dict]:
     median = {name: statistics.median(values) for name, values in runs.items()}
     label = f"{tasks} tasks of {cpu['task_seconds_on_main'] * 1e3:.0f} ms, Blender {cpu['blender']} --background"
     table = [
-        _row(f"run_in_process, 2 workers: {label} (repeats {_spread(speedups)})", tasks / median["run_in_process"],
-             rate, "the same tasks on the main thread", tasks / median["main_thread"], 1.7, True),
-        _row(f"2 threads: {label} (repeats {_spread(thread_ratios)})", tasks / median["threads"], rate,
-             "the same tasks on the main thread", tasks / median["main_thread"], None, True),
-        _row(f"run_in_process time per task, {ovh['tasks']} in flight, 2 workers (repeats {_spread(per_task_ratios)}; "
-             f"{ovh['where']})", statistics.median(ovh["per_task"]["run_in_process"]), _time,
-             "ProcessPoolExecutor (spawn), 2 workers", statistics.median(ovh["per_task"]["process_pool_executor"]), 1.0),
-        _row("run_in_process round trip p50, one task at a time", ovh["round_trip_p50"]["run_in_process"], _time,
-             "ProcessPoolExecutor (spawn) round trip p50", ovh["round_trip_p50"]["process_pool_executor"], None),
+        _row(
+            f"run_in_process, 2 workers: {label} (repeats {_spread(speedups)})",
+            tasks / median["run_in_process"],
+            rate,
+            "the same tasks on the main thread",
+            tasks / median["main_thread"],
+            1.7,
+            True,
+        ),
+        _row(
+            f"2 threads: {label} (repeats {_spread(thread_ratios)})",
+            tasks / median["threads"],
+            rate,
+            "the same tasks on the main thread",
+            tasks / median["main_thread"],
+            None,
+            True,
+        ),
+        _row(
+            f"run_in_process time per task, {ovh['tasks']} in flight, 2 workers (repeats {_spread(per_task_ratios)}; "
+            f"{ovh['where']})",
+            statistics.median(ovh["per_task"]["run_in_process"]),
+            _time,
+            "ProcessPoolExecutor (spawn), 2 workers",
+            statistics.median(ovh["per_task"]["process_pool_executor"]),
+            1.0,
+        ),
+        _row(
+            "run_in_process round trip p50, one task at a time",
+            ovh["round_trip_p50"]["run_in_process"],
+            _time,
+            "ProcessPoolExecutor (spawn) round trip p50",
+            ovh["round_trip_p50"]["process_pool_executor"],
+            None,
+        ),
     ]
     ui = result["ui"]["phases"]
     for workers in (1, 2):
         idle, busy = ui[f"idle, {workers} worker(s) alive"], ui[f"{workers} worker(s) computing"]
         table += [
-            _row(f"UI pass while {workers} worker(s) compute, median (max {_time(busy['gap_max'])}), "
-                 f"Blender {result['ui']['blender']} under Xvfb", busy["gap_median"], _time,
-                 "idle UI pass, median", idle["gap_median"], None),
-            _row(f"the pool's poll per UI pass while {workers} worker(s) compute, median (max {_time(busy['poll_max'])})",
-                 busy["poll_median"], _time, "UI pass while they compute, median", busy["gap_median"], None),
+            _row(
+                f"UI pass while {workers} worker(s) compute, median (max {_time(busy['gap_max'])}), "
+                f"Blender {result['ui']['blender']} under Xvfb",
+                busy["gap_median"],
+                _time,
+                "idle UI pass, median",
+                idle["gap_median"],
+                None,
+            ),
+            _row(
+                f"the pool's poll per UI pass while {workers} worker(s) compute, "
+                f"median (max {_time(busy['poll_max'])})",
+                busy["poll_median"],
+                _time,
+                "UI pass while they compute, median",
+                busy["gap_median"],
+                None,
+            ),
         ]
     return table
 
@@ -377,14 +463,25 @@ def main(argv: list[str]) -> int:
     table = rows(result)
     print_table(table)
     cpu = result["cpu"]
-    print(f"\ninterpreter of the workers: {cpu['interpreter']}; Blender's Python {cpu['python']}; "
-          f"load average {cpu['load_before']} before, {result['overhead']['load_after']} after")
+    print(
+        f"\ninterpreter of the workers: {cpu['interpreter']}; Blender's Python {cpu['python']}; "
+        f"load average {cpu['load_before']} before, {result['overhead']['load_after']} after"
+    )
     for name, values in cpu["runs"].items():
         print(f"  {name:<16} " + " ".join(f"{v:.3f}" for v in values) + " s")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "process.json").write_text(json.dumps({
-        "command": " ".join([COMMAND, *argv]), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "quick": quick, "rows": table, "results": result}, indent=2))
+    (RESULTS / "process.json").write_text(
+        json.dumps(
+            {
+                "command": " ".join([COMMAND, *argv]),
+                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                "quick": quick,
+                "rows": table,
+                "results": result,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {RESULTS / 'process.json'}")
     missed = [r["figure"] for r in table if r["result"] == "MISS"]
     if missed:
@@ -394,7 +491,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    args = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
     if "--inside-blender" in args or "--inside-ui" in args:
         # Inside Blender this file is __main__, which workers cannot import: run it as bench_process.
         sys.path.insert(0, str(BENCH))

@@ -95,6 +95,7 @@ def thread_cases(progress_factory):
         def loop(calls=calls, obj=plain):
             for _ in calls:
                 obj.done += 1
+
         return loop
 
     def method(bound):
@@ -102,7 +103,9 @@ def thread_cases(progress_factory):
             def loop(calls=calls, call=bound):
                 for _ in calls:
                     call()
+
             return loop
+
         return make
 
     def advance_by(n):
@@ -110,13 +113,16 @@ def thread_cases(progress_factory):
             def loop(calls=calls, call=progress.advance):
                 for _ in calls:
                     call(n)
+
             return loop
+
         return make
 
     def update():
         def loop(calls=calls, call=progress.update):
             for i in calls:
                 call(i)
+
         return loop
 
     return {
@@ -133,10 +139,15 @@ def timer_costs(mt, repeats: int) -> dict:
     (the same code without the check), and the job check of a pass with tasks (no job running)."""
     import timeit
 
-    from mainthread_tasks import _blender, _scheduler
+    from mainthread_tasks import _blender, _pacing, _scheduler
 
     mt.register()  # binds bpy.app.is_job_running
-    qsize, clock, idle_interval, run_pass = _blender._qsize, _blender._clock, _blender._idle_interval, _blender._run_pass
+    qsize, clock, idle_interval, run_pass = (
+        _blender._qsize,
+        _blender._clock,
+        _blender._idle_interval,
+        _blender._run_pass,
+    )
     state = {"empty_at": 0.0}
 
     def timer_without_hold():  # _drain_timer before holding: queue check, clock, idle interval
@@ -148,16 +159,21 @@ def timer_costs(mt, repeats: int) -> dict:
             return 0.0
         return idle_interval(now)
 
-    cases = {"idle_call": _blender._drain_timer, "idle_call_without_hold": timer_without_hold,
-             "job_check": _blender._jobs_hold}
+    cases = {
+        "idle_call": _blender._drain_timer,
+        "idle_call_without_hold": timer_without_hold,
+        "job_check": _blender._jobs_hold,
+    }
     number = 200_000
     runs = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             runs[name].append(1e9 * timeit.timeit(fn, number=number) / number)
     mt.unregister()
-    return {"median_ns": {name: statistics.median(values) for name, values in runs.items()},
-            "tick_budget_ns": 1e9 * _blender.DEFAULT_TICK_BUDGET}
+    return {
+        "median_ns": {name: statistics.median(values) for name, values in runs.items()},
+        "tick_budget_ns": 1e9 * _pacing.DEFAULT_TICK_BUDGET,
+    }
 
 
 def threads_in_blender(out: Path, quick: bool) -> None:
@@ -174,9 +190,15 @@ def threads_in_blender(out: Path, quick: bool) -> None:
             runs[name].append(_count_from_threads(cases[name], seconds))
     for item in mt._progress.open_progresses():
         item.close()
-    result = {"threads": THREADS, "seconds_each": seconds, "repeats": repeats, "python": sys.version.split()[0],
-              "runs": runs, "median": {name: statistics.median(values) for name, values in runs.items()},
-              "timer": timer_costs(mt, repeats)}
+    result = {
+        "threads": THREADS,
+        "seconds_each": seconds,
+        "repeats": repeats,
+        "python": sys.version.split()[0],
+        "runs": runs,
+        "median": {name: statistics.median(values) for name, values in runs.items()},
+        "timer": timer_costs(mt, repeats),
+    }
     import bpy
 
     result["blender"] = bpy.app.version_string
@@ -303,47 +325,94 @@ def rows(threads: dict | None, gui: dict | None) -> list[dict]:
         def row(figure, value, anchor, anchor_value, goal=None):
             ratio = value / anchor_value
             verdict = "info" if goal is None else ("PASS" if ratio >= goal else "MISS")
-            table.append({"figure": figure, "value": _rate(value), "anchor": anchor, "anchor_value": _rate(anchor_value),
-                          "ratio": f"{ratio:.2f}×", "goal": "" if goal is None else f"≥ {goal:g}×", "result": verdict})
+            table.append(
+                {
+                    "figure": figure,
+                    "value": _rate(value),
+                    "anchor": anchor,
+                    "anchor_value": _rate(anchor_value),
+                    "ratio": f"{ratio:.2f}×",
+                    "goal": "" if goal is None else f"≥ {goal:g}×",
+                    "result": verdict,
+                }
+            )
 
-        row(f"Progress.advance() ({n})", m["advance"], "plain attribute increment in a method (racy)",
-            m["plain_method"], ADVANCE_GOAL)
-        row(f"Progress.advance() ({n})", m["advance"], "plain attribute increment inline, no call (racy)",
-            m["plain_inline"])
-        row(f"Progress.advance(3) ({n})", m["advance_n"], "plain attribute increment in a method (racy)",
-            m["plain_method"])
-        row(f"Progress.update(i) ({n})", m["update"], "plain attribute increment in a method (racy)",
-            m["plain_method"])
+        row(
+            f"Progress.advance() ({n})",
+            m["advance"],
+            "plain attribute increment in a method (racy)",
+            m["plain_method"],
+            ADVANCE_GOAL,
+        )
+        row(
+            f"Progress.advance() ({n})",
+            m["advance"],
+            "plain attribute increment inline, no call (racy)",
+            m["plain_inline"],
+        )
+        row(
+            f"Progress.advance(3) ({n})",
+            m["advance_n"],
+            "plain attribute increment in a method (racy)",
+            m["plain_method"],
+        )
+        row(f"Progress.update(i) ({n})", m["update"], "plain attribute increment in a method (racy)", m["plain_method"])
         timer = threads["timer"]["median_ns"]
-        table.append({"figure": "UI timer call, queue empty (holding compiled in)", "value": f"{timer['idle_call']:.0f} ns",
-                      "anchor": "the same call without the hold's check", "anchor_value": f"{timer['idle_call_without_hold']:.0f} ns",
-                      "ratio": f"{timer['idle_call'] - timer['idle_call_without_hold']:+.0f} ns", "goal": "", "result": "info"})
+        table.append(
+            {
+                "figure": "UI timer call, queue empty (holding compiled in)",
+                "value": f"{timer['idle_call']:.0f} ns",
+                "anchor": "the same call without the hold's check",
+                "anchor_value": f"{timer['idle_call_without_hold']:.0f} ns",
+                "ratio": f"{timer['idle_call'] - timer['idle_call_without_hold']:+.0f} ns",
+                "goal": "",
+                "result": "info",
+            }
+        )
         budget = threads["timer"]["tick_budget_ns"]
-        table.append({"figure": "job check of a pass with tasks (3 × bpy.app.is_job_running, no job)",
-                      "value": f"{timer['job_check']:.0f} ns", "anchor": "tick budget of the pass",
-                      "anchor_value": f"{budget / 1e6:.0f} ms", "ratio": f"{timer['job_check'] / budget:.1e}×",
-                      "goal": "", "result": "info"})
+        table.append(
+            {
+                "figure": "job check of a pass with tasks (3 × bpy.app.is_job_running, no job)",
+                "value": f"{timer['job_check']:.0f} ns",
+                "anchor": "tick budget of the pass",
+                "anchor_value": f"{budget / 1e6:.0f} ms",
+                "ratio": f"{timer['job_check'] / budget:.1e}×",
+                "goal": "",
+                "result": "info",
+            }
+        )
     if gui:
         none = gui["none"]["percent"]
-        for state, what, goal in (("shown", "a progress shown, not changing", IDLE_CPU_GOAL_PP),
-                                  ("changing", "a progress changing all the time", None)):
+        for state, what, goal in (
+            ("shown", "a progress shown, not changing", IDLE_CPU_GOAL_PP),
+            ("changing", "a progress changing all the time", None),
+        ):
             figures = gui[state]
             verdict = "info" if goal is None else ("PASS" if figures["pp"] <= goal else "MISS")
-            table.append({
-                "figure": f"idle CPU of Blender's UI, {what} ({figures['redraws_per_second']:.1f} redraws/s)",
-                "value": f"{figures['percent']:.2f} %", "anchor": "no progress", "anchor_value": f"{none:.2f} %",
-                "ratio": f"{figures['pp']:+.2f} ± {figures['stderr']:.2f} pp",
-                "goal": "" if goal is None else f"≤ +{goal:g} pp", "result": verdict})
+            table.append(
+                {
+                    "figure": f"idle CPU of Blender's UI, {what} ({figures['redraws_per_second']:.1f} redraws/s)",
+                    "value": f"{figures['percent']:.2f} %",
+                    "anchor": "no progress",
+                    "anchor_value": f"{none:.2f} %",
+                    "ratio": f"{figures['pp']:+.2f} ± {figures['stderr']:.2f} pp",
+                    "goal": "" if goal is None else f"≤ +{goal:g} pp",
+                    "result": verdict,
+                }
+            )
     return table
 
 
 def markdown(table: list[dict], meta: dict) -> str:
-    lines = [f"Command: `{COMMAND}`; {meta['when']}; {meta['machine']}; "
-             + "; ".join(f"{k}: Blender {v}" for k, v in meta["blender"].items()), "",
-             "| figure | value | anchor | anchor value | ratio / difference | goal | result |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['figure']} | {r['value']} | {r['anchor']} | {r['anchor_value']} | {r['ratio']} | {r['goal']} | {r['result']} |"
-              for r in table]
+    lines = [
+        f"Command: `{COMMAND}`; {meta['when']}; {meta['machine']}; "
+        + "; ".join(f"{k}: Blender {v}" for k, v in meta["blender"].items()),
+        "",
+        "| figure | value | anchor | anchor value | ratio / difference | goal | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    columns = ("figure", "value", "anchor", "anchor_value", "ratio", "goal", "result")
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in table]
     return "\n".join(lines) + "\n"
 
 
@@ -360,33 +429,57 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-progress-") as scratch:
         scratch = Path(scratch)
         out = scratch / "threads.json"
-        threads = run._run_blender("threads", [*blender, "--background", "--factory-startup", "--python", __file__,
-                                               "--", "threads", str(out), *extra], out, TIMEOUT)
+        threads = run._run_blender(
+            "threads",
+            [*blender, "--background", "--factory-startup", "--python", __file__, "--", "threads", str(out), *extra],
+            out,
+            TIMEOUT,
+        )
         if "--skip-gui" not in argv:
             out = scratch / "gui.json"
             user = scratch / "user"
             user.mkdir()
-            gui = run._run_blender("gui", [*xvfb_run, "-a", "-s", "-screen 0 1280x720x24", blender[-1],
-                                           "--factory-startup", "--python", __file__, "--", "gui", str(out), *extra],
-                                   out, TIMEOUT, env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)))
+            gui = run._run_blender(
+                "gui",
+                [
+                    *xvfb_run,
+                    "-a",
+                    "-s",
+                    "-screen 0 1280x720x24",
+                    blender[-1],
+                    "--factory-startup",
+                    "--python",
+                    __file__,
+                    "--",
+                    "gui",
+                    str(out),
+                    *extra,
+                ],
+                out,
+                TIMEOUT,
+                env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)),
+            )
     table = rows(threads, gui)
-    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the end",
-            "blender": {part: data["blender"] for part, data in (("threads", threads), ("gui", gui)) if data},
-            "quick": quick}
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the end",
+        "blender": {part: data["blender"] for part, data in (("threads", threads), ("gui", gui)) if data},
+        "quick": quick,
+    }
     text = markdown(table, meta)
     print("\n" + text)
     if not quick:
         name = "progress-blender-5.2" if "--blender-5.2" in argv else "progress"
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "threads": threads, "gui": gui, "table": table},
-                                                          indent=2))
+        (RESULTS / f"{name}.json").write_text(
+            json.dumps({"meta": meta, "threads": threads, "gui": gui, "table": table}, indent=2)
+        )
         (RESULTS / f"{name}.md").write_text(text)
     return 1 if any(r["result"] == "MISS" for r in table) else 0
 
 
 if "--" in sys.argv:  # inside Blender
-    _mode, _out, *_rest = sys.argv[sys.argv.index("--") + 1:]
+    _mode, _out, *_rest = sys.argv[sys.argv.index("--") + 1 :]
     if _mode == "threads":
         threads_in_blender(Path(_out), "--quick" in _rest)
     else:

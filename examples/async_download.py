@@ -26,8 +26,7 @@ EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # download_demo, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
 import download_demo  # noqa: E402 - the assets and the bpy work, shared with the thread version
-
-from mainthread_tasks import run_async  # noqa: E402
+from mainthread_tasks import run_async  # noqa: E402 - after the sys.path entries above
 
 HOST = "127.0.0.1"
 threads_seen: set[str] = set()  # every thread alive at some point of a download
@@ -45,8 +44,9 @@ async def serve_asset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     else:
         await asyncio.sleep(download_demo.latency(index))
         body = json.dumps(download_demo.asset(index)).encode()
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.write(
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
     await writer.drain()
     writer.close()
     await writer.wait_closed()
@@ -78,11 +78,14 @@ async def download_all(files: int) -> list[str]:
     """Serve ``files`` assets and download each, all at once, all on the main thread."""
     server = await asyncio.start_server(serve_asset, HOST, 0)
     port = server.sockets[0].getsockname()[1]
-    print(f"serving {files} assets on http://{HOST}:{port}/asset/ from a coroutine; one download coroutine each",
-          flush=True)
+    print(
+        f"serving {files} assets on http://{HOST}:{port}/asset/ from a coroutine; one download coroutine each",
+        flush=True,
+    )
     try:
-        return await asyncio.gather(*(asyncio.create_task(download(port, f"/asset/{i}.json"), name=f"download-{i + 1}")
-                                      for i in range(files)))
+        return await asyncio.gather(
+            *(asyncio.create_task(download(port, f"/asset/{i}.json"), name=f"download-{i + 1}") for i in range(files))
+        )
     finally:
         server.close()
         await server.wait_closed()
@@ -96,15 +99,21 @@ def main(argv: list[str]) -> int:
     elapsed = time.perf_counter() - started
 
     created = sorted(set(bpy.data.objects.keys()) - before)
-    print(f"\n{len(created)} objects created from {args.files} downloads in {elapsed:.2f} s by coroutines "
-          f"on the main thread")
+    print(
+        f"\n{len(created)} objects created from {args.files} downloads in {elapsed:.2f} s by coroutines "
+        f"on the main thread"
+    )
     print(f"threads while downloading: {sorted(threads_seen)}")
     print(f"bpy calls made off the main thread: {len(download_demo.off_main_bpy_calls)}")
     if args.save:
         bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save))
         print(f"saved {args.save}")
-    ok = (sorted(names) == created and len(created) == args.files and threads_seen == {"MainThread"}
-          and not download_demo.off_main_bpy_calls)
+    ok = (
+        sorted(names) == created
+        and len(created) == args.files
+        and threads_seen == {"MainThread"}
+        and not download_demo.off_main_bpy_calls
+    )
     print("ASYNC DOWNLOAD OK" if ok else "ASYNC DOWNLOAD FAILED", flush=True)
     return 0 if ok else 1
 

@@ -97,11 +97,15 @@ def demo_session(connection_file) -> bool:
     with CommandClient(connection_file) as client:
         expected = [
             _show("ping", lambda: client.call("ping")),
-            _show('create_object {"name": "from_client", "location": [0, 0, 2]}',
-                  lambda: client.call("create_object", name="from_client", location=[0, 0, 2])),
+            _show(
+                'create_object {"name": "from_client", "location": [0, 0, 2]}',
+                lambda: client.call("create_object", name="from_client", location=[0, 0, 2]),
+            ),
             _show("list_objects", lambda: client.call("list_objects")),
-            not _show('create_object {"name": "bad", "location": "up"}',
-                      lambda: client.call("create_object", name="bad", location="up")),
+            not _show(
+                'create_object {"name": "bad", "location": "up"}',
+                lambda: client.call("create_object", name="bad", location="up"),
+            ),
             _show('delete_object {"name": "from_client"}', lambda: client.call("delete_object", name="from_client")),
         ]
     with CommandClient(connection_file) as intruder:
@@ -122,8 +126,10 @@ def main(argv: list[str]) -> int:
         while words:
             command = words.pop(0)
             params = json.loads(words.pop(0)) if words and words[0].startswith("{") else {}
-            ok &= _show(f"{command} {json.dumps(params)}" if params else command,
-                        lambda: client.call(command, **params))  # noqa: B023 - called right away
+            ok &= _show(
+                f"{command} {json.dumps(params)}" if params else command,
+                lambda command=command, params=params: client.call(command, **params),
+            )
     return 0 if ok else 1
 
 

@@ -47,9 +47,8 @@ from pathlib import Path
 EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # command_client, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
-from command_client import default_connection_file  # noqa: E402
-
-from mainthread_tasks import is_main_thread, main_loop, run_async, run_forever  # noqa: E402
+from command_client import default_connection_file  # noqa: E402 - after the sys.path entries above
+from mainthread_tasks import is_main_thread, main_loop, run_async, run_forever  # noqa: E402 - after the sys.path entries above
 
 LOOPBACK = "127.0.0.1"
 MAX_REQUEST_BYTES = 64 * 1024  # one request line, newline excluded
@@ -84,13 +83,17 @@ def _name(params: dict, key: str = "name") -> str:
 
 def _vector(params: dict, key: str) -> tuple[float, float, float]:
     value = params.get(key, [0, 0, 0])
-    if not (isinstance(value, list) and len(value) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
         raise CommandError(f"{key!r} must be a list of 3 finite numbers")
     return tuple(float(v) for v in value)
 
 
 # The commands check their parameters before they touch bpy.
+
 
 def cmd_ping(params: dict) -> dict:
     return {"pong": True}
@@ -160,9 +163,17 @@ class CommandServer:
         OSError: the port is taken.
     """
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK, *, connection_file: str | os.PathLike | None = None,
-                 max_connections: int = MAX_CONNECTIONS, request_timeout: float = REQUEST_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT, max_request_bytes: int = MAX_REQUEST_BYTES):
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = LOOPBACK,
+        *,
+        connection_file: str | os.PathLike | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ):
         if host != LOOPBACK:
             raise ValueError(f"the command bridge listens on {LOOPBACK} only, not {host!r}")
         self.max_connections = max_connections
@@ -176,8 +187,9 @@ class CommandServer:
         self._socket = socket.create_server((host, port), backlog=max_connections)
         self.address = self._socket.getsockname()
         try:
-            write_private_file(self.connection_file,
-                               json.dumps({"host": host, "port": self.address[1], "token": self.token}))
+            write_private_file(
+                self.connection_file, json.dumps({"host": host, "port": self.address[1], "token": self.token})
+            )
         except BaseException:
             self._socket.close()
             raise
@@ -203,8 +215,9 @@ class CommandServer:
         server = None
         try:
             if not self._stop_requested:
-                server = await asyncio.start_server(self._connection, sock=self._socket,
-                                                    limit=self.max_request_bytes, backlog=self.max_connections)
+                server = await asyncio.start_server(
+                    self._connection, sock=self._socket, limit=self.max_request_bytes, backlog=self.max_connections
+                )
                 await self._stop.wait()
         finally:
             if server is not None:
@@ -246,7 +259,8 @@ class CommandServer:
             raise _Hangup("request must be one line of JSON") from None
         supplied = request.get("token") if isinstance(request, dict) else None
         if not isinstance(supplied, str) or not hmac.compare_digest(
-                supplied.encode("utf-8", "surrogatepass"), self.token.encode()):
+            supplied.encode("utf-8", "surrogatepass"), self.token.encode()
+        ):
             raise _Hangup("missing or wrong token (it is in the server's connection file)")
         command = request.get("command")
         entry = COMMANDS.get(command) if isinstance(command, str) else None
@@ -260,7 +274,7 @@ class CommandServer:
             return {"ok": True, "result": fn(params)}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
-        except Exception as exc:  # a bug in a command must not end the connection
+        except Exception as exc:  # noqa: BLE001 - a bug in a command must not end the connection
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     # -- connections ----------------------------------------------------------------------------------
@@ -304,15 +318,19 @@ class CommandServer:
         """One request line without its newline; None if the client closed between requests."""
         first = b""
         if idle:  # between requests: wait for a first byte as long as idle_timeout allows
-            first = await self._within(reader.read(1), self.idle_timeout,
-                                       f"no request for {self.idle_timeout:g} s: closing the connection")
+            first = await self._within(
+                reader.read(1), self.idle_timeout, f"no request for {self.idle_timeout:g} s: closing the connection"
+            )
             if not first:
                 return None
             if first == b"\n":
                 return b""
         try:
-            rest = await self._within(reader.readuntil(b"\n"), self.request_timeout,
-                                      f"request not finished (no newline) within {self.request_timeout:g} s")
+            rest = await self._within(
+                reader.readuntil(b"\n"),
+                self.request_timeout,
+                f"request not finished (no newline) within {self.request_timeout:g} s",
+            )
         except asyncio.IncompleteReadError as exc:
             if first or exc.partial:
                 raise _Hangup("request ended without a newline") from None
@@ -372,8 +390,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connection-file", default=None, help=f"default: {default_connection_file()}")
     args = parser.parse_args(argv)
     server, serving = start_server(args.port, connection_file=args.connection_file)
-    print(f"command server on {LOOPBACK}:{server.address[1]}, commands: {sorted(COMMANDS)}\n"
-          f"its port and token are in {server.connection_file} (mode 0600)", flush=True)
+    print(
+        f"command server on {LOOPBACK}:{server.address[1]}, commands: {sorted(COMMANDS)}\n"
+        f"its port and token are in {server.connection_file} (mode 0600)",
+        flush=True,
+    )
     if getattr(bpy.app, "background", True) is False:  # Blender's UI: the add-on's timer serves
         mainthread_tasks.register()
         print("serving from Blender's UI until it quits; no thread was started", flush=True)
@@ -383,8 +404,11 @@ def main(argv: list[str]) -> int:
     run_forever(until=serving)  # headless: until stopped, Ctrl-C or SIGTERM
     server.stop()
     serving.result(timeout=10)  # on the main thread result() steps the loop while serve() closes up
-    print(f"command server stopped: {server.answered} requests answered, {server.hung_up} connections "
-          f"refused or cut off; connection file removed: {not server.connection_file.exists()}", flush=True)
+    print(
+        f"command server stopped: {server.answered} requests answered, {server.hung_up} connections "
+        f"refused or cut off; connection file removed: {not server.connection_file.exists()}",
+        flush=True,
+    )
     return 0
 
 

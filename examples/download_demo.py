@@ -39,7 +39,7 @@ def latency(index: int) -> float:
 
 
 class AssetServer(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         try:
             index = int(self.path.rsplit("/", 1)[-1].split(".")[0])
         except ValueError:

@@ -1,6 +1,7 @@
 """Headless demo: heavy vertex math in worker processes, the results applied to meshes on the main thread.
 
-    blender --background --factory-startup --python examples/process_mesh.py -- [--meshes N] [--grid G] [--save out.blend]
+    blender --background --factory-startup --python examples/process_mesh.py -- \
+        [--meshes N] [--grid G] [--save out.blend]
 
 Builds N grid meshes of G x G vertices. For each, the main thread reads the vertex coordinates
 (``foreach_get``) and hands them with ``run_in_process`` to a worker process, which computes a
@@ -30,10 +31,9 @@ import bpy
 EXAMPLES = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLES)  # mesh_math, next to this script
 sys.path.append(os.path.dirname(EXAMPLES))  # run from a checkout: the package, unless the add-on is installed
-import mesh_math  # noqa: E402
-
-import mainthread_tasks  # noqa: E402
-from mainthread_tasks import is_main_thread, run_in_process, set_process_workers  # noqa: E402
+import mainthread_tasks  # noqa: E402 - after the sys.path entries above
+import mesh_math  # noqa: E402 - after the sys.path entries above
+from mainthread_tasks import is_main_thread, run_in_process, set_process_workers  # noqa: E402 - after the sys.path entries above
 
 off_main_bpy_calls = []
 
@@ -42,8 +42,11 @@ def make_grid(name: str, size: int, offset: float) -> bpy.types.Object:
     """bpy work (main thread): a flat grid mesh of size x size vertices, 4 units wide."""
     step = 4.0 / (size - 1)
     verts = [(offset + x * step - 2.0, y * step - 2.0, 0.0) for y in range(size) for x in range(size)]
-    faces = [(y * size + x, y * size + x + 1, (y + 1) * size + x + 1, (y + 1) * size + x)
-             for y in range(size - 1) for x in range(size - 1)]
+    faces = [
+        (y * size + x, y * size + x + 1, (y + 1) * size + x + 1, (y + 1) * size + x)
+        for y in range(size - 1)
+        for x in range(size - 1)
+    ]
     mesh = bpy.data.meshes.new(name)
     mesh.from_pydata(verts, [], faces)
     obj = bpy.data.objects.new(name, mesh)
@@ -69,16 +72,22 @@ def apply(mesh_name: str, future) -> None:
 
 def waves(index: int, count: int = 24) -> list[tuple[float, float, float]]:
     """Each mesh gets its own interference pattern: ``count`` wave sources on a spiral around it."""
-    return [(r * math.cos(a) + index * 5.0, r * math.sin(a), 0.3 * index)
-            for r, a in ((1.0 + 2.0 * k / count, 2.0 * math.pi * k * 5 / count) for k in range(count))]
+    return [
+        (r * math.cos(a) + index * 5.0, r * math.sin(a), 0.3 * index)
+        for r, a in ((1.0 + 2.0 * k / count, 2.0 * math.pi * k * 5 / count) for k in range(count))
+    ]
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="process_mesh.py")
     parser.add_argument("--meshes", type=int, default=8)
     parser.add_argument("--grid", type=int, default=150, help="vertices along each side of a mesh")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="worker processes (in the background the main thread only waits, so use every core)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="worker processes (in the background the main thread only waits, so use every core)",
+    )
     parser.add_argument("--save", help="save the result as a .blend file")
     args = parser.parse_args(argv)
 
@@ -105,17 +114,23 @@ def main(argv: list[str]) -> int:
     expected = mesh_math.ripple(coordinates(objects[0].data), waves(0), 0.4, 1.2)
     on_main = time.perf_counter() - started
     got = coordinates(objects[0].data)
-    assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-6, "the worker's result differs from the main thread's"
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-6, (
+        "the worker's result differs from the main thread's"
+    )
     heights = [max(coordinates(obj.data)[2::3]) for obj in objects]
     assert all(h > 0.05 for h in heights), f"a mesh was not displaced: {heights}"
 
     vertices = args.grid * args.grid
     s = mainthread_tasks.stats()
-    print(f"{args.meshes} meshes of {vertices:,} vertices displaced in worker processes in {in_processes:.2f} s "
-          f"({s.processes} processes, {s.process_completed} tasks, {s.process_failed} failed)")
+    print(
+        f"{args.meshes} meshes of {vertices:,} vertices displaced in worker processes in {in_processes:.2f} s "
+        f"({s.processes} processes, {s.process_completed} tasks, {s.process_failed} failed)"
+    )
     print(f"(starting the worker processes took {start_up:.2f} s, once per session)")
-    print(f"one mesh on the main thread: {on_main:.2f} s, so {args.meshes} would take ~{on_main * args.meshes:.2f} s "
-          f"({on_main * args.meshes / in_processes:.1f}x the time)")
+    print(
+        f"one mesh on the main thread: {on_main:.2f} s, so {args.meshes} would take ~{on_main * args.meshes:.2f} s "
+        f"({on_main * args.meshes / in_processes:.1f}x the time)"
+    )
     print(f"highest vertex per mesh: {', '.join(f'{h:.2f}' for h in heights)}")
     print(f"threads in Blender now: {[t.name for t in threading.enumerate()]}")
     print(f"bpy calls made off the main thread: {len(off_main_bpy_calls)}")
@@ -128,4 +143,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []))
+    sys.exit(main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []))

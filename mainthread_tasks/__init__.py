@@ -11,11 +11,12 @@ with a cancel button, tasks wait while a render or bake runs (``ui_only()`` opts
 from __future__ import annotations
 
 from ._async import main_loop, run_async
-from ._blender import register, set_tick_budget, unregister
+from ._blender import register, unregister
 from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
 from ._headless import run_forever
 from ._hold import ui_only
+from ._pacing import set_tick_budget
 from ._process import run_in_process, set_process_workers
 from ._progress import Progress, progress
 from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
@@ -60,7 +61,7 @@ __all__ = (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type[MainThreadTasksError]:
     # ProcessDied is made on first use: see _errors.process_died().
     if name == "ProcessDied":
         from ._errors import process_died

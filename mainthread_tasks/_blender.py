@@ -1,4 +1,5 @@
-"""The Blender side: register()/unregister(), the timer that drains the queue in the UI, the tick budget.
+"""The Blender side: register()/unregister() and the timer that drains the queue in the UI within the
+tick budget (the budget and the pass timings the timer keeps are in ``_pacing``).
 
 This module and ``_preferences`` are the only ones that import ``bpy``, and this one only inside
 functions: importing the package touches no Blender state, and the core also runs on plain Python
@@ -8,23 +9,16 @@ functions: importing the package touches no Blender state, and the core also run
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import sys
 import types
 from time import perf_counter
+from typing import Any
 
-from . import _hold, _scheduler, _strict
+from . import _hold, _pacing, _scheduler, _strict
 
-__all__ = ("register", "set_tick_budget", "unregister")
+__all__ = ("register", "unregister")
 
 logger = logging.getLogger("mainthread_tasks")
-
-#: Seconds of queued work one Blender event-loop pass may run before the UI gets to redraw. An idle
-#: pass takes ~5 ms, so 4 ms of tasks per pass keeps the UI above ~100 passes/s under any backlog.
-DEFAULT_TICK_BUDGET = 0.004
-TICK_BUDGET_RANGE = (0.0001, 1.0)
-tick_budget = DEFAULT_TICK_BUDGET
 
 #: However late Blender's own part of a pass ran, a pass that finds tasks gets at least this share
 #: of the tick budget: the queue always moves.
@@ -53,8 +47,9 @@ SHARED_PASS_RECORD = "_mainthread_tasks_shared_pass_1"
 SAME_PASS_WITHIN = 0.0005
 
 
-def _shared_pass_record():
-    record = sys.modules.get(SHARED_PASS_RECORD)
+def _shared_pass_record() -> Any:
+    # Any: a module object whose attributes (above) are ours.
+    record: Any = sys.modules.get(SHARED_PASS_RECORD)
     if record is None:
         record = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
         record.end = record.spent = 0.0
@@ -70,66 +65,17 @@ _held = _scheduler._held  # tasks held during a render/bake/composite job (see _
 _holding = False  #: the timer holds the queue now (main thread)
 
 
-def _no_jobs(_job_type) -> bool:
+def _no_jobs(_job_type: str) -> bool:
     return False
 
 
 #: bpy.app.is_job_running, bound at register() (Blender without it: never hold).
 _is_job_running = _no_jobs
 
-# The timer's state and the timings shown in the preferences. Main thread only (_drain_timer).
+# The timer's state (its timings shown in the preferences are in _pacing). Main thread only (_drain_timer).
 _pass_end = 0.0  #: perf_counter() when the latest pass that ran tasks ended (or register())
 _queue_empty_at = 0.0  #: perf_counter() when a pass last saw the queue empty (idle passes too)
-_rests: list[float] = []  #: Blender's own part of the latest passes of this backlog (a ring)
-_rest_slot = 0
 _sources_left_work = False  #: the latest sources pass left work ready (coroutine steps): a backlog
-# Between two passes in a row that both ran tasks (a backlog draining):
-pass_interval = 0.0  #: time between their starts: the interface's frame time while the queue drains
-blender_part = 0.0  #: of that, Blender's own part (events, redraw, its 5 ms idle sleep)
-# At the latest pass that ran tasks:
-pass_budget = 0.0  #: the budget it got: tick_budget, less if Blender's part before it ran long
-queue_wait = 0.0  #: upper bound of how long its tasks had waited
-longest_queue_wait = 0.0
-
-
-def set_tick_budget(seconds: float) -> float:
-    """Set how long one Blender event-loop pass may spend running queued tasks; return the old value.
-
-    Any thread; applies from the next pass. A task already started is never interrupted, so a pass
-    lasts at most the budget plus one task; what is left runs in the next passes. A smaller budget
-    keeps the UI smoother under a backlog, a larger one drains a backlog in fewer passes. When
-    Blender's own part of a pass ran longer than it usually does (a slow redraw, a late wake-up),
-    the next pass gives the overrun back, down to 1/8 of the budget, so that passes stay evenly
-    spaced. Copies of the library in one Blender (the installed add-on, a bundled wheel, a vendored
-    copy) share each pass: a copy's pass gets what the copies that ran before it in the same pass
-    left of its budget (at least 1/8 of it), an equal share when several had work in the pass
-    before. The add-on's preferences ("Tick budget") set the same value.
-
-    Raises:
-        TypeError: ``seconds`` is not a number.
-        ValueError: ``seconds`` is outside 0.0001 .. 1.0.
-    """
-    global tick_budget
-    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
-        raise TypeError(f"set_tick_budget(): seconds must be a number, got {seconds!r}")
-    low, high = TICK_BUDGET_RANGE
-    if math.isnan(seconds) or not low <= seconds <= high:
-        raise ValueError(f"set_tick_budget(): seconds must be within {low:g} .. {high:g}, got {seconds!r}")
-    previous, tick_budget = tick_budget, float(seconds)
-    return previous
-
-
-def reset_pass_stats() -> None:
-    """Zero the pass timings shown in the preferences and forget the pacing history. Main thread."""
-    global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait
-    pass_interval = blender_part = pass_budget = queue_wait = longest_queue_wait = 0.0
-    _forget_pacing()
-
-
-def _forget_pacing() -> None:
-    global _rest_slot
-    _rests.clear()
-    _rest_slot = 0
 
 
 def _drain_timer() -> float:
@@ -159,21 +105,21 @@ def _jobs_hold() -> bool:
     global _holding, _pass_end
     try:
         reason = _hold.job_running(_is_job_running)
-    except BaseException:  # noqa: BLE001 - see _drain_timer
+    except BaseException:  # see _drain_timer
         logger.exception("mainthread_tasks: checking for render/bake/composite jobs failed")
         return False
     if reason:
         _holding = True
         try:
-            _hold.hold_pass(reason, tick_budget)
-        except BaseException:  # noqa: BLE001 - a ui_only task's Ctrl-C, say: still held
+            _hold.hold_pass(reason, _pacing.tick_budget)
+        except BaseException:  # a ui_only task's Ctrl-C, say: still held
             logger.exception("mainthread_tasks: a pass holding the queue was interrupted")
         return True
     if _holding:
         _holding = False
         _hold.release()
         _pass_end = _clock()  # as after work: poll every pass while the held tasks drain
-        _forget_pacing()  # Blender's part of the passes during the job says nothing now
+        _pacing.forget_pacing()  # Blender's part of the passes during the job says nothing now
     return False
 
 
@@ -202,7 +148,7 @@ def _sources_pass(now: float) -> float:
             if _scheduler._poll_sources(now + budget):
                 _pass_end = _clock()
             due = _scheduler.sources_due()
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         logger.exception("mainthread_tasks: polling the sources interrupted the timer pass")
     _sources_left_work = due is not None and due <= 0.0
     interval = _idle_interval(now)
@@ -219,18 +165,18 @@ def _paced_budget(started: float, continuing: bool) -> tuple[float, float]:
     longer redraw that persists becomes the usual within a few passes). A new backlog starts a
     fresh history (what Blender's passes took before it says little about now); its part is 0.0.
     """
-    global _rest_slot
-    budget = tick_budget
+    budget = _pacing.tick_budget
     if not continuing:
-        _forget_pacing()
+        _pacing.forget_pacing()
         return budget, 0.0
     rest = started - _pass_end
-    rests = _rests
+    rests = _pacing.rests
     if len(rests) < PACING_SAMPLES:
         rests.append(rest)
     else:
-        rests[_rest_slot] = rest
-        _rest_slot = (_rest_slot + 1) % PACING_SAMPLES
+        slot = _pacing.rest_slot
+        rests[slot] = rest
+        _pacing.rest_slot = (slot + 1) % PACING_SAMPLES
     overrun = rest - sorted(rests)[len(rests) // 2]
     if overrun > 0.0:
         budget = max(budget * MIN_BUDGET_SHARE, budget - overrun)
@@ -240,13 +186,12 @@ def _paced_budget(started: float, continuing: bool) -> tuple[float, float]:
 def _run_pass() -> None:
     """A timer pass that found tasks: run them within this pass's budget, keep the timings."""
     global _pass_end, _queue_empty_at
-    global pass_interval, blender_part, pass_budget, queue_wait, longest_queue_wait
     started = _clock()
     try:
         continuing = _pass_end > _queue_empty_at  # the pass before this one ran tasks and left some
         budget, rest = _paced_budget(started, continuing)
         if continuing:
-            blender_part, pass_interval = rest, rest + _scheduler._last_tick
+            _pacing.blender_part, _pacing.pass_interval = rest, rest + _scheduler._last_tick
         # Other copies of the library that ran tasks earlier in this event-loop pass (see
         # SHARED_PASS_RECORD) already spent part of it.
         shared = _shared
@@ -260,24 +205,25 @@ def _run_pass() -> None:
             # that neither they nor the queue can starve the other.
             _scheduler._poll_sources(started + budget * 0.5)
             budget = max(budget * MIN_BUDGET_SHARE, budget - (_clock() - started))
-        pass_budget = budget
+        _pacing.pass_budget = budget
         if _scheduler.run_for(budget):
             # No queued task is older than the last moment the queue was seen empty. This bound
             # costs nothing per task (tasks carry no timestamp).
-            queue_wait = started - _queue_empty_at
-            if queue_wait > longest_queue_wait:
-                longest_queue_wait = queue_wait
+            wait = _pacing.queue_wait = started - _queue_empty_at
+            if wait > _pacing.longest_queue_wait:
+                _pacing.longest_queue_wait = wait
         _pass_end = _clock()
         if not _qsize() and not _held:
             _queue_empty_at = _pass_end
-    except BaseException:  # noqa: BLE001 - see _drain_timer; the task's own failure is already recorded
+    except BaseException:  # see _drain_timer; the task's own failure is already recorded
         _pass_end = _clock()
         logger.exception("mainthread_tasks: a task interrupted the timer pass; the queue keeps running")
     _shared.spent += _pass_end - started
     _shared.end = _pass_end
 
 
-def _bpy():
+def _bpy() -> Any:
+    """The ``bpy`` module, or None on plain Python. (Any: the real module or fake-bpy-module.)"""
     try:
         import bpy
     except ImportError:  # plain Python: nothing to drive, pump()/joined_threads() still work
@@ -292,7 +238,7 @@ def in_blender_ui() -> bool:
     return bpy is not None and getattr(getattr(bpy, "app", None), "background", True) is False
 
 
-def _is_enabled_addon(bpy) -> bool:
+def _is_enabled_addon(bpy: Any) -> bool:
     # True when Blender lists this package in Edit > Preferences > Add-ons: the installed add-on or
     # extension, not a copy bundled inside another add-on. addon_utils adds the entry before it
     # calls register().

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 __all__ = (
@@ -44,7 +45,7 @@ class ThreadsStillRunning(MainThreadTasksError, TimeoutError):
     ``threads`` holds the ``threading.Thread`` objects that were still running.
     """
 
-    def __init__(self, threads, timeout):
+    def __init__(self, threads: Iterable[threading.Thread], timeout: float) -> None:
         self.threads = tuple(threads)
         self.timeout = timeout
         names = ", ".join(repr(t.name) for t in self.threads)
@@ -62,7 +63,7 @@ class NoSuchArea(MainThreadTasksError, LookupError):
     window at all.
     """
 
-    def __init__(self, message, area_type, region_type):
+    def __init__(self, message: str, area_type: str, region_type: str) -> None:
         self.area_type = area_type
         self.region_type = region_type
         super().__init__(message)
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
 
     class ProcessDied(MainThreadTasksError, BrokenProcessPool):
         pass
+
 
 _process_died = None
 _process_died_lock = threading.Lock()  # must be held while making ProcessDied
@@ -101,8 +103,12 @@ def process_died() -> type:
                 from concurrent.futures.process import BrokenProcessPool
 
                 main = sys.modules.get("__main__")
-                if not had_multiprocessing and "bpy" in sys.modules and main is not None \
-                        and sys.modules.get("__mp_main__") is main:
+                if (
+                    not had_multiprocessing
+                    and "bpy" in sys.modules
+                    and main is not None
+                    and sys.modules.get("__mp_main__") is main
+                ):
                     del sys.modules["__mp_main__"]
                 made = type("ProcessDied", (MainThreadTasksError, BrokenProcessPool), {"__doc__": _PROCESS_DIED_DOC})
                 made.__module__ = __name__
@@ -110,7 +116,7 @@ def process_died() -> type:
     return _process_died
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type[MainThreadTasksError]:
     if name == "ProcessDied":
         return process_died()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,8 +16,9 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 - ``cancel()`` notifies waiters at once (state ``CANCELLED_AND_NOTIFIED``): nobody has to dequeue a
   cancelled task before ``concurrent.futures.wait`` sees it;
 - the main thread starts and finishes a task's future without taking the lock (the scheduler's
-  run loop, ``_scheduler._run_batch``, does both inline), with two atomic ``dict.setdefault`` calls on the future's ``__dict__`` (one C
-  call each, under the GIL; they never run Python code since the keys are str):
+  run loop, ``_scheduler._run_batch``, does both inline), with two atomic ``dict.setdefault`` calls
+  on the future's ``__dict__`` (one C call each, under the GIL; they never run Python code since
+  the keys are str):
 
   * start: ``setdefault("_state", RUNNING)``. ``_state`` stays off the instance (the class says
     PENDING) until the main thread starts the task or ``cancel()`` cancels it; both write it with
@@ -42,7 +43,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from _thread import RLock, allocate_lock
+from _thread import LockType, RLock, allocate_lock
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (  # the state names Future's own code and wait() compare against
     CANCELLED,
@@ -53,10 +55,14 @@ from concurrent.futures._base import (  # the state names Future's own code and 
     RUNNING,
 )
 from time import monotonic, sleep
+from typing import Any, TypeVar
 
 from ._threadinfo import is_main_thread
 
-__all__ = ("MainThreadFuture", "waited_future")
+# The state names are re-exported: the scheduler compares against the ones Future's own code uses.
+__all__ = ("FINISHED", "RUNNING", "MainThreadFuture", "waited_future")
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("mainthread_tasks")
 
@@ -65,7 +71,7 @@ _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
-class MainThreadFuture(Future):
+class MainThreadFuture(Future[_T]):
     """The ``concurrent.futures.Future`` returned by ``run_on_main``.
 
     Any thread may wait on it, cancel it or add callbacks. Done-callbacks run in the thread that
@@ -78,9 +84,10 @@ class MainThreadFuture(Future):
     _result = None
     _exception = None
 
-    # Installed by the scheduler: a function ``(future, timeout)`` that waits on the main thread by
-    # running queued tasks until the future is done or the timeout has passed.
-    _wait_on_main = None
+    def _wait_on_main(self, timeout: float | None) -> None:
+        """Replaced by the scheduler: wait on the main thread by running queued tasks until this
+        future is done or the timeout has passed."""
+        raise NotImplementedError("mainthread_tasks._scheduler installs _wait_on_main")
 
     # RUNNING means the task runs on the main thread, up the stack of a main-thread wait: such a
     # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
@@ -89,7 +96,7 @@ class MainThreadFuture(Future):
     # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
     __init__ = object.__init__
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         # Only reached for attributes never set: the lazily made parts of Future's state.
         # dict.setdefault is atomic: if two threads race to make one, both get the winner's.
         attrs = self.__dict__
@@ -101,7 +108,7 @@ class MainThreadFuture(Future):
         if name == "_condition" or name == "_waiters" or name == "_done_callbacks":
             # Whoever asks for them is about to wait on the future or add a callback to it.
             self._watch()
-            made = threading.Condition(self._lock) if name == "_condition" else []
+            made: threading.Condition | list[Any] = threading.Condition(self._lock) if name == "_condition" else []
             return attrs.setdefault(name, made)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -123,7 +130,9 @@ class MainThreadFuture(Future):
         state = self._state
         if state == FINISHED:
             if self._exception is not None:
-                return f"<{type(self).__name__} at {id(self):#x} state=finished raised {type(self._exception).__name__}>"
+                return (
+                    f"<{type(self).__name__} at {id(self):#x} state=finished raised {type(self._exception).__name__}>"
+                )
             return f"<{type(self).__name__} at {id(self):#x} state=finished returned {type(self._result).__name__}>"
         return f"<{type(self).__name__} at {id(self):#x} state={state.lower()}>"
 
@@ -183,7 +192,7 @@ class MainThreadFuture(Future):
             return False  # waiters were notified by cancel()
         raise RuntimeError(f"Future in unexpected state: {self!r}")
 
-    def _set_locked(self, attr: str, value, method: str) -> bool:
+    def _set_locked(self, attr: str, value: object, method: str) -> bool:
         # False (and nothing changed) if the future is already done.
         with self._lock:
             if self._state in _DONE_STATES:
@@ -194,17 +203,17 @@ class MainThreadFuture(Future):
         self._invoke_callbacks_if_any()
         return True
 
-    def set_result(self, result) -> None:
+    def set_result(self, result: _T) -> None:
         self._watch()  # the main thread's finish must then lock: see the module docstring
         if not self._set_locked("_result", result, "add_result"):
             raise InvalidStateError(f"{self._state}: {self!r}")
 
-    def set_exception(self, exception) -> None:
+    def set_exception(self, exception: BaseException | None) -> None:
         self._watch()
         if not self._set_locked("_exception", exception, "add_exception"):
             raise InvalidStateError(f"{self._state}: {self!r}")
 
-    def _finish(self, attr: str, value, method: str) -> None:
+    def _finish(self, attr: str, value: object, method: str) -> None:
         """The main thread's finish of a task that somebody watches (or that failed). Never raises.
 
         A task that set its own Future's result or exception keeps it (the first result wins, as
@@ -218,7 +227,7 @@ class MainThreadFuture(Future):
                 "result" if attr == "_result" else "exception",
             )
 
-    def add_done_callback(self, fn) -> None:
+    def add_done_callback(self, fn: Callable[[Future[_T]], object]) -> None:
         if self._state not in _DONE_STATES:
             self._watch()
             with self._lock:
@@ -227,7 +236,7 @@ class MainThreadFuture(Future):
                     return
         try:
             fn(self)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged, as concurrent.futures does; the other callbacks still run
             LOGGER.exception("exception calling callback for %r", self)
 
     # -- waiting -----------------------------------------------------------------------------
@@ -245,8 +254,7 @@ class MainThreadFuture(Future):
                 # Only the main thread runs tasks, so this future's task is further up this very
                 # stack: waiting for it would never end.
                 raise RuntimeError(
-                    f"{self!r} is the task running on the main thread right now; "
-                    "a task cannot wait for its own result"
+                    f"{self!r} is the task running on the main thread right now; a task cannot wait for its own result"
                 )
             self._wait_on_main(timeout)
             return
@@ -262,21 +270,21 @@ class MainThreadFuture(Future):
                         return
                     condition.wait(remaining)
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> _T:
         try:
             self._wait(timeout)
             state = self._state
             if state == FINISHED:
                 if self._exception is None:
-                    return self._result
+                    return self._result  # type: ignore[return-value]  # FINISHED without an exception: a _T
                 raise self._exception
             if state in _CANCELLED_STATES:
                 raise CancelledError()
             raise TimeoutError()
         finally:
-            self = None  # break the frame -> exception -> traceback -> frame cycle, like Future does
+            del self  # break the frame -> exception -> traceback -> frame cycle, like Future does
 
-    def exception(self, timeout: float | None = None):
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
         state = self._state
         if state == FINISHED:
@@ -286,7 +294,7 @@ class MainThreadFuture(Future):
         raise TimeoutError()
 
 
-def waited_future() -> tuple[MainThreadFuture, object]:
+def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     """A new future plus its waker: a held lock that is released when the future is done.
 
     ``call_on_main``'s waiter: one lock, instead of the Condition (and the lock per wait that

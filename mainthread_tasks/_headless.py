@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
 
 from . import _blender, _scheduler
 from ._errors import NotMainThreadError
@@ -14,8 +21,12 @@ __all__ = ("run_forever",)
 # How often run_forever looks at an ``until`` that cannot wake it (an Event, a callable).
 UNTIL_POLL_SECONDS = 0.05
 
+#: What ``until`` may be.
+Until = Union[threading.Event, "concurrent.futures.Future[Any]", "asyncio.Future[Any]", Callable[[], object], None]
 
-def _until_check(until):
+
+def _until_check(until: Any) -> tuple[Callable[[], bool], bool]:
+    # Any: a Future is anything with done() and add_done_callback(), duck-typed.
     """``until`` as a no-argument function that says whether to stop, plus whether it can wake us."""
     if until is None:
         return (lambda: False), True
@@ -33,7 +44,7 @@ def _until_check(until):
     )
 
 
-def run_forever(until=None) -> None:
+def run_forever(until: Until = None) -> None:
     """Run queued tasks, process results and coroutines until ``until`` or SIGINT/SIGTERM. Main thread.
 
     For headless servers (``blender --background``, the ``bpy`` module), where no Blender timer
@@ -58,13 +69,13 @@ def run_forever(until=None) -> None:
             "queued tasks, process results and coroutines; return from your script instead"
         )
     should_stop, wakes = _until_check(until)
-    signalled = []
+    signalled: list[int] = []
 
-    def on_signal(signum, _frame) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         signalled.append(signum)
         _scheduler.wake_main()
 
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, on_signal)

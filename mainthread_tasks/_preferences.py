@@ -12,7 +12,7 @@ import logging
 
 import bpy
 
-from . import _blender, _scheduler
+from . import _pacing, _scheduler
 
 __all__ = ("register", "unregister")
 
@@ -23,8 +23,8 @@ REDRAW_INTERVAL = 0.5  # seconds between refreshes of an open preferences window
 _registered = False  # the classes below are registered with Blender
 
 
-def _tick_budget_changed(prefs, _context) -> None:
-    _blender.set_tick_budget(prefs.tick_budget_ms / 1000.0)
+def _tick_budget_changed(prefs: MainThreadTasksPreferences, _context: bpy.types.Context) -> None:
+    _pacing.set_tick_budget(prefs.tick_budget_ms / 1000.0)
 
 
 def _ms(seconds: float) -> str:
@@ -37,9 +37,9 @@ class MAINTHREADTASKS_OT_reset_stats(bpy.types.Operator):
     bl_description = "Zero the counters and the longest timings (queued tasks are not touched)"
     bl_options = {"INTERNAL"}
 
-    def execute(self, _context):
+    def execute(self, _context: bpy.types.Context) -> set[str]:
         _scheduler.reset_stats()
-        _blender.reset_pass_stats()
+        _pacing.reset_pass_stats()
         return {"FINISHED"}
 
 
@@ -52,8 +52,8 @@ class MainThreadTasksPreferences(bpy.types.AddonPreferences):
             "Milliseconds of queued tasks one event-loop pass may run before the interface redraws. "
             "Smaller keeps the interface smoother under a backlog, larger drains it in fewer passes"
         ),
-        default=_blender.DEFAULT_TICK_BUDGET * 1000.0,
-        min=_blender.TICK_BUDGET_RANGE[0] * 1000.0,
+        default=_pacing.DEFAULT_TICK_BUDGET * 1000.0,
+        min=_pacing.TICK_BUDGET_RANGE[0] * 1000.0,
         max=100.0,
         soft_max=20.0,
         step=10,
@@ -61,7 +61,7 @@ class MainThreadTasksPreferences(bpy.types.AddonPreferences):
         update=_tick_budget_changed,
     )
 
-    def draw(self, _context):
+    def draw(self, _context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "tick_budget_ms")
         s = _scheduler.stats()
@@ -69,10 +69,10 @@ class MainThreadTasksPreferences(bpy.types.AddonPreferences):
             ("Pending", str(s.pending), "Running", s.running or "-"),
             ("Completed", str(s.completed), "Failed", str(s.failed)),
             ("Cancelled", str(s.cancelled), "Add-ons using it", str(s.registered)),
-            ("Passes with tasks", str(s.ticks), "Latest budget", _ms(_blender.pass_budget)),
+            ("Passes with tasks", str(s.ticks), "Latest budget", _ms(_pacing.pass_budget)),
             ("Latest pass", _ms(s.last_tick), "Longest pass", _ms(s.longest_tick)),
-            ("Pass interval", _ms(_blender.pass_interval), "Blender's part", _ms(_blender.blender_part)),
-            ("Queue wait \u2264", _ms(_blender.queue_wait), "Longest wait \u2264", _ms(_blender.longest_queue_wait)),
+            ("Pass interval", _ms(_pacing.pass_interval), "Blender's part", _ms(_pacing.blender_part)),
+            ("Queue wait \u2264", _ms(_pacing.queue_wait), "Longest wait \u2264", _ms(_pacing.longest_queue_wait)),
             ("Longest task", _ms(s.longest_task), "", s.longest_task_name),
         )
         box = layout.box()
@@ -97,7 +97,7 @@ def _redraw_timer() -> float:
             for area in window.screen.areas:
                 if area.type == "PREFERENCES":
                     area.tag_redraw()
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("mainthread_tasks: could not refresh the preferences window")
     return REDRAW_INTERVAL
 
@@ -114,8 +114,8 @@ def register() -> None:
         for cls in CLASSES:
             bpy.utils.register_class(cls)
         _registered = True
-        prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
-        _blender.set_tick_budget(prefs.tick_budget_ms / 1000.0)
+        prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences  # type: ignore[union-attr]  # set while add-ons register
+        _pacing.set_tick_budget(prefs.tick_budget_ms / 1000.0)
         if not bpy.app.timers.is_registered(_redraw_timer):
             bpy.app.timers.register(_redraw_timer, first_interval=REDRAW_INTERVAL, persistent=True)
     except BaseException:
@@ -129,6 +129,6 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(_redraw_timer):
         bpy.app.timers.unregister(_redraw_timer)
     for cls in reversed(CLASSES):
-        if cls.is_registered:
+        if cls.is_registered:  # type: ignore[union-attr]  # every bpy_struct class has it; the stubs lack it
             bpy.utils.unregister_class(cls)
     _registered = False

@@ -21,12 +21,15 @@ import select
 import signal
 import socket
 import threading
+from _thread import allocate_lock
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from _thread import allocate_lock
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
+from types import FrameType
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from ._errors import NotMainThreadError, SchedulerStopped
 from ._future import FINISHED, RUNNING, MainThreadFuture, waited_future
@@ -47,9 +50,15 @@ __all__ = (
 
 logger = logging.getLogger("mainthread_tasks")
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: A queued task: (its future, None for post_on_main; fn; args; kwargs, None when there are none).
+Item: TypeAlias = "tuple[MainThreadFuture[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None]"
+
 _get_ident = threading.get_ident
 
-_queue: SimpleQueue = SimpleQueue()
+_queue: SimpleQueue[Item] = SimpleQueue()
 _put = _queue.put
 _get_nowait = _queue.get_nowait
 _qsize = _queue.qsize
@@ -73,12 +82,12 @@ _last_tick = 0.0
 _longest_task = 0.0
 _longest_task_name = ""
 _slow_tasks = 0
-_running = None  # the task running on the main thread right now
+_running: Callable[..., Any] | None = None  # the task running on the main thread right now
 
 # Holding (see _hold): while a render/bake/composite job runs, the UI timer moves queued tasks here
 # instead of running them, and they run first once it ends. Written by the main thread; any thread
 # may empty it when the scheduler stops (deque.popleft is atomic).
-_held: deque = deque()  # (future, fn, args, kwargs), oldest first
+_held: deque[Item] = deque()  # oldest first
 _held_reason = ""  # why the UI timer holds the queue right now, "" when it does not
 _holds = 0  # holds that began since the last reset_stats()
 
@@ -152,7 +161,7 @@ def stats() -> Stats:
         longest_task=_longest_task,
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
-        **_process.counts(),
+        **_process_counts(),
         held=bool(_held_reason),
         held_reason=_held_reason,
         holds=_holds,
@@ -167,10 +176,25 @@ def reset_stats() -> None:
         _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = _holds = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
-    _process.reset_counts()
+    _reset_process_counts()
 
 
-def task_name(fn) -> str:
+def _no_process_counts() -> dict[str, int]:
+    return {}
+
+
+def _no_process_reset() -> None:
+    pass
+
+
+# The process pool's part of stats() and reset_stats(), installed by _process when it is imported
+# (Stats' process fields default to 0 until then): this module imports no other of the package's
+# work modules, so there is no import circle.
+_process_counts: Callable[[], dict[str, int]] = _no_process_counts
+_reset_process_counts: Callable[[], None] = _no_process_reset
+
+
+def task_name(fn: object) -> str:
     """A readable name for a callable, for logs and stats. Never raises, whatever ``fn`` does."""
     try:
         name = getattr(fn, "__qualname__", None)
@@ -178,18 +202,18 @@ def task_name(fn) -> str:
             module = getattr(fn, "__module__", None)
             return f"{module}.{name}" if isinstance(module, str) else name
         return repr(fn)
-    except Exception:  # a proxy or command object whose __getattr__/__repr__ raises
+    except Exception:  # noqa: BLE001 - a proxy or command object whose __getattr__/__repr__ raises
         return f"<{type(fn).__qualname__} object at {id(fn):#x}>"
 
 
-def _not_callable(fn) -> TypeError:
+def _not_callable(fn: object) -> TypeError:
     return TypeError(
         f"fn must be callable, got {type(fn).__name__} {fn!r:.80}; "
         "pass a function (mainthread_tasks never evaluates strings of code)"
     )
 
 
-def _check_timeout(timeout, what: str) -> float:
+def _check_timeout(timeout: object, what: str) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}")
     value = float(timeout)
@@ -201,7 +225,7 @@ def _check_timeout(timeout, what: str) -> float:
 # -- submitting: any thread -------------------------------------------------------------------
 
 
-def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
+def run_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> MainThreadFuture[_T]:
     """Queue ``fn(*args, **kwargs)`` to run on the main thread; return its Future. Any thread.
 
     Always queued, never run inline, even on the main thread, so a thread's tasks run in the order
@@ -219,7 +243,7 @@ def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
         raise _not_callable(fn)
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
-    future = MainThreadFuture()
+    future: MainThreadFuture[_T] = MainThreadFuture()
     _put((future, fn, args, kwargs or None))
     if _main_asleep:
         wake_main()
@@ -228,7 +252,7 @@ def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
     return future
 
 
-def post_on_main(fn, /, *args, **kwargs) -> None:
+def post_on_main(fn: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
     """Queue ``fn(*args, **kwargs)`` for the main thread, fire-and-forget: the fast path. Any thread.
 
     No Future is made. If the task raises, the exception is logged with its traceback on the
@@ -250,7 +274,7 @@ def post_on_main(fn, /, *args, **kwargs) -> None:
         _reject_queued()
 
 
-def call_on_main(fn, /, *args, **kwargs):
+def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Run ``fn(*args, **kwargs)`` on the main thread and return its result. Any thread.
 
     On the main thread it runs inline, now. From another thread it queues the call and blocks
@@ -277,7 +301,8 @@ def call_on_main(fn, /, *args, **kwargs):
         _reject_queued()
     waker.acquire()  # released once the future is done: finished, or cancelled by a stop
     try:
-        return future.result()
+        result: _T = future.result()
+        return result
     except CancelledError:
         if future.cancelled():  # only the scheduler could have cancelled it: nobody else has it
             raise SchedulerStopped(_stopped or _STOPPED_BY_UNREGISTER) from None
@@ -286,7 +311,7 @@ def call_on_main(fn, /, *args, **kwargs):
         del future
 
 
-def main_thread(fn):
+def main_thread(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     """Decorator: every call of ``fn``, from any thread, runs on the main thread.
 
     Same semantics as ``call_on_main`` (inline on the main thread; from a worker it blocks and
@@ -299,7 +324,7 @@ def main_thread(fn):
         raise _not_callable(fn)
 
     @functools.wraps(fn)
-    def on_main_thread(*args, **kwargs):
+    def on_main_thread(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         return call_on_main(fn, *args, **kwargs)
 
     return on_main_thread
@@ -324,11 +349,11 @@ def main_thread(fn):
 # only when a signal comes. Where Python runs no SIGINT handler (the Blender binary handles SIGINT
 # in C) nothing is swapped.
 
-_deferred_signal: tuple | None = None  # (signum, frame) of a SIGINT that landed outside a task
-_guarded_handler = None  # the SIGINT handler the guard stands in for
+_deferred_signal: tuple[int, FrameType | None] | None = None  # a SIGINT that landed outside a task
+_guarded_handler: Callable[[int, FrameType | None], Any] | None = None  # the handler the guard stands in for
 
 
-def _sigint_guard(signum, frame) -> None:
+def _sigint_guard(signum: int, frame: FrameType | None) -> None:
     global _deferred_signal
     if _signal_may_raise_here(frame):
         _guarded_handler(signum, frame)  # type: ignore[misc]
@@ -337,9 +362,9 @@ def _sigint_guard(signum, frame) -> None:
     wake_main()
 
 
-def _signal_may_raise_here(frame) -> bool:
+def _signal_may_raise_here(frame: FrameType | None) -> bool:
     # Walk out from the interrupted frame to the innermost dispatcher frame (see "Ctrl-C" above).
-    called = None  # the frame that dispatcher frame called
+    called: FrameType | None = None  # the frame that dispatcher frame called
     while frame is not None:
         code = frame.f_code
         if code is _SLEEP_CODE:
@@ -390,7 +415,7 @@ def _deliver_deferred_signal() -> None:
 # -- running: main thread ---------------------------------------------------------------------
 
 
-def _run_batch(limit: int, deadline: float | None, take=None) -> int:
+def _run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | None = None) -> int:
     """Run up to ``limit`` queued tasks. Main thread only, with the Ctrl-C guard installed.
 
     ``take`` takes the next item off another queue than the scheduler's (the tasks held during a
@@ -569,7 +594,7 @@ def run_for(budget: float) -> int:
     return ran
 
 
-def _wait_on_main(future: MainThreadFuture, timeout: float | None) -> None:
+def _wait_on_main(future: MainThreadFuture[Any], timeout: float | None) -> None:
     # MainThreadFuture's hook: the main thread waits by running queued tasks, since the task it
     # waits for may be one of them. Short slices notice a cancel() from another thread.
     deadline = None if timeout is None else monotonic() + timeout
@@ -583,7 +608,7 @@ def _wait_on_main(future: MainThreadFuture, timeout: float | None) -> None:
             pump(min(remaining, 0.01))
 
 
-MainThreadFuture._wait_on_main = _wait_on_main
+MainThreadFuture._wait_on_main = _wait_on_main  # the hook's real body
 
 
 # -- sources: other kinds of main-thread work ---------------------------------------------------
@@ -600,7 +625,18 @@ MainThreadFuture._wait_on_main = _wait_on_main
 # pump() polls them after its queue batch and, when it has to wait, sleeps in poll(2) on their fds
 # plus a wake-up socket that submissions write to only while the main thread sleeps there.
 
-_sources: tuple = ()  # replaced, never mutated: readers need no lock
+
+class Source(Protocol):
+    """What ``add_source`` takes (see above)."""
+
+    def fds(self) -> Sequence[int]: ...
+    def due(self) -> float | None: ...
+    def busy(self) -> bool: ...
+    def poll(self, deadline: float | None = None) -> int: ...
+    def stop(self, message: str) -> None: ...
+
+
+_sources: tuple[Source, ...] = ()  # replaced, never mutated: readers need no lock
 _sources_lock = threading.Lock()  # must be held while replacing _sources
 
 # How the main thread sleeps when it has nothing to run, and how others wake it. Submitters and
@@ -620,7 +656,7 @@ _wake_socks: tuple[socket.socket, socket.socket] | None = None  # (read end, wri
 _SLICE_WITHOUT_POLL = 0.01
 
 
-def add_source(source) -> None:
+def add_source(source: Source) -> None:
     """Let the main thread poll ``source`` wherever it runs tasks (see above). Any thread."""
     global _sources
     with _sources_lock:
@@ -629,7 +665,7 @@ def add_source(source) -> None:
     wake_main()
 
 
-def remove_source(source) -> None:
+def remove_source(source: Source) -> None:
     """Stop polling ``source``; harmless if it is not added. Any thread."""
     global _sources
     with _sources_lock:
@@ -730,7 +766,7 @@ def _sleep(wait: float | None) -> bool:
     elif wait is None or wait > _SLICE_WITHOUT_POLL:
         wait = _SLICE_WITHOUT_POLL
     _main_asleep = _ASLEEP_ON_SOCKET
-    ready = ()
+    ready: list[int] = []
     try:
         # Re-checked after raising the flag: a put, or work a source got from another thread
         # (whose wake_main() found the flag down), before it is seen here.
@@ -867,8 +903,6 @@ def shutdown_at_exit() -> None:
     _close_wake_socket()
 
 
-from . import _process  # noqa: E402 - it imports this module (stats() reads its counters)
-
 try:
     # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).
     threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]
@@ -877,19 +911,30 @@ except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or alr
 
 
 # The frames the Ctrl-C guard looks for (see "Ctrl-C").
+_F = TypeVar("_F", bound=Callable[..., Any])
 _SLEEP_CODE = _sleep.__code__
 _RUN_BATCH_CODE = _run_batch.__code__
 _BATCH_BOOKKEEPING = frozenset(
-    {MainThreadFuture._finish.__code__, task_name.__code__, logging.Logger.error.__code__,
-     logging.Logger.warning.__code__}
+    {
+        MainThreadFuture._finish.__code__,
+        task_name.__code__,
+        logging.Logger.error.__code__,
+        logging.Logger.warning.__code__,
+    }
 )
 _DISPATCHER_CODES = frozenset(
-    {pump.__code__, run_for.__code__, _poll_sources.__code__, _reject_queued.__code__,
-     _restore_interrupts.__code__, _deliver_deferred_signal.__code__}
+    {
+        pump.__code__,
+        run_for.__code__,
+        _poll_sources.__code__,
+        _reject_queued.__code__,
+        _restore_interrupts.__code__,
+        _deliver_deferred_signal.__code__,
+    }
 )
 
 
-def dispatcher_function(fn):
+def dispatcher_function(fn: _F) -> _F:
     """Decorator for dispatcher code in other modules (``_hold.hold_pass``): a Ctrl-C landing in it
     is held back like one landing in ``pump`` (see "Ctrl-C"). At import, main thread."""
     global _DISPATCHER_CODES

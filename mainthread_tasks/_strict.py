@@ -33,6 +33,8 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from ._errors import MainThreadTasksError, NotMainThreadError
 from ._threadinfo import MAIN_THREAD_IDENT
@@ -47,12 +49,18 @@ ENVIRONMENT_VARIABLE = "MAINTHREAD_TASKS_STRICT"
 SHARED_RECORD = "_mainthread_tasks_strict_1"
 
 _get_ident = threading.get_ident
-_python_threads = getattr(threading, "_active", None)  # ident -> Thread, for threads Python started
+# ident -> Thread, for threads Python started
+_python_threads: dict[int, threading.Thread] | None = getattr(threading, "_active", None)
 _enabled_here = False  # this copy turned strict mode on (register() turns it off again)
 
 
-def _shared_record():
-    record = sys.modules.get(SHARED_RECORD)
+#: What strict mode replaced: (owner, attribute name, the original), to put back in reverse order.
+Patches = list[tuple[Any, str, Any]]
+
+
+def _shared_record() -> Any:
+    # Any: a module object whose ``patches`` attribute is ours (Patches, or None while off).
+    record: Any = sys.modules.get(SHARED_RECORD)
     if record is None:
         record = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
         record.patches = None
@@ -68,21 +76,21 @@ def _offending_thread() -> str | None:
     if _python_threads is None:  # pragma: no cover - every CPython has threading._active
         return threading.current_thread().name
     thread = _python_threads.get(ident)
-    if thread is None or isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+    if thread is None or isinstance(thread, threading._DummyThread):
         return None  # a thread Blender started (a driver, a render handler): not ours to judge
     return thread.name
 
 
-def _refuse(what: str, thread: str):
+def _refuse(what: str, thread: str) -> NoReturn:
     raise NotMainThreadError(
         f"strict mode: {what} called from thread {thread!r}. bpy is not thread-safe; run this on the "
         "main thread instead: use post_on_main(fn, ...), or run_on_main/call_on_main to get a result"
     )
 
 
-def _checked_function(original, what: str):
+def _checked_function(original: Callable[..., Any], what: str) -> Callable[..., Any]:
     @functools.wraps(original)
-    def checked(*args, **kwargs):
+    def checked(*args: Any, **kwargs: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(what, thread)
@@ -91,9 +99,9 @@ def _checked_function(original, what: str):
     return checked
 
 
-def _checked_method(original, suffix: str):
+def _checked_method(original: Callable[..., Any], suffix: str) -> Callable[..., Any]:
     @functools.wraps(original)
-    def checked(self, *args, **kwargs):
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:  # self: bpy.ops' operator class
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._module}.{self._func}{suffix}", thread)
@@ -107,73 +115,77 @@ class _CheckedOperator:
 
     __slots__ = ("_operator", "_name")
 
-    def __init__(self, operator, name: str):
+    def __init__(self, operator: Any, name: str) -> None:  # operator: Blender's C callable
         self._operator = operator
         self._name = name
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._name}()", thread)
         return self._operator(*args, **kwargs)
 
-    def poll(self, *args):
+    def poll(self, *args: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._name}.poll()", thread)
         return self._operator.poll(*args)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._operator, name)
 
     def __repr__(self) -> str:
         return repr(self._operator)
 
     @property
-    def __doc__(self):  # type: ignore[override]
-        return self._operator.__doc__
+    def __doc__(self) -> str | None:  # type: ignore[override]  # the operator's, not the class's
+        doc: str | None = self._operator.__doc__
+        return doc
 
 
-def _checked_operator_factory(original):
+def _checked_operator_factory(original: Callable[[str, str], Any]) -> Callable[[str, str], _CheckedOperator]:
     @functools.wraps(original)
-    def create_function(module, func):
+    def create_function(module: str, func: str) -> _CheckedOperator:
         return _CheckedOperator(original(module, func), f"{module}.{func}")
 
     return create_function
 
 
-def _checked_module_class(bpy_module):
+def _checked_module_class(bpy_module: types.ModuleType) -> type:
     """A ModuleType subclass whose ``data``/``context`` properties check the thread, then return the
     objects the module holds (setting them still works, for Blender's own code)."""
 
-    def attribute(name):
-        def get(module):
+    def attribute(name: str) -> property:
+        def get(module: types.ModuleType) -> Any:
             thread = _offending_thread()
             if thread is not None:
                 _refuse(f"bpy.{name}", thread)
             return module.__dict__[name]
 
-        def put(module, value):
+        def put(module: types.ModuleType, value: object) -> None:
             module.__dict__[name] = value
 
         return property(get, put)
 
-    return type("StrictBpyModule", (type(bpy_module),), {
-        "__slots__": (), "data": attribute("data"), "context": attribute("context")})
+    return type(
+        "StrictBpyModule",
+        (type(bpy_module),),
+        {"__slots__": (), "data": attribute("data"), "context": attribute("context")},
+    )
 
 
-def _patch(bpy) -> list:
+def _patch(bpy: Any) -> Patches:
     timers = getattr(getattr(bpy, "app", None), "timers", None)
     # From the module's own names: bpy.ops.__getattr__ makes up a submodule for any other name.
     ops = getattr(bpy, "ops", None)
-    names = getattr(ops, "__dict__", {})
+    names: dict[str, Any] = getattr(ops, "__dict__", {})
     ops_class = names.get("_BPyOpsSubModOp")  # Blender <= 5.0
-    ops_factory = names.get("_op_create_function")  # Blender >= 5.1
+    ops_factory: Any = names.get("_op_create_function")  # Blender >= 5.1
     if timers is None or (ops_class is None and ops_factory is None) or type(bpy) is not types.ModuleType:
         raise MainThreadTasksError(f"strict_mode() needs Blender's bpy module, not {bpy!r}")
-    patches = []
+    patches: Patches = []
 
-    def replace(owner, name, new):
+    def replace(owner: Any, name: str, new: object) -> None:
         patches.append((owner, name, owner.__dict__[name]))
         setattr(owner, name, new)
 

@@ -18,9 +18,13 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from concurrent.futures import thread as _pool_module
 from contextlib import contextmanager
 from time import monotonic
+from types import FrameType
+from typing import Any, ParamSpec
 
 from . import _scheduler
 from ._errors import NotMainThreadError, ThreadsStillRunning
@@ -36,7 +40,7 @@ except NameError:  # pragma: no cover - Python 3.10 (official Blender 3.x/4.0 bu
     class _ExceptionGroup(Exception):  # type: ignore[no-redef]
         """Stand-in for the built-in ExceptionGroup: the failures are in ``.exceptions``."""
 
-        def __init__(self, message, exceptions):
+        def __init__(self, message: str, exceptions: Sequence[BaseException]) -> None:
             super().__init__(message, tuple(exceptions))
             self.message = message
             self.exceptions = tuple(exceptions)
@@ -51,10 +55,12 @@ _JOIN_POLL_SECONDS = 0.002
 _owners: weakref.WeakKeyDictionary[threading.Thread, ThreadScope] = weakref.WeakKeyDictionary()
 # The open blocks, innermost last. Only the main thread changes it (blocks are main-thread only).
 _open_scopes: list[ThreadScope] = []
+_P = ParamSpec("_P")
+
 # What the hooks below stand in for while blocks are open. Main thread only.
-_previous_excepthook = None
-_original_start = None
-_original_submit = None
+_previous_excepthook: Callable[[threading.ExceptHookArgs], object] | None = None
+_original_start: Callable[[threading.Thread], None] | None = None
+_original_submit: Callable[..., Future[Any]] | None = None
 _hook_state = threading.local()  # .active: this thread is inside _excepthook (a chain came back)
 
 
@@ -82,7 +88,9 @@ def _recording_start(self: threading.Thread) -> None:
     _original_start(self)  # type: ignore[misc]
 
 
-def _recording_submit(self, fn, /, *args, **kwargs):
+def _recording_submit(
+    self: _pool_module.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Future[Any]:
     # Stands in for ThreadPoolExecutor.submit while blocks are open: the work is the block's.
     future = _original_submit(self, fn, *args, **kwargs)  # type: ignore[misc]
     scope = _owner_for_new_thread()
@@ -91,7 +99,7 @@ def _recording_submit(self, fn, /, *args, **kwargs):
     return future
 
 
-def _excepthook(args) -> None:
+def _excepthook(args: threading.ExceptHookArgs) -> None:
     # Stands in for threading.excepthook while blocks are open: a thread's failure goes to the
     # block that owns it, if that block is still collecting; anything else goes on to the hook we
     # replaced. Never to ourselves: another library's hook installed over ours may chain back here.
@@ -110,7 +118,7 @@ def _excepthook(args) -> None:
         _hook_state.active = False
 
 
-def _report(args) -> None:
+def _report(args: threading.ExceptHookArgs) -> None:
     previous = _previous_excepthook
     if previous is None or previous is _excepthook:
         threading.__excepthook__(args)
@@ -129,7 +137,7 @@ def _install_hooks() -> None:
     pool = _pool_module.ThreadPoolExecutor
     if pool.submit is not _recording_submit:
         _original_submit = pool.submit
-        pool.submit = _recording_submit  # type: ignore[method-assign]
+        pool.submit = _recording_submit  # type: ignore[assignment,method-assign]  # same call, recorded
 
 
 def _remove_hooks() -> None:
@@ -137,22 +145,22 @@ def _remove_hooks() -> None:
     # ours stays in its chain and, with no block open, passes everything on.
     global _previous_excepthook, _original_start, _original_submit
     if threading.excepthook is _excepthook:
-        threading.excepthook = _previous_excepthook
+        threading.excepthook = _previous_excepthook  # type: ignore[assignment]  # what _install_hooks found
         _previous_excepthook = None
     if threading.Thread.start is _recording_start:
-        threading.Thread.start = _original_start  # type: ignore[method-assign]
+        threading.Thread.start = _original_start  # type: ignore[assignment,method-assign]  # as found
         _original_start = None
     pool = _pool_module.ThreadPoolExecutor
     if pool.submit is _recording_submit:
-        pool.submit = _original_submit  # type: ignore[method-assign]
+        pool.submit = _original_submit  # type: ignore[assignment,method-assign]  # as found
         _original_submit = None
 
 
-def _idle_pool_worker(thread: threading.Thread, frames: dict) -> bool:
+def _idle_pool_worker(thread: threading.Thread, frames: dict[int, FrameType]) -> bool:
     """True for a ThreadPoolExecutor worker waiting for work: it belongs to its executor."""
     if thread not in getattr(_pool_module, "_threads_queues", ()):
         return False
-    frame = frames.get(thread.ident)
+    frame = frames.get(thread.ident) if thread.ident is not None else None
     if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != _pool_module.__name__:
         return False  # running a work item (its frame is deeper), or not started yet
     return frame.f_locals.get("work_item") is None  # none in hand: blocked on the work queue
@@ -160,7 +168,11 @@ def _idle_pool_worker(thread: threading.Thread, frames: dict) -> bool:
 
 def _busy_pool_workers() -> list[threading.Thread]:
     frames = sys._current_frames()
-    return [t for t in list(getattr(_pool_module, "_threads_queues", ())) if t.is_alive() and not _idle_pool_worker(t, frames)]
+    return [
+        t
+        for t in list(getattr(_pool_module, "_threads_queues", ()))
+        if t.is_alive() and not _idle_pool_worker(t, frames)
+    ]
 
 
 class ThreadScope:
@@ -168,12 +180,12 @@ class ThreadScope:
 
     def __init__(self) -> None:
         self._started: list[threading.Thread] = []
-        self._work: list = []  # Futures of ThreadPoolExecutor work submitted for this block
+        self._work: list[Future[Any]] = []  # Futures of ThreadPoolExecutor work submitted for this block
         self._failures: list[tuple[BaseException, threading.Thread | None]] = []
         self._closed = False  # no longer collecting failures: they go to the excepthook
         self._lock = threading.Lock()  # must be held while mutating _started/_failures/_closed
 
-    def start(self, fn, /, *args, **kwargs) -> threading.Thread:
+    def start(self, fn: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> threading.Thread:
         """Start ``fn(*args, **kwargs)`` in a new thread, joined when the block ends. Any thread.
 
         Its exception, if any, is re-raised at the end of the block in an ExceptionGroup; once the
@@ -209,7 +221,7 @@ class ThreadScope:
             self._failures.append((exc, thread))
             return True
 
-    def _record_work(self, future) -> None:
+    def _record_work(self, future: Future[Any]) -> None:
         with self._lock:
             self._work = [f for f in self._work if not f.done()]  # keep it short
             self._work.append(future)
@@ -250,7 +262,7 @@ class ThreadScope:
             alive = self._alive_threads()
             if not alive and not self._work_pending():
                 return
-            if deadline is None:
+            if deadline is None or timeout is None:
                 wait = _JOIN_POLL_SECONDS
             else:
                 remaining = deadline - monotonic()
@@ -264,7 +276,7 @@ class ThreadScope:
 
 
 @contextmanager
-def joined_threads(timeout: float | None = None):
+def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     """Join every thread started in the block, running main-thread tasks while waiting. Main thread.
 
     Yields a ``ThreadScope``; ``scope.start(fn, *args)`` starts a worker. On exit it joins
@@ -305,7 +317,7 @@ def joined_threads(timeout: float | None = None):
             yield scope
         except (KeyboardInterrupt, SystemExit):
             raise  # the user wants out: do not wait for threads
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - raised again once the threads are joined
             body_error = exc
         try:
             scope._join(timeout)

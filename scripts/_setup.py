@@ -5,8 +5,9 @@
 - Python environments under ``$MAINTHREAD_TASKS_CACHE`` (default ``~/.cache/mainthread_tasks``):
   ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
   + test tools), ``venv-docs-<hash>`` (MkDocs for scripts/docs.py), ``venv-bench-<hash>`` (matplotlib
-  for the bench's plots), ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own
-  Python, via ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
+  for the bench's plots), ``venv-lint-<hash>`` (ruff, mypy and fake-bpy-module for the lint tier),
+  ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own Python, via
+  ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
   so checkouts that pin different versions (branches, worktrees) never rebuild one another's.
 - Blender 5.2 LTS (Python 3.14): a Debian ``sid`` chroot under the cache, built by ``debootstrap``
   (see ``sid_root``); ``sid_command()`` is the command prefix that runs a program inside it.
@@ -35,11 +36,20 @@ TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 # The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
 # griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats).
-DOCS_REQUIREMENTS = ["mkdocs==1.6.1", "mkdocs-material==9.8.1", "mkdocstrings==1.0.8",
-                     "mkdocstrings-python==2.0.11", "griffe==2.4.1", "griffe-sphinx==0.3.1",
-                     "pymdown-extensions==13.1"]
+DOCS_REQUIREMENTS = [
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.1",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",
+    "griffe==2.4.1",
+    "griffe-sphinx==0.3.1",
+    "pymdown-extensions==13.1",
+]
 # The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
 BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
+# The lint tier: ruff (lint + format check) and mypy --strict, which reads bpy's types from the
+# fake-bpy-module pinned in tests/requirements.txt.
+LINT_REQUIREMENTS = ["ruff==0.17.6", "mypy==2.4.1"]
 APT_PACKAGES = ["blender", "xvfb", "xauth"]
 
 
@@ -119,8 +129,13 @@ def venv_python(name: str, requirements: list[str], base: str | None = None) -> 
     ``base`` is the interpreter the venv is made from (default: the one running this). The
     folder's name carries a hash of what is in it (see the module docstring).
     """
-    base_version = sys.version if base is None else subprocess.run(
-        [base, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True).stdout
+    base_version = (
+        sys.version
+        if base is None
+        else subprocess.run(
+            [base, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     stamp = _stamp(base_version, *requirements)
     folder = CACHE / f"{name}-{stamp[:8]}"
     python = folder / "bin" / "python"
@@ -135,7 +150,7 @@ def venv_python(name: str, requirements: list[str], base: str | None = None) -> 
     else:
         try:
             venv.create(folder, with_pip=True)
-        except Exception as exc:  # Debian's python3 without python3-venv
+        except Exception as exc:  # noqa: BLE001 - Debian's python3 without python3-venv fails in ensurepip
             shutil.rmtree(folder, ignore_errors=True)
             _apt_install(["python3-venv"])
             venv.create(folder, with_pip=True)
@@ -163,8 +178,14 @@ def python313() -> str | None:
     """A Python 3.13 interpreter for the cpython-3.13 tier (pyenv's, else a ``python3.13`` on PATH
     that runs: pyenv's shim may not), or None if there is none here."""
     for candidate in (str(PYENV_313), shutil.which("python3.13")):
-        if candidate and Path(candidate).is_file() and subprocess.run([candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 13)"],
-                                        capture_output=True).returncode == 0:
+        if (
+            candidate
+            and Path(candidate).is_file()
+            and subprocess.run(
+                [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 13)"], capture_output=True
+            ).returncode
+            == 0
+        ):
             return candidate
     return None
 
@@ -185,6 +206,16 @@ def bench_python() -> Path:
     return venv_python("venv-bench", BENCH_REQUIREMENTS)
 
 
+def lint_python() -> Path:
+    """A venv with ruff, mypy and the test tools (fake-bpy-module among them), for the ``lint`` tier
+    (tests/test_lint.py).
+
+    Its own venv rather than the dev one: tests/requirements.txt is also installed into the bpy
+    venvs and Blender's site folders (its hash names them), where a linter has no business.
+    """
+    return venv_python("venv-lint", [*LINT_REQUIREMENTS, *test_requirements()])
+
+
 def bpy_python(version: str) -> Path:
     """A venv with the ``bpy`` wheel (Blender as a Python module) and the test tools."""
     tools = [r for r in test_requirements() if not r.startswith("fake-bpy-module")]
@@ -200,9 +231,16 @@ def blender_versions(blender: str | list[str]) -> tuple[str, str]:
     if command in _versions:
         return _versions[command]
     out = subprocess.run(
-        [*command, "--background", "--factory-startup", "--python-expr",
-         "import sys, bpy; print('VERSIONS=%s=%d.%d.%d' % ((bpy.app.version_string,) + sys.version_info[:3]))"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *command,
+            "--background",
+            "--factory-startup",
+            "--python-expr",
+            "import sys, bpy; print('VERSIONS=%s=%d.%d.%d' % ((bpy.app.version_string,) + sys.version_info[:3]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     for line in out.splitlines():
         if line.startswith("VERSIONS="):
@@ -223,8 +261,24 @@ def target_site(name: str, python_version: str, requirements: list[str]) -> Path
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    _run([str(dev_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(folder),
-          "--python-version", python_version, "--only-binary=:all:", "--implementation", "cp", *requirements])
+    _run(
+        [
+            str(dev_python()),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(folder),
+            "--python-version",
+            python_version,
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            *requirements,
+        ]
+    )
     _mark(folder, stamp)
     return folder
 
@@ -316,17 +370,25 @@ def sid_root() -> Path:
         log(f"building a Debian sid chroot with {' '.join(SID_PACKAGES)} in {folder}")
         folder.mkdir(parents=True)
         try:
-            _run(["debootstrap", "--variant=minbase", "sid", str(root), SID_MIRROR], timeout=SID_TIMEOUT,
-                 stdout=subprocess.DEVNULL)
+            _run(
+                ["debootstrap", "--variant=minbase", "sid", str(root), SID_MIRROR],
+                timeout=SID_TIMEOUT,
+                stdout=subprocess.DEVNULL,
+            )
             (root / "etc" / "apt" / "apt.conf.d" / "99mainthread-tasks").write_text(
-                'Acquire::Check-Valid-Until "false";\n')
+                'Acquire::Check-Valid-Until "false";\n'
+            )
             if not (root / "etc" / "mtab").exists():  # Blender lists the mounted file systems
                 (root / "etc" / "mtab").symlink_to("../proc/self/mounts")
             apt = [*_sid_enter(root, ()), "apt-get", *SID_APT]
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             _run([*apt, "update", "-qq"], env=env, timeout=SID_TIMEOUT)
-            _run([*apt, "install", "-y", "-qq", "--no-install-recommends", *SID_PACKAGES], env=env,
-                 timeout=SID_TIMEOUT, stdout=subprocess.DEVNULL)
+            _run(
+                [*apt, "install", "-y", "-qq", "--no-install-recommends", *SID_PACKAGES],
+                env=env,
+                timeout=SID_TIMEOUT,
+                stdout=subprocess.DEVNULL,
+            )
             _run([*apt, "clean"], env=env)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise SetupError(f"building the sid chroot failed ({exc}); {folder} is left for a look") from None
@@ -336,8 +398,19 @@ def sid_root() -> Path:
 
 def _sid_enter(root: Path, binds: Iterable[Path | str]) -> list[str]:
     paths = sorted({str(Path(b).resolve()) for b in binds}, key=len)  # outer folders first
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _SID_ENTER, "sid-chroot", str(root),
-            *paths, "--"]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-ec",
+        _SID_ENTER,
+        "sid-chroot",
+        str(root),
+        *paths,
+        "--",
+    ]
 
 
 def sid_command(binds: Iterable[Path | str] = ()) -> list[str]:
@@ -354,8 +427,13 @@ def sid_command(binds: Iterable[Path | str] = ()) -> list[str]:
 
 def sid_python_version() -> str:
     """X.Y of the chroot's python3."""
-    return subprocess.run([*sid_command(), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    return subprocess.run(
+        [*sid_command(), "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def sid_blender() -> tuple[list[str], Path]:
@@ -367,7 +445,9 @@ def sid_blender() -> tuple[list[str], Path]:
     probe = [*sid_command(), "blender"]
     version = blender_versions(probe)[0]
     if not version.startswith(SID_BLENDER + "."):
-        raise SetupError(f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
-                         "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES")
+        raise SetupError(
+            f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
+            "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES"
+        )
     site = blender_site(probe)
     return [*sid_command([site]), "blender"], site

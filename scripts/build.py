@@ -91,9 +91,21 @@ def build_wheel(out_dir: Path = DIST, python: str | None = None) -> Path:
             shutil.copyfile(ROOT / name, source / name)
         out = Path(temp) / "out"
         subprocess.run(
-            [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
-             "-q", "-w", str(out), str(source)],
-            check=True, timeout=WHEEL_TIMEOUT,
+            [
+                python,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--disable-pip-version-check",
+                "-q",
+                "-w",
+                str(out),
+                str(source),
+            ],
+            check=True,
+            timeout=WHEEL_TIMEOUT,
         )
         (built,) = out.glob("mainthread_tasks-*.whl")
         target = out_dir / built.name

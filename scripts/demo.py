@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _setup  # noqa: E402
-import build  # noqa: E402
+import _setup
+import build
 
 ROOT = _setup.ROOT
 EXAMPLES = ROOT / "examples"
@@ -68,25 +68,44 @@ class Demo:
 
     def __init__(self, blender: str, zip_path: Path, user_dir: Path):
         self.blender, self.zip_path, self.user_dir = blender, zip_path, user_dir
-        self.env = dict(os.environ, BLENDER_USER_SCRIPTS=str(user_dir / "scripts"),
-                        BLENDER_USER_CONFIG=str(user_dir / "config"))
+        self.env = dict(
+            os.environ, BLENDER_USER_SCRIPTS=str(user_dir / "scripts"), BLENDER_USER_CONFIG=str(user_dir / "config")
+        )
         self.env.pop("PYTHONPATH", None)
 
     def command(self, example: str, *args: str) -> list[str]:
-        return [self.blender, "--background", "--factory-startup", "--python-exit-code", "1",
-                "--python-expr", INSTALL_AND_RUN, "--", str(self.zip_path), str(EXAMPLES / example), *args]
+        return [
+            self.blender,
+            "--background",
+            "--factory-startup",
+            "--python-exit-code",
+            "1",
+            "--python-expr",
+            INSTALL_AND_RUN,
+            "--",
+            str(self.zip_path),
+            str(EXAMPLES / example),
+            *args,
+        ]
 
     def start(self, example: str, *args: str) -> subprocess.Popen:
         print(f"\n===== examples/{example} {' '.join(args)}".rstrip(), flush=True)
-        return subprocess.Popen(self.command(example, *args), env=self.env, cwd=self.user_dir, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            self.command(example, *args),
+            env=self.env,
+            cwd=self.user_dir,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @staticmethod
     def finish(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> tuple[int | None, str]:
         """Wait for Blender; its exit status (None: killed after ``timeout``) and its output."""
         try:
             out = proc.communicate(timeout=timeout)[0]
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a timeout or Ctrl-C: Blender and its children never outlive the demo
             os.killpg(proc.pid, signal.SIGKILL)
             out = proc.communicate()[0]
             return None, out
@@ -105,8 +124,10 @@ class Demo:
             if inserted and line.startswith(after):
                 print(inserted.rstrip("\n"))
         if not ok:
-            print(f"FAILED: exit status {code if code is not None else '(killed after a timeout)'}; "
-                  f"expected a line {ok_line!r}")
+            print(
+                f"FAILED: exit status {code if code is not None else '(killed after a timeout)'}; "
+                f"expected a line {ok_line!r}"
+            )
         sys.stdout.flush()
         return ok
 
@@ -124,13 +145,22 @@ class Demo:
         client = None
         if connection_file.exists():
             # Its answers come once run_forever steps the loop, and then SIGTERM is handled.
-            client = subprocess.run([sys.executable, str(EXAMPLES / "command_client.py"), "--connection-file",
-                                     str(connection_file)], capture_output=True, text=True, timeout=60)
+            client = subprocess.run(
+                [sys.executable, str(EXAMPLES / "command_client.py"), "--connection-file", str(connection_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             server.send_signal(signal.SIGTERM)
         code, out = self.finish(server, 30)
         client_out = (client.stdout + client.stderr) if client else "(no client: the server wrote no connection file)\n"
-        ok = self.show(out, code, "command server stopped: 5 requests answered, 1 connections refused",
-                       inserted=client_out, after="its port and token are in")
+        ok = self.show(
+            out,
+            code,
+            "command server stopped: 5 requests answered, 1 connections refused",
+            inserted=client_out,
+            after="its port and token are in",
+        )
         if client is None or client.returncode != 0:
             print(f"FAILED: the client {'did not run' if client is None else f'exited with {client.returncode}'}")
             return False
@@ -152,10 +182,12 @@ def main(argv: list[str]) -> int:
         demo = Demo(blender, zip_path, Path(user_dir))
         save = ["--save", os.path.abspath(args.save)] if args.save else []
         results = {
-            "download_demo.py (threads)": demo.run("download_demo.py", "DOWNLOAD DEMO OK",
-                                                   "--files", str(args.files), *save),
-            "async_download.py (coroutines)": demo.run("async_download.py", "ASYNC DOWNLOAD OK",
-                                                       "--files", str(args.files)),
+            "download_demo.py (threads)": demo.run(
+                "download_demo.py", "DOWNLOAD DEMO OK", "--files", str(args.files), *save
+            ),
+            "async_download.py (coroutines)": demo.run(
+                "async_download.py", "ASYNC DOWNLOAD OK", "--files", str(args.files)
+            ),
             "process_mesh.py (processes)": demo.run("process_mesh.py", "PROCESS MESH OK"),
             "command_server.py (a session)": demo.command_server_session(),
         }

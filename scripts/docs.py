@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _setup  # noqa: E402
+import _setup
 
 ROOT = _setup.ROOT
 SITE = ROOT / "site"
@@ -27,8 +27,18 @@ SITE = ROOT / "site"
 
 def build_command(python: str | Path, site_dir: Path = SITE, config: Path = ROOT / "mkdocs.yml") -> list[str]:
     """The strict build, for the interpreter of the docs venv."""
-    return [str(python), "-m", "mkdocs", "build", "--strict", "--clean", "--config-file", str(config),
-            "--site-dir", str(site_dir)]
+    return [
+        str(python),
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "--clean",
+        "--config-file",
+        str(config),
+        "--site-dir",
+        str(site_dir),
+    ]
 
 
 def environment() -> dict[str, str]:
@@ -40,8 +50,9 @@ def environment() -> dict[str, str]:
 def main(argv: list[str]) -> int:
     python = _setup.docs_python()
     if argv[:1] == ["serve"]:
-        return subprocess.run([str(python), "-m", "mkdocs", "serve", "--strict", *argv[1:]], cwd=ROOT,
-                              env=environment()).returncode
+        return subprocess.run(
+            [str(python), "-m", "mkdocs", "serve", "--strict", *argv[1:]], cwd=ROOT, env=environment()
+        ).returncode
     if argv:
         print(__doc__, file=sys.stderr)
         return 2

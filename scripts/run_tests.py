@@ -26,6 +26,8 @@ Tiers:
   blender-5.2-gui      install scenarios, and the GUI session in its UI (extension install)
   docs                 the documentation site built with ``mkdocs build --strict`` in the docs venv,
                        as ``python3 scripts/docs.py`` builds it (tests/test_docs.py)
+  lint                 ``ruff check``, ``ruff format --check`` and ``mypy --strict`` on the package,
+                       as pyproject.toml configures them, in the lint venv (tests/test_lint.py)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _setup  # noqa: E402
+import _setup
 
 ROOT = _setup.ROOT
 RESULTS = ROOT / "test-results"
@@ -104,8 +106,8 @@ def _env(tier: str, **extra: str) -> dict[str, str]:
     return env
 
 
-#: The plain-Python tiers: everything but real Blender and the docs site (its own tier).
-PLAIN_PYTHON = "not blender and not docs"
+#: The plain-Python tiers: everything but real Blender, the docs site and the linters (their own tiers).
+PLAIN_PYTHON = "not blender and not docs and not lint"
 
 
 def tier_cpython() -> Outcome:
@@ -119,8 +121,10 @@ def tier_cpython_313() -> Outcome:
     base = _setup.python313()
     if base:
         python = _setup.venv_python("venv-dev-py3.13", _setup.test_requirements(), base=base)
-        return _noted(_pytest_tier(tier, [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier)),
-                      f"Python {_python_version([str(python)])}")
+        return _noted(
+            _pytest_tier(tier, [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier)),
+            f"Python {_python_version([str(python)])}",
+        )
     pyver = _setup.sid_python_version()
     site = _setup.target_site(f"chroot-site-py{pyver}", pyver, _setup.test_requirements())
     python = [*_setup.sid_command([site]), "python3"]
@@ -131,8 +135,13 @@ def tier_cpython_313() -> Outcome:
 
 
 def _python_version(python: list[str]) -> str:
-    return subprocess.run([*python, "-c", "import platform; print(platform.python_version())"],
-                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    return subprocess.run(
+        [*python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def _noted(outcome: Outcome, note: str) -> Outcome:
@@ -142,11 +151,12 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
 
 # Tests of the installed add-on run in their own tiers, so the summary shows each install path.
 ADDON_MARKERS = "install_extension or install_legacy or gui"
-CORE_IN_BLENDER = f"not fake_bpy and not docs and not ({ADDON_MARKERS})"
+CORE_IN_BLENDER = f"not fake_bpy and not docs and not lint and not ({ADDON_MARKERS})"
 
 
-def _blender_tier(tier: str, markers: str, blender: list[str] | None = None, site: Path | None = None,
-                  **extra: str) -> Outcome:
+def _blender_tier(
+    tier: str, markers: str, blender: list[str] | None = None, site: Path | None = None, **extra: str
+) -> Outcome:
     """pytest inside a Blender binary (``blender --background``), tests selected by ``markers``.
 
     ``blender``: the command that runs it (default: the 3.4.1 binary), with its test-tools ``site``.
@@ -156,8 +166,18 @@ def _blender_tier(tier: str, markers: str, blender: list[str] | None = None, sit
         site = _setup.blender_site(blender)
     version, python = _setup.blender_versions(blender)
     print(f"\n[{tier}] Blender {version} (Python {python}): {blender[-1]}", flush=True)
-    command = [*blender, "--background", "--factory-startup", "--python-exit-code", "86",
-               "--python", str(ROOT / "tests" / "blender_pytest.py"), "--", "-m", markers]
+    command = [
+        *blender,
+        "--background",
+        "--factory-startup",
+        "--python-exit-code",
+        "86",
+        "--python",
+        str(ROOT / "tests" / "blender_pytest.py"),
+        "--",
+        "-m",
+        markers,
+    ]
     outcome = _pytest_tier(tier, command, _env(tier, MAINTHREAD_TASKS_BLENDER_SITE=str(site), **extra))
     return _noted(outcome, f"Blender {version}, Python {python}")
 
@@ -184,8 +204,12 @@ def tier_install_bpy(version: str):
     def run() -> Outcome:
         # The wheel (bundled by a test add-on) is built with the build backend from pyproject.toml.
         build_python = str(_setup.build_python())
-        return _bpy_tier(f"install-bpy-{version}", version, "install_extension or install_legacy",
-                         MAINTHREAD_TASKS_BUILD_PYTHON=build_python)
+        return _bpy_tier(
+            f"install-bpy-{version}",
+            version,
+            "install_extension or install_legacy",
+            MAINTHREAD_TASKS_BUILD_PYTHON=build_python,
+        )
 
     return run
 
@@ -211,8 +235,9 @@ def tier_sid_background() -> Outcome:
 
 def tier_sid_install() -> Outcome:
     # The wheel a test add-on bundles is built by the chroot's own Python (pip + setuptools).
-    return _sid_tier("install-blender-5.2", "install_extension or install_legacy",
-                     MAINTHREAD_TASKS_BUILD_PYTHON="/usr/bin/python3")
+    return _sid_tier(
+        "install-blender-5.2", "install_extension or install_legacy", MAINTHREAD_TASKS_BUILD_PYTHON="/usr/bin/python3"
+    )
 
 
 def tier_sid_gui() -> Outcome:
@@ -226,6 +251,11 @@ BPY_45 = "4.5.15"
 def tier_docs() -> Outcome:
     python = _setup.docs_python()
     return _pytest_tier("docs", [str(python), "-m", "pytest", "-m", "docs"], _env("docs"))
+
+
+def tier_lint() -> Outcome:
+    python = _setup.lint_python()
+    return _pytest_tier("lint", [str(python), "-m", "pytest", "-m", "lint"], _env("lint"))
 
 
 TIERS = {
@@ -244,6 +274,7 @@ TIERS = {
     "install-blender-5.2": tier_sid_install,
     "blender-5.2-gui": tier_sid_gui,
     "docs": tier_docs,
+    "lint": tier_lint,
 }
 
 
@@ -270,7 +301,9 @@ def main(argv: list[str]) -> int:
     print("\n===== summary =====")
     print(f"{'tier':<25}{'status':<15}{'passed':>7}{'failed':>7}{'skipped':>8}{'seconds':>9}  notes")
     for o in outcomes:
-        print(f"{o.tier:<25}{o.status:<15}{o.passed:>7}{o.failed:>7}{o.skipped:>8}{o.seconds:>9.1f}  {'; '.join(o.notes)}")
+        print(
+            f"{o.tier:<25}{o.status:<15}{o.passed:>7}{o.failed:>7}{o.skipped:>8}{o.seconds:>9.1f}  {'; '.join(o.notes)}"
+        )
     bad = [o for o in outcomes if o.status != "passed"]
     if bad:
         print(f"\n{len(bad)} tier(s) did not pass: {', '.join(o.tier for o in bad)}")

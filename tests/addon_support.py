@@ -64,7 +64,15 @@ def xwd_to_png(source: Path, target: Path, box: tuple[int, int, int, int] | None
     data = source.read_bytes()
     header = struct.unpack(">25I", data[:100])
     size, depth, width, height, byte_order, bits_per_pixel, line_bytes, colours = (
-        header[0], header[3], header[4], header[5], header[7], header[11], header[12], header[19])
+        header[0],
+        header[3],
+        header[4],
+        header[5],
+        header[7],
+        header[11],
+        header[12],
+        header[19],
+    )
     assert depth == 24 and bits_per_pixel == 32, f"{source}: depth {depth}, {bits_per_pixel} bits per pixel"
     start = size + 12 * colours
     if box is not None:
@@ -84,5 +92,9 @@ def xwd_to_png(source: Path, target: Path, box: tuple[int, int, int, int] | None
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    target.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                       + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b""))
+    target.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(bytes(rows)))
+        + chunk(b"IEND", b"")
+    )

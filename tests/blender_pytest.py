@@ -15,7 +15,7 @@ if site:
 sys.path.insert(0, ROOT)
 os.chdir(ROOT)
 
-import pytest  # noqa: E402
+import pytest  # noqa: E402 - from the test-tools folder put on sys.path above
 
 args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
 sys.exit(int(pytest.main(args)))

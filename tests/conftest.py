@@ -20,16 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import mainthread_tasks  # noqa: E402
-from mainthread_tasks import _blender, _scheduler  # noqa: E402
-
-from tests import support  # noqa: E402
+import mainthread_tasks  # noqa: E402 - after the sys.path entry above
+from mainthread_tasks import _pacing, _scheduler  # noqa: E402 - after the sys.path entry above
+from tests import support  # noqa: E402 - after the sys.path entry above
 
 
 def pytest_configure(config):
     tier = os.environ.get("MAINTHREAD_TASKS_TIER")
     plain = tier is not None and (tier == "cpython" or tier.startswith("cpython-"))  # cpython, cpython-3.13
-    if tier and not plain and tier != "docs" and not support.REAL_BLENDER:
+    if tier and not plain and tier not in ("docs", "lint") and not support.REAL_BLENDER:
         raise pytest.UsageError(f"tier {tier!r} expects real Blender, but bpy is {support.bpy_origin()}")
     if plain and support.REAL_BLENDER:
         raise pytest.UsageError(f"the {tier} tier must run on fake-bpy-module, not real Blender")
@@ -98,16 +97,20 @@ def _reset_scheduler() -> None:
     _scheduler._stop_sources("the test is over")  # a process pool or asyncio loop a test left behind
     _scheduler._stopped = None  # back to the state right after import: accepting, no users
     _scheduler.reset_stats()
-    _blender.reset_pass_stats()
-    _blender.tick_budget = _blender.DEFAULT_TICK_BUDGET
+    _pacing.reset_pass_stats()
+    _pacing.tick_budget = _pacing.DEFAULT_TICK_BUDGET
 
 
 def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
     # Keep running main-thread tasks: a leftover worker may be blocked on one.
     deadline = time.monotonic() + timeout
     while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                  and not isinstance(t, threading._DummyThread)]  # Python did not start it: cannot end it
+        leaked = [
+            t
+            for t in threading.enumerate()
+            # a _DummyThread: Python did not start it, so the test cannot end it
+            if t not in before and t.is_alive() and not isinstance(t, threading._DummyThread)
+        ]
         if not leaked or time.monotonic() > deadline:
             return leaked
         mainthread_tasks.pump(0.01)

@@ -48,7 +48,15 @@ def python_command(script: Path) -> list[str]:
     bpy wheel's venv, or plain CPython).
     """
     if IN_BLENDER_BINARY:
-        return [bpy.app.binary_path, "--background", "--factory-startup", "--python-exit-code", "86", "--python", str(script)]
+        return [
+            bpy.app.binary_path,
+            "--background",
+            "--factory-startup",
+            "--python-exit-code",
+            "86",
+            "--python",
+            str(script),
+        ]
     return [sys.executable, str(script)]
 
 
@@ -67,8 +75,9 @@ def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedPro
     """subprocess.run that kills the whole process group on timeout (or on any interruption, e.g. the
     per-test timeout): xvfb-run starts Xvfb and Blender as children, and killing xvfb-run alone
     would leave them running."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except BaseException as exc:

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _blender
+from mainthread_tasks import _blender, _pacing
 
 
 def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass(monkeypatch):
-    assert mt.set_tick_budget(0.02) == _blender.DEFAULT_TICK_BUDGET
+    assert mt.set_tick_budget(0.02) == _pacing.DEFAULT_TICK_BUDGET
     assert mt.set_tick_budget(0.001) == 0.02
     budgets = []
     monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: budgets.append(budget) or 0)
@@ -31,7 +31,7 @@ def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass
 def test_set_tick_budget_rejects_values_out_of_range(bad):
     with pytest.raises(ValueError, match="0.0001 .. 1"):
         mt.set_tick_budget(bad)
-    assert _blender.tick_budget == _blender.DEFAULT_TICK_BUDGET
+    assert _pacing.tick_budget == _pacing.DEFAULT_TICK_BUDGET
 
 
 @pytest.mark.parametrize("bad", ["4", None, True])
@@ -46,27 +46,27 @@ def test_timer_passes_record_a_queue_wait_bound():
     time.sleep(0.02)
     _blender._drain_timer()
     # The task waited about 20 ms; the bound is the time since the queue was last seen empty.
-    assert 0.02 <= _blender.queue_wait < 1.0
-    assert _blender.longest_queue_wait >= _blender.queue_wait
-    _blender.reset_pass_stats()
-    assert (_blender.pass_interval, _blender.queue_wait, _blender.longest_queue_wait) == (0.0, 0.0, 0.0)
+    assert 0.02 <= _pacing.queue_wait < 1.0
+    assert _pacing.longest_queue_wait >= _pacing.queue_wait
+    _pacing.reset_pass_stats()
+    assert (_pacing.pass_interval, _pacing.queue_wait, _pacing.longest_queue_wait) == (0.0, 0.0, 0.0)
 
 
 def test_passes_draining_a_backlog_record_the_interval_and_blenders_part(monkeypatch):
-    monkeypatch.setattr(_blender, "tick_budget", 0.0001)
+    monkeypatch.setattr(_pacing, "tick_budget", 0.0001)
     for _ in range(3):
         mt.post_on_main(time.sleep, 0.005)
     _blender._drain_timer()  # runs one (budget spent), two left
     time.sleep(0.02)  # Blender's part of the pass
     _blender._drain_timer()
-    assert 0.02 <= _blender.blender_part < 1.0
-    assert _blender.pass_interval >= _blender.blender_part + 0.005  # + the previous pass's task
+    assert 0.02 <= _pacing.blender_part < 1.0
+    assert _pacing.pass_interval >= _pacing.blender_part + 0.005  # + the previous pass's task
     while mt.stats().pending:
         _blender._drain_timer()
 
 
 def test_a_backlog_left_by_a_pass_keeps_growing_the_bound(monkeypatch):
-    monkeypatch.setattr(_blender, "tick_budget", 0.0001)
+    monkeypatch.setattr(_pacing, "tick_budget", 0.0001)
 
     def slow():
         time.sleep(0.005)
@@ -75,9 +75,9 @@ def test_a_backlog_left_by_a_pass_keeps_growing_the_bound(monkeypatch):
     for _ in range(4):
         mt.post_on_main(slow)
     _blender._drain_timer()  # runs one (budget spent), three left
-    first = _blender.queue_wait
+    first = _pacing.queue_wait
     _blender._drain_timer()
-    assert _blender.queue_wait > first  # measured from the same "last empty" moment
+    assert _pacing.queue_wait > first  # measured from the same "last empty" moment
     while mt.stats().pending:
         _blender._drain_timer()
 
@@ -108,7 +108,9 @@ def vendored_copy():
     """A second copy of the package, as an add-on that vendors it has: own modules, queue, timer."""
     name = "mtt_vendored_copy"
     folder = Path(mt.__file__).parent
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     copy = importlib.util.module_from_spec(spec)
     sys.modules[name] = copy
     try:
@@ -126,7 +128,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
     copies = (_blender, vendored_copy._blender)
     assert copies[0] is not copies[1] and copies[0]._shared is copies[1]._shared
     budgets: tuple[list, list] = ([], [])
-    for copy, got in zip(copies, budgets):
+    for copy, got in zip(copies, budgets, strict=True):
         monkeypatch.setattr(copy, "_clock", clock)
 
         def run_for(budget, got=got):  # a backlog that fills the whole budget
@@ -146,7 +148,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
             clock.now += apart
         return [budgets[i][-1] for i in order]
 
-    budget = _blender.DEFAULT_TICK_BUDGET
+    budget = _pacing.DEFAULT_TICK_BUDGET
     floor = budget * _blender.MIN_BUDGET_SHARE
     assert one_pass(0) == [budget]  # alone: the whole budget
     assert one_pass(0, 1) == [budget, floor]  # the other copy's new backlog: what is left, at least the floor
@@ -156,7 +158,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
     assert one_pass(1) == [budget]  # ...then the whole budget again
     # A timer that starts well after the other copy's pass ended runs in a later event-loop pass.
     assert one_pass(0, 1, apart=2 * _blender.SAME_PASS_WITHIN) == [budget, budget]
-    assert _blender.pass_budget == budget and vendored_copy._blender.pass_budget == budget
+    assert _pacing.pass_budget == budget and vendored_copy._pacing.pass_budget == budget
 
 
 def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_spell(clock, monkeypatch):
@@ -167,7 +169,7 @@ def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_s
     assert _blender._drain_timer() == _blender.IDLE_POLL  # a quiet spell: every IDLE_POLL seconds
     clock.now += _blender.LONG_IDLE_AFTER
     assert _blender._drain_timer() == _blender.LONG_IDLE_POLL  # idling for long: less often still
-    assert _blender.queue_wait == 0.0 and mt.stats().ticks == 0
+    assert _pacing.queue_wait == 0.0 and mt.stats().ticks == 0
     assert _blender._queue_empty_at == clock.now  # the queue-wait bound still moves on
     monkeypatch.undo()  # the real run_for (and clock) again
     mt.post_on_main(int)
@@ -185,13 +187,13 @@ def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_o
         for part in parts:
             clock.now += part  # Blender's own part of the pass, then ours (instant here)
             _blender._drain_timer()
-        return budgets[-len(parts):]
+        return budgets[-len(parts) :]
 
-    budget = _blender.DEFAULT_TICK_BUDGET
+    budget = _pacing.DEFAULT_TICK_BUDGET
     assert passes(0.5) == [budget]  # the first pass of a backlog: nothing to compare with
     assert passes(*[0.005] * 8) == [budget] * 8
     assert passes(0.008) == [pytest.approx(budget - 0.003)]  # 3 ms late: 3 ms less
-    assert _blender.pass_budget == pytest.approx(budget - 0.003) and _blender.blender_part == pytest.approx(0.008)
+    assert _pacing.pass_budget == pytest.approx(budget - 0.003) and _pacing.blender_part == pytest.approx(0.008)
     floor = budget * _blender.MIN_BUDGET_SHARE
     assert passes(0.020) == [floor]  # very late: never below the floor, the queue keeps moving
     assert passes(0.005) == [budget]
@@ -223,14 +225,14 @@ def test_passes_that_step_coroutines_are_paced_like_the_queues(clock, monkeypatc
         for part in parts:
             clock.now += part
             assert _blender._drain_timer() == 0.0
-        return budgets[-len(parts):]
+        return budgets[-len(parts) :]
 
-    budget = _blender.DEFAULT_TICK_BUDGET
+    budget = _pacing.DEFAULT_TICK_BUDGET
     assert passes(0.5, *[0.005] * 8) == [pytest.approx(budget)] * 9  # a new backlog, then usual passes
     assert passes(0.008) == [pytest.approx(budget - 0.003)]  # 3 ms late: 3 ms less
     assert passes(0.020) == [pytest.approx(budget * _blender.MIN_BUDGET_SHARE)]
     assert passes(0.005) == [pytest.approx(budget)]
-    assert mt.stats().ticks == 0 and _blender.pass_budget == 0.0  # the queue's figures are its own
+    assert mt.stats().ticks == 0 and _pacing.pass_budget == 0.0  # the queue's figures are its own
 
 
 def test_preferences_are_not_registered_unless_the_package_is_an_enabled_addon():
@@ -256,7 +258,7 @@ def test_preferences_register_with_the_addon_entry_and_apply_the_saved_budget():
         assert preferences.MainThreadTasksPreferences.is_registered
         prefs = addons[mt.__name__].preferences
         prefs.tick_budget_ms = 7.0
-        assert _blender.tick_budget == pytest.approx(0.007)
+        assert _pacing.tick_budget == pytest.approx(0.007)
         mt.register()  # a second user: registered once
         mt.unregister()
         assert preferences.MainThreadTasksPreferences.is_registered
@@ -264,7 +266,7 @@ def test_preferences_register_with_the_addon_entry_and_apply_the_saved_budget():
         assert not preferences.MainThreadTasksPreferences.is_registered
         assert not bpy.app.timers.is_registered(preferences._redraw_timer)
         mt.register()  # enabled again in the same session: the saved 7 ms applies at once
-        assert _blender.tick_budget == pytest.approx(0.007)
+        assert _pacing.tick_budget == pytest.approx(0.007)
         addons[mt.__name__].preferences.tick_budget_ms = 4.0  # (the old struct died with its class)
     finally:
         while mt.stats().registered:
@@ -283,4 +285,3 @@ def test_failed_register_removes_what_it_registered(timers, mocker):
     assert mt.stats().registered == 0
     assert not timers.is_registered(_blender._drain_timer)
     fake_preferences.unregister.assert_called_once_with()
-

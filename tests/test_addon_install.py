@@ -160,8 +160,17 @@ def run_session(tmp_path: Path, scenario: str, **paths: Path) -> dict:
     result = work / "result.json"
     args = [scenario, str(result), *(f"{key}={value}" for key, value in paths.items())]
     if support.IN_BLENDER_BINARY:
-        command = [bpy.app.binary_path, "--background", "--factory-startup", "--python-exit-code", "1",
-                   "--python", str(script), "--", *args]
+        command = [
+            bpy.app.binary_path,
+            "--background",
+            "--factory-startup",
+            "--python-exit-code",
+            "1",
+            "--python",
+            str(script),
+            "--",
+            *args,
+        ]
     else:
         command = [sys.executable, str(script), *args]
     return read_outcome(result, run(command, SESSION_TIMEOUT, env=env, cwd=work))
@@ -180,8 +189,9 @@ def test_blender_ext_validates_the_zip_and_builds_the_sources(tmp_path, addon_zi
     proc = _blender_ext("validate", str(source), "--valid-tags", _valid_tags())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (tmp_path / "out").mkdir()
-    proc = _blender_ext("build", "--source-dir", str(source), "--output-dir", str(tmp_path / "out"),
-                        "--valid-tags", _valid_tags())
+    proc = _blender_ext(
+        "build", "--source-dir", str(source), "--output-dir", str(tmp_path / "out"), "--valid-tags", _valid_tags()
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     theirs = set(zipfile.ZipFile(tmp_path / "out" / addon_zip.name).namelist())
     ours = {name.removeprefix("mainthread_tasks/") for name in zipfile.ZipFile(addon_zip).namelist()}
@@ -222,8 +232,9 @@ def test_other_extension_bundling_the_wheel(tmp_path, addon_zip, wheel):
 @pytest.mark.blender
 @pytest.mark.install_legacy
 def test_legacy_install_enable_reload_disable_and_a_consumer(tmp_path, addon_zip):
-    facts = run_session(tmp_path, "legacy", zip=addon_zip, consumer_zip=consumer_legacy_zip(tmp_path),
-                        reload=_reload_scripts())
+    facts = run_session(
+        tmp_path, "legacy", zip=addon_zip, consumer_zip=consumer_legacy_zip(tmp_path), reload=_reload_scripts()
+    )
     assert facts["module"] == "mainthread_tasks"
     assert facts["file"].endswith("scripts/addons/mainthread_tasks/__init__.py")
     assert {r["module"] for r in facts["orders"].values()} == {"mainthread_tasks"}

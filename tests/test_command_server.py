@@ -230,18 +230,25 @@ def test_junk_is_refused_and_closed(serve):
     server = serve()
 
     async def attempts():
-        return [await _one_shot(server, junk + b"\n") for junk in (
-            b"GET / HTTP/1.1",  # a web page in a browser, pointed at the port
-            b"not json at all",
-            b'["command", "ping"]',
-            b"\xff\xfe binary",
-            b"[" * 50_000,  # nesting deep enough to overflow the parser's recursion
-        )]
+        return [
+            await _one_shot(server, junk + b"\n")
+            for junk in (
+                b"GET / HTTP/1.1",  # a web page in a browser, pointed at the port
+                b"not json at all",
+                b'["command", "ping"]',
+                b"\xff\xfe binary",
+                b"[" * 50_000,  # nesting deep enough to overflow the parser's recursion
+            )
+        ]
 
     answers = _run(attempts())
     errors = [answer["error"] for answer, _closed in answers]
-    assert errors == ["request must be one line of JSON"] * 2 + [
-        "missing or wrong token (it is in the server's connection file)"] + ["request must be one line of JSON"] * 2
+    assert (
+        errors
+        == ["request must be one line of JSON"] * 2
+        + ["missing or wrong token (it is in the server's connection file)"]
+        + ["request must be one line of JSON"] * 2
+    )
     assert all(closed for _answer, closed in answers)
 
 
@@ -319,6 +326,7 @@ def _timed(coro_fn, *args):
         started = time.monotonic()
         result = await coro_fn(*args)
         return result, time.monotonic() - started
+
     return _run(timed())
 
 
@@ -342,6 +350,7 @@ def test_slow_loris_without_a_newline_is_cut_off(serve):
     async def dribble():  # one byte every 0.1 s: each arrives in time, the line never does
         client = await Client.connect(server)
         assert await client.send({"command": "ping"}) == {"ok": True, "result": {"pong": True}}
+
         async def send_slowly():
             for byte in b'{"token": "' + server.token.encode() + b'", "command": "ping"}':
                 client.writer.write(bytes([byte]))
@@ -466,9 +475,17 @@ def test_stop_closes_open_connections_and_leaves_no_thread(serve):
 def test_a_client_in_another_process(serve):
     """The blocking client of examples/command_client.py, in a process of its own; the main thread serves."""
     server = serve()
-    command = [sys.executable, str(EXAMPLES / "command_client.py"), "--connection-file", str(server.connection_file),
-               "ping", "ping"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        str(EXAMPLES / "command_client.py"),
+        "--connection-file",
+        str(server.connection_file),
+        "ping",
+        "ping",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     try:
         mt.run_forever(until=lambda: proc.poll() is not None or time.monotonic() > deadline)
@@ -493,10 +510,13 @@ def test_bpy_commands_run_on_the_main_thread(serve):
 
     async def session():
         client = await Client.connect(server)
-        answers = [await client.send(request) for request in (
-            {"command": "create_object", "params": {"name": "mt_bridge", "location": [1, 2, 3]}},
-            {"command": "list_objects"},
-        )]
+        answers = [
+            await client.send(request)
+            for request in (
+                {"command": "create_object", "params": {"name": "mt_bridge", "location": [1, 2, 3]}},
+                {"command": "list_objects"},
+            )
+        ]
         threads.update(threading.enumerate())
         answers.append(tuple(bpy.data.objects["mt_bridge"].location))
         answers.append(await client.send({"command": "delete_object", "params": {"name": "mt_bridge"}}))
@@ -520,8 +540,15 @@ def test_headless_server_runs_until_sigterm(tmp_path, private_dir):
     connection_file = private_dir / "server.json"
     command = [*support.python_command(EXAMPLES / "command_server.py"), "--", "--connection-file", str(connection_file)]
     env = dict(os.environ, PYTHONPATH=str(support.ROOT), PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + 60
         while not connection_file.exists():

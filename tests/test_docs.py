@@ -28,8 +28,12 @@ docs_script = load_script("docs")
 
 def _build(project: Path, site: Path):
     """``mkdocs build --strict`` of the project at ``project`` (its mkdocs.yml), as scripts/docs.py runs it."""
-    return run(docs_script.build_command(sys.executable, site, project / "mkdocs.yml"), BUILD_TIMEOUT,
-               cwd=project, env=docs_script.environment())
+    return run(
+        docs_script.build_command(sys.executable, site, project / "mkdocs.yml"),
+        BUILD_TIMEOUT,
+        cwd=project,
+        env=docs_script.environment(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +97,14 @@ def _copy_project(target: Path) -> Path:
     return target
 
 
-@pytest.mark.parametrize("broken, complaint", [
-    ("[the pump](no-such-page.md)", "no-such-page.md"),
-    ("[the pump][mainthread_tasks.no_such_function]", "mainthread_tasks.no_such_function"),
-    ('--8<-- "bench/results/no_such_table.md"', "no_such_table.md"),
-])
+@pytest.mark.parametrize(
+    "broken, complaint",
+    [
+        ("[the pump](no-such-page.md)", "no-such-page.md"),
+        ("[the pump][mainthread_tasks.no_such_function]", "mainthread_tasks.no_such_function"),
+        ('--8<-- "bench/results/no_such_table.md"', "no_such_table.md"),
+    ],
+)
 def test_a_broken_link_reference_or_snippet_fails_the_strict_build(tmp_path, broken, complaint):
     project = _copy_project(tmp_path / "project")
     page = project / "docs" / "headless.md"

@@ -8,11 +8,29 @@ import inspect
 import mainthread_tasks
 
 CONTRACT = {
-    "run_on_main", "call_on_main", "post_on_main", "main_thread", "is_main_thread", "stats", "pump",
-    "joined_threads", "register", "unregister", "MainThreadTasksError", "SchedulerStopped",
-    "NotMainThreadError", "ThreadsStillRunning", "run_in_process", "set_process_workers", "ProcessDied",
+    "run_on_main",
+    "call_on_main",
+    "post_on_main",
+    "main_thread",
+    "is_main_thread",
+    "stats",
+    "pump",
+    "joined_threads",
+    "register",
+    "unregister",
+    "MainThreadTasksError",
+    "SchedulerStopped",
+    "NotMainThreadError",
+    "ThreadsStillRunning",
+    "run_in_process",
+    "set_process_workers",
+    "ProcessDied",
     # part two: add-on ergonomics
-    "ui_context", "NoSuchArea", "progress", "Progress", "strict_mode",
+    "ui_context",
+    "NoSuchArea",
+    "progress",
+    "Progress",
+    "strict_mode",
 }
 
 
@@ -28,7 +46,8 @@ def test_all_covers_the_contract_and_every_public_name():
     for name in mainthread_tasks.__all__:  # ProcessDied is made on first use
         getattr(mainthread_tasks, name)
     public = {
-        name for name, value in vars(mainthread_tasks).items()
+        name
+        for name, value in vars(mainthread_tasks).items()
         if not name.startswith("_") and not inspect.ismodule(value) and name not in ("bl_info", "annotations")
     }
     assert public == set(mainthread_tasks.__all__)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import concurrent.futures as cf
+import math
 import threading
 import time
 
@@ -250,7 +250,7 @@ def test_cancel_races_with_running():
     for _ in range(20):
         ran = []
         futures = [mt.run_on_main(ran.append, i) for i in range(500)]
-        t = start_thread(lambda: [f.cancel() for f in reversed(futures)])
+        t = start_thread(lambda futures=futures: [f.cancel() for f in reversed(futures)])
         mt.pump()
         t.join(10)
         mt.pump()

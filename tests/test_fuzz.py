@@ -133,7 +133,7 @@ class Lifecycle(RuleBasedStateMachine):
             for n in range(tasks):
                 self.submit("post" if n % 3 == 0 else "run")
 
-            def interrupter():
+            def interrupter(delay=delay):
                 time.sleep(delay)
                 _thread.interrupt_main()
 
@@ -146,9 +146,11 @@ class Lifecycle(RuleBasedStateMachine):
                     mt.pump()
                     time.sleep(0.0002)
                     if time.monotonic() > give_up:  # the interrupt was lost: say what we know
-                        lost = (f"Ctrl-C lost: handler {signal.getsignal(signal.SIGINT)!r}, deferred "
-                                f"{_scheduler._deferred_signal!r}, interrupter alive {thread.is_alive()}, "
-                                f"sources {_scheduler._sources!r}, stats {mt.stats()}")
+                        lost = (
+                            f"Ctrl-C lost: handler {signal.getsignal(signal.SIGINT)!r}, deferred "
+                            f"{_scheduler._deferred_signal!r}, interrupter alive {thread.is_alive()}, "
+                            f"sources {_scheduler._sources!r}, stats {mt.stats()}"
+                        )
                         break
             except KeyboardInterrupt:
                 pass
@@ -211,11 +213,15 @@ class Lifecycle(RuleBasedStateMachine):
                 ran = self.ran(task_id)
                 if kind == "run":
                     future = self.futures[task_id]
-                    interrupted = future.done() and not future.cancelled() and isinstance(future.exception(), KeyboardInterrupt)
+                    interrupted = (
+                        future.done() and not future.cancelled() and isinstance(future.exception(), KeyboardInterrupt)
+                    )
                     assert ran == 1 or future.cancelled() or interrupted, (task_id, future)
                 elif kind == "call":
-                    assert self.call_outcomes[task_id] in ("returned", "interrupted") and ran == 1 or (
-                        self.call_outcomes[task_id] == "stopped" and ran == 0
+                    assert (
+                        self.call_outcomes[task_id] in ("returned", "interrupted")
+                        and ran == 1
+                        or (self.call_outcomes[task_id] == "stopped" and ran == 0)
                     ), (task_id, self.call_outcomes.get(task_id), ran)
             posts = [i for i, kind in self.accepted.items() if kind == "post"]
             dropped = [i for i in posts if not self.ran(i)]

@@ -42,8 +42,20 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     env = session_env(work)
     script = shutil.copy(SESSION, work / "gui_session.py")  # away from the repo: import what Blender installed
     result = work / "result.json"
-    command = [xvfb_run, "-a", "-s", f"{SCREEN} -fbdir {work}", bpy.app.binary_path, "--factory-startup",
-               "--python", str(script), "--", str(result), str(addon_zip), str(consumer_zip)]
+    command = [
+        xvfb_run,
+        "-a",
+        "-s",
+        f"{SCREEN} -fbdir {work}",
+        bpy.app.binary_path,
+        "--factory-startup",
+        "--python",
+        str(script),
+        "--",
+        str(result),
+        str(addon_zip),
+        str(consumer_zip),
+    ]
     proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
     facts = read_outcome(result, proc)
 
@@ -59,7 +71,10 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     trip = facts["round_trip"]
     assert trip["p50_ms"] <= 2 * trip["pass_median_ms"] + 2, trip
     backlog = facts["backlog"]
-    assert backlog["peak_pending"] >= 1000 and backlog["longest_pass_ms"] <= backlog["tick_budget_ms"] + backlog["longest_task_ms"] + 10
+    assert (
+        backlog["peak_pending"] >= 1000
+        and backlog["longest_pass_ms"] <= backlog["tick_budget_ms"] + backlog["longest_task_ms"] + 10
+    )
     assert all(0.9 <= ratio <= 1.1 for ratio in facts["timer_calls_per_pass"].values()), facts["timer_calls_per_pass"]
     # Blender quit by itself, after the add-on stopped the worker blocked in call_on_main.
     assert "QUIT WORKER GOT SchedulerStopped" in proc.stdout, proc.stdout[-3000:]

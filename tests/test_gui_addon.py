@@ -45,8 +45,22 @@ def _session(tmp_path, mode: str) -> tuple[dict, str]:
     script = shutil.copy(SESSION, work / "addon_session.py")  # away from the repo: import what Blender installed
     result = work / "result.json"
     simulate = ["--enable-event-simulate"] if mode == "keys" else []
-    command = [xvfb_run, "-a", "-s", f"{SCREEN} -fbdir {work}", bpy.app.binary_path, "--factory-startup",
-               *simulate, "--python", str(script), "--", str(result), str(addon_zip), str(example_zip), mode]
+    command = [
+        xvfb_run,
+        "-a",
+        "-s",
+        f"{SCREEN} -fbdir {work}",
+        bpy.app.binary_path,
+        "--factory-startup",
+        *simulate,
+        "--python",
+        str(script),
+        "--",
+        str(result),
+        str(addon_zip),
+        str(example_zip),
+        mode,
+    ]
     proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
     facts = read_outcome(result, proc)
 

@@ -108,7 +108,9 @@ def test_ctrl_c_landing_anywhere_in_a_batch_loses_no_task(sigint_raises, fast_sw
                 pass
             failed = [f for f in futures if f.exception() is not None]
             assert all(isinstance(f.exception(), KeyboardInterrupt) for f in failed)
-            assert [f.result() for f in futures if f not in failed] == [n for n, f in enumerate(futures) if f not in failed]
+            assert [f.result() for f in futures if f not in failed] == [
+                n for n, f in enumerate(futures) if f not in failed
+            ]
             assert len(failed) <= 1 and 299 <= len(posted) <= 300
             assert len(failed) + (300 - len(posted)) <= 1, "one interrupt, at most one task interrupted"
             if failed or len(posted) < 300:
@@ -135,7 +137,7 @@ def test_ctrl_c_while_pump_waits_loses_the_task_that_wakes_it(sigint_raises, fas
 
         go = threading.Event()
 
-        def worker():
+        def worker(go=go, ran=ran, spin=spin):
             go.wait(5)
             time.sleep(0.001)  # main is in pump(5) by now, most of the time
             mt.post_on_main(ran.append, 1)
@@ -232,8 +234,14 @@ def test_real_sigint_at_a_random_moment_never_hangs_the_exit(tmp_path):
     script.write_text(f"import sys\nsys.path.insert(0, {str(_root())!r})\n" + SIGINT_IN_A_BLOCK)
     rng = random.Random(12)
     for _run in range(10):
-        proc = subprocess.Popen(python_command(script), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env=dict(os.environ, PYTHONFAULTHANDLER="1"))
+        proc = subprocess.Popen(
+            python_command(script),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONFAULTHANDLER="1"),
+        )
         try:
             assert proc.stdout.readline  # wait for READY (imports take a while in Blender)
             for line in proc.stdout:

@@ -194,7 +194,7 @@ def test_nested_scopes_each_join_their_own():
 def test_inner_scope_failures_are_not_raised_again_by_outer():
     with mt.joined_threads(timeout=30):
         with pytest.raises(ExceptionGroup):
-            with mt.joined_threads(timeout=30) as inner:
+            with mt.joined_threads(timeout=30):
                 threading.Thread(target=lambda: 1 / 0).start()
 
 

@@ -260,7 +260,7 @@ def test_the_worker_cannot_import_bpy():
 def test_the_interpreter_runs_blenders_python_version_and_installation():
     path = _process._interpreter()
     version, prefix = _process._probe(path)
-    assert version == "%d.%d" % sys.version_info[:2]
+    assert version == "{}.{}".format(*sys.version_info[:2])
     # Every tier here has an interpreter of its own installation (Debian's Blender: /usr/bin/python3.11,
     # whereas its sys.executable is another Python 3.11 on PATH).
     assert os.path.realpath(prefix) == os.path.realpath(sys.prefix), (path, prefix)
@@ -303,10 +303,13 @@ def test_an_exception_that_cannot_be_rebuilt_becomes_a_runtime_error_with_its_te
     assert "NeedsTwoArgs" in str(info.value.__cause__)
 
 
-@pytest.mark.parametrize("how, fn, args, expected", [
-    ("os._exit", work.exit_hard, (7,), "exited with status 7"),
-    ("segfault", work.crash, (), "SIGSEGV"),
-])
+@pytest.mark.parametrize(
+    "how, fn, args, expected",
+    [
+        ("os._exit", work.exit_hard, (7,), "exited with status 7"),
+        ("segfault", work.crash, (), "SIGSEGV"),
+    ],
+)
 def test_a_dead_worker_fails_only_its_task(how, fn, args, expected):
     mt.set_process_workers(2)
     before = [mt.run_in_process(work.sleep_then, 0.3, i) for i in range(2)]
@@ -489,13 +492,13 @@ def test_last_unregister_stops_the_pool_and_fails_unfinished_tasks():
 
 # -- a function in an add-on whose package imports bpy ----------------------------------------
 
-ADDON_INIT = '''
+ADDON_INIT = """
 import bpy  # what an add-on's __init__ does: a worker process must never run this
 
 bl_info = {"name": "fake"}
-'''
+"""
 
-ADDON_WORK = '''
+ADDON_WORK = """
 import sys
 
 from . import helpers
@@ -508,7 +511,7 @@ def scale(values, factor):
 def seen():
     package = sys.modules[__package__]
     return {"bpy": "bpy" in sys.modules, "package_doc": package.__doc__ or ""}
-'''
+"""
 
 
 def _write_addon(folder):
@@ -635,14 +638,16 @@ def test_importing_the_package_does_not_import_multiprocessing(tmp_path):
 def test_an_idle_worker_ends_when_its_parent_is_killed(tmp_path):
     # Even if Blender is killed (no exit code runs), an idle worker ends: its task pipe closes.
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         import mainthread_tasks as mt
         from tests import process_work as work
         print("CHILD", mt.run_in_process(work.pid).result(60), flush=True)
         time.sleep(120)
-    """))
+    """)
+    )
     parent = subprocess.Popen([_process._interpreter(), str(script)], stdout=subprocess.PIPE, text=True)
     try:
         pid = int(parent.stdout.readline().split()[1])
@@ -668,8 +673,18 @@ def test_the_process_mesh_example(tmp_path):
     from tests import support
 
     example = ROOT / "examples" / "process_mesh.py"
-    command = [*support.python_command(example), "--", "--meshes", "3", "--grid", "40", "--workers", "2",
-               "--save", str(tmp_path / "ripples.blend")]
+    command = [
+        *support.python_command(example),
+        "--",
+        "--meshes",
+        "3",
+        "--grid",
+        "40",
+        "--workers",
+        "2",
+        "--save",
+        str(tmp_path / "ripples.blend"),
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
     proc = support.run(command, 120, env=env, cwd=tmp_path)
     out = proc.stdout + proc.stderr

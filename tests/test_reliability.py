@@ -136,7 +136,9 @@ def test_randomized_load_with_register_unregister_races(seed):
         cancelled_futures += future.cancelled()
     assert all(count == 1 for count in child_runs.values())
     # A call_on_main that got SchedulerStopped was either refused at submit or cancelled while queued.
-    stopped_calls = sum(1 for mine in outcomes.values() for op, _, outcome in mine if op == "call" and outcome == "refused")
+    stopped_calls = sum(
+        1 for mine in outcomes.values() for op, _, outcome in mine if op == "call" and outcome == "refused"
+    )
     s = mt.stats()
     assert s.pending == 0
     assert cancelled_futures + dropped_posts <= s.cancelled <= cancelled_futures + dropped_posts + stopped_calls
@@ -148,7 +150,7 @@ def test_no_growth_after_a_million_tasks_and_100_register_cycles(timers):
     def burst(total):
         def producer(count):
             post, run = mt.post_on_main, mt.run_on_main
-            for i in range(count // 2):
+            for _ in range(count // 2):
                 post(int)
                 run(int)
 

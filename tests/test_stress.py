@@ -46,7 +46,13 @@ def test_many_threads_mixed_submissions_count_order_and_thread():
         assert [i for t, i in seen if t == tag] == list(range(PER_THREAD)), f"thread {tag} out of order"
         assert all(f.result(0) == i for i, f in futures[tag])
     s = mt.stats()
-    assert (s.submitted, s.completed, s.failed, s.cancelled, s.pending) == (THREADS * PER_THREAD, THREADS * PER_THREAD, 0, 0, 0)
+    assert (s.submitted, s.completed, s.failed, s.cancelled, s.pending) == (
+        THREADS * PER_THREAD,
+        THREADS * PER_THREAD,
+        0,
+        0,
+        0,
+    )
 
 
 def test_many_threads_with_cancels_and_failures():
@@ -61,7 +67,7 @@ def test_many_threads_with_cancels_and_failures():
     def producer(tag):
         rng = random.Random(1000 + tag)
         mine = []
-        for i in range(1000):
+        for _ in range(1000):
             future = mt.run_on_main(task, rng.random() < 0.1)
             if rng.random() < 0.2:
                 future.cancel()
@@ -84,7 +90,12 @@ def test_many_threads_with_cancels_and_failures():
     s = mt.stats()
     assert results["ok"] + results["failed"] + results["cancelled"] == THREADS * 1000
     assert results["ran"] == results["ok"] + results["failed"]
-    assert (s.completed, s.failed, s.cancelled, s.pending) == (results["ok"], results["failed"], results["cancelled"], 0)
+    assert (s.completed, s.failed, s.cancelled, s.pending) == (
+        results["ok"],
+        results["failed"],
+        results["cancelled"],
+        0,
+    )
 
 
 def test_waiters_racing_the_main_threads_lock_free_finish():

@@ -140,8 +140,13 @@ def _patchable(bpy):
     """What strict mode replaces, as it is now."""
     ops_class = bpy.ops.__dict__.get("_BPyOpsSubModOp")  # Blender <= 5.0
     methods = (ops_class.__dict__["__call__"], ops_class.__dict__["poll"]) if ops_class else ()
-    return (type(bpy), bpy.app.timers.register, bpy.app.timers.unregister, *methods,
-            bpy.ops.__dict__.get("_op_create_function"))  # Blender >= 5.1
+    return (
+        type(bpy),
+        bpy.app.timers.register,
+        bpy.app.timers.unregister,
+        *methods,
+        bpy.ops.__dict__.get("_op_create_function"),
+    )  # Blender >= 5.1
 
 
 @blender

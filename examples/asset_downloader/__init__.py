@@ -90,8 +90,9 @@ def frame_assets() -> None:
 def show_error(message: str) -> None:
     print(f"Asset Downloader: {message}")
     if bpy.context.window_manager.windows:
-        bpy.context.window_manager.popup_menu(lambda menu, _context: menu.layout.label(text=message),
-                                              title="Asset Downloader", icon="ERROR")
+        bpy.context.window_manager.popup_menu(
+            lambda menu, _context: menu.layout.label(text=message), title="Asset Downloader", icon="ERROR"
+        )
 
 
 # -- the operator -------------------------------------------------------------------------------------
@@ -105,7 +106,8 @@ class ASSETDL_OT_download(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     url: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="URL", description="Folder URL serving 0.json, 1.json, ...; empty: local demo assets")
+        name="URL", description="Folder URL serving 0.json, 1.json, ...; empty: local demo assets"
+    )
     count: bpy.props.IntProperty(name="Assets", default=12, min=1, max=500)  # type: ignore[valid-type]
 
     def execute(self, context):
@@ -126,16 +128,21 @@ def menu_entry(self, _context):
 class DemoAssets(BaseHTTPRequestHandler):
     delay = 0.15  # seconds per file: slow enough to watch the progress
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         try:
             index = int(self.path.rsplit("/", 1)[-1].removesuffix(".json"))
         except ValueError:
             self.send_error(404)
             return
         time.sleep(self.delay)
-        body = json.dumps({"name": f"asset_{index:03d}", "size": 0.6 + 0.05 * (index % 5),
-                           "location": [(index % 6) * 1.5, (index // 6) * 1.5, 0.0],
-                           "url": f"{self.server.base_url}/{index}.json"}).encode()
+        body = json.dumps(
+            {
+                "name": f"asset_{index:03d}",
+                "size": 0.6 + 0.05 * (index % 5),
+                "location": [(index % 6) * 1.5, (index // 6) * 1.5, 0.0],
+                "url": f"{self.server.base_url}/{index}.json",
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

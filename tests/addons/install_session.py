@@ -28,7 +28,8 @@ import traceback
 
 import bpy  # first: in the bpy wheel, Blender's own modules (addon_utils) are importable after it
 
-import addon_utils  # noqa: E402
+# isort: split
+import addon_utils
 
 EXT = "bl_ext.user_default.mainthread_tasks"
 LEGACY = "mainthread_tasks"
@@ -39,9 +40,7 @@ USER_DIR = os.path.realpath(os.environ["BLENDER_USER_RESOURCES"])
 
 
 def install_extension(zip_path):
-    result = bpy.ops.extensions.package_install_files(
-        filepath=zip_path, repo="user_default", enable_on_install=True
-    )
+    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
     assert result == {"FINISHED"}, result
 
 
@@ -125,7 +124,7 @@ def check_tick_budget_preference(mt, name):
     prefs = bpy.context.preferences.addons[name].preferences
     assert abs(prefs.tick_budget_ms - 4.0) < 1e-6, prefs.tick_budget_ms
     prefs.tick_budget_ms = 2.5  # as dragging the slider does: applies at once
-    assert abs(mt._blender.tick_budget - 0.0025) < 1e-9, mt._blender.tick_budget
+    assert abs(mt._pacing.tick_budget - 0.0025) < 1e-9, mt._pacing.tick_budget
     mt.set_tick_budget(0.004)
     prefs.tick_budget_ms = 4.0
 
@@ -141,7 +140,7 @@ def check_addon_lifecycle(name, reload):
         mt = check_reload_scripts(name)
         facts["dispatched_after_reload"] = dispatch(mt)
 
-    for cycle in range(3):  # no timer or preferences left over, none doubled
+    for _ in range(3):  # no timer or preferences left over, none doubled
         disable(name)
         assert_stopped(mt)
         mt = enable(name)

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import pairwise
 
 import bpy
 
@@ -122,8 +123,9 @@ def progress_items():
 def step_install():
     global mt, ui, example
     if EXTENSION:  # Edit > Preferences > Get Extensions > Install from Disk...
-        result = bpy.ops.extensions.package_install_files(filepath=ADDON_ZIP, repo="user_default",
-                                                          enable_on_install=True)
+        result = bpy.ops.extensions.package_install_files(
+            filepath=ADDON_ZIP, repo="user_default", enable_on_install=True
+        )
         assert result == {"FINISHED"}, result
     else:  # Edit > Preferences > Add-ons > Install... and the checkbox
         assert bpy.ops.preferences.addon_install(filepath=ADDON_ZIP) == {"FINISHED"}
@@ -141,9 +143,11 @@ def step_install():
 
 def step_settle():
     started = perf_counter()
-    yield from wait_until(lambda: len(passes.times) > 60 and
-                          max(b - a for a, b in zip(passes.times[-60:], passes.times[-59:])) < 0.03,
-                          60, "the UI to settle (60 passes under 30 ms)")
+    yield from wait_until(
+        lambda: len(passes.times) > 60 and max(b - a for a, b in pairwise(passes.times[-60:])) < 0.03,
+        60,
+        "the UI to settle (60 passes under 30 ms)",
+    )
     facts["settle_seconds"] = round(perf_counter() - started, 2)
 
 
@@ -169,8 +173,12 @@ def step_ui_context_from_worker_tasks():
     assert without is False and rotation == [1.0, 0.0, 0.0, 0.0], (without, rotation)
     _, error = yield from in_worker(lambda: mt.call_on_main(missing_editor))
     assert isinstance(error, mt.NoSuchArea) and isinstance(error, LookupError), error
-    facts["ui_context"] = {"poll_without": without, "top_view_rotation": rotation, "area_width": width,
-                           "missing": str(error)}
+    facts["ui_context"] = {
+        "poll_without": without,
+        "top_view_rotation": rotation,
+        "area_width": width,
+        "missing": str(error),
+    }
 
 
 def _counting_draws():
@@ -202,7 +210,7 @@ def step_progress_in_the_status_bar(seconds=2.0):
         draws[0], started, mark = 0, perf_counter(), len(passes.times)
         yield from pause(seconds)
         rate = draws[0] / (perf_counter() - started)
-        gaps = sorted(b - a for a, b in zip(passes.times[mark:], passes.times[mark + 1:]))
+        gaps = sorted(b - a for a, b in pairwise(passes.times[mark:]))
         pass_ms = {"median": round(1000 * gaps[len(gaps) // 2], 1), "max": round(1000 * gaps[-1], 1)}
         stop.set()
         yield from wait_until(lambda: not thread.is_alive(), 10, "the counting worker")
@@ -223,8 +231,11 @@ def step_progress_in_the_status_bar(seconds=2.0):
             item.close()
         yield from wait_until(lambda: not progress_items(), 5, "the items to go")
         yield from wait_until(lambda: mt._scheduler._sources == (), 5, "the display to stop polling")
-        facts["progress_display"] = {"redraws_per_second_while_changing": round(rate, 1),
-                                     "redraws_while_static_1_5s": static, "pass_ms_while_changing": pass_ms}
+        facts["progress_display"] = {
+            "redraws_per_second_while_changing": round(rate, 1),
+            "redraws_while_static_1_5s": static,
+            "pass_ms_while_changing": pass_ms,
+        }
         # At most 10 a second (+1: a redraw of Blender's own). Under llvmpipe a redraw takes tens of
         # milliseconds of a loaded 2-core machine, so the rate may fall below 10: 2 means it redraws.
         assert 2.0 <= rate <= 11.0, facts["progress_display"]
@@ -292,12 +303,20 @@ def step_example_addon(assets=12):
     view = next(a for a in window().screen.areas if a.type == "VIEW_3D").spaces.active.region_3d
     view.view_location = (100.0, 100.0, 0.0)  # far away: the add-on frames what it added
     assert bpy.ops.asset_downloader.download(count=assets) == {"FINISHED"}
-    yield from wait_until(lambda: any(item[1] == "Downloading assets" and item[2].startswith(("4/", "5/", "6/"))
-                                      for item in progress_items()), 30, "the download to be under way")
+    yield from wait_until(
+        lambda: any(
+            item[1] == "Downloading assets" and item[2].startswith(("4/", "5/", "6/")) for item in progress_items()
+        ),
+        30,
+        "the download to be under way",
+    )
     yield from pause(0.2)
     snapshot("example_downloading")
-    yield from wait_until(lambda: len(_new_objects(before)) == assets and not progress_items()
-                          and not mt.stats().pending, 60, "the assets to arrive")
+    yield from wait_until(
+        lambda: len(_new_objects(before)) == assets and not progress_items() and not mt.stats().pending,
+        60,
+        "the assets to arrive",
+    )
     yield from pause(0.3)
     created = sorted(_new_objects(before), key=lambda obj: obj.name)
     assert [obj.name for obj in created] == [f"asset_{i:03d}" for i in range(assets)]
@@ -372,10 +391,15 @@ def step_render_hold(tasks=20):
     during = [i for i, running in ran if running]
     heartbeats = [t for t in passes.times[mark:] if t < started + job_seconds]
     facts["render_hold"] = {
-        "operator_result": sorted(result), "call_seconds": round(call_seconds, 2),
-        "job_running_after_call": job_after_call, "job_seconds": round(job_seconds, 2),
-        "timer_passes_during_job": len(heartbeats), **seen,
-        "tasks": tasks, "ran_during_job": len(during), "holds": mt.stats().holds,
+        "operator_result": sorted(result),
+        "call_seconds": round(call_seconds, 2),
+        "job_running_after_call": job_after_call,
+        "job_seconds": round(job_seconds, 2),
+        "timer_passes_during_job": len(heartbeats),
+        **seen,
+        "tasks": tasks,
+        "ran_during_job": len(during),
+        "holds": mt.stats().holds,
         "blocked": not heartbeats,  # Blender ran no timer while the job ran: the UI was blocked
     }
     assert not during, facts["render_hold"]
@@ -395,7 +419,10 @@ def step_strict_mode():
     try:
         _, error = yield from in_worker(register_from_worker)
         assert isinstance(error, mt.NotMainThreadError) and "post_on_main" in str(error), error
-        probe = lambda: None  # noqa: E731
+
+        def probe():
+            return None
+
         bpy.app.timers.register(probe, first_interval=60.0)
         bpy.app.timers.unregister(probe)
         facts["strict"] = str(error)
@@ -404,8 +431,15 @@ def step_strict_mode():
 
 
 STEPS = {
-    "main": (step_install, step_settle, step_ui_context_from_worker_tasks, step_progress_in_the_status_bar,
-             step_example_addon, step_render_hold, step_strict_mode),
+    "main": (
+        step_install,
+        step_settle,
+        step_ui_context_from_worker_tasks,
+        step_progress_in_the_status_bar,
+        step_example_addon,
+        step_render_hold,
+        step_strict_mode,
+    ),
     "keys": (step_install, step_settle, step_cancel_button_and_esc, step_example_cancelled_with_esc),
 }[MODE]
 

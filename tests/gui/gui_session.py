@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import traceback
+from itertools import pairwise
 
 import bpy
 
@@ -64,7 +65,7 @@ class Passes:
 
     def gaps(self, since):
         times = self.times[since:]
-        return [b - a for a, b in zip(times, times[1:])]
+        return [b - a for a, b in pairwise(times)]
 
 
 passes = Passes()
@@ -136,8 +137,9 @@ def bump(counter, key, expected, violations):
 def step_install_and_enable():
     global mt
     if EXTENSION:  # Edit > Preferences > Get Extensions > Install from Disk...
-        result = bpy.ops.extensions.package_install_files(filepath=ADDON_ZIP, repo="user_default",
-                                                          enable_on_install=True)
+        result = bpy.ops.extensions.package_install_files(
+            filepath=ADDON_ZIP, repo="user_default", enable_on_install=True
+        )
         assert result == {"FINISHED"}, result
     else:  # Edit > Preferences > Add-ons > Install... and the add-on's checkbox
         assert bpy.ops.preferences.addon_install(filepath=ADDON_ZIP) == {"FINISHED"}
@@ -155,8 +157,11 @@ def step_settle():
     # The first passes after start-up take seconds (the window's first draws): time nothing before
     # the heartbeat has been steady for a while.
     started = perf_counter()
-    yield from wait_until(lambda: len(passes.times) > 60 and max(passes.gaps(len(passes.times) - 60)) < 0.03,
-                          60, "the UI to settle (60 passes under 30 ms)")
+    yield from wait_until(
+        lambda: len(passes.times) > 60 and max(passes.gaps(len(passes.times) - 60)) < 0.03,
+        60,
+        "the UI to settle (60 passes under 30 ms)",
+    )
     ran = []
     mt.post_on_main(ran.append, 1)
     yield from wait_until(lambda: ran, 10, "the add-on's timer to run a task")
@@ -218,7 +223,7 @@ def run_backlog(label, creators=8, objects_each=25, posters=4, posts_each=2000):
         try:
             for seq in range(posts_each):
                 mt.post_on_main(bump, counter_name, f"seq{t}", seq, violations)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - collected, checked after the threads end
             errors.append(repr(exc))
 
     bpy.ops.mainthread_tasks.reset_stats()  # the preferences' Reset button
@@ -245,14 +250,14 @@ def run_backlog(label, creators=8, objects_each=25, posters=4, posts_each=2000):
         "tasks": total,
         "seconds": round(elapsed, 2),
         "peak_pending": peak_pending,
-        "tick_budget_ms": ms(mt._blender.tick_budget),
+        "tick_budget_ms": ms(mt._pacing.tick_budget),
         "longest_pass_ms": ms(s.longest_tick),
         "longest_task_ms": ms(s.longest_task),
         "longest_task": s.longest_task_name,
         "ui_passes": len(gaps) + 1,
         "ui_gap_median_ms": ms(statistics.median(gaps)),
         "ui_gap_max_ms": ms(max(gaps)),
-        "longest_queue_wait_ms": ms(mt._blender.longest_queue_wait),
+        "longest_queue_wait_ms": ms(mt._pacing.longest_queue_wait),
     }
 
 
@@ -269,7 +274,7 @@ def step_backlog():
 def step_tick_budget_preference():
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.tick_budget_ms = 1.0  # as the slider does: applies from the next pass, no restart
-    assert abs(mt._blender.tick_budget - 0.001) < 1e-9
+    assert abs(mt._pacing.tick_budget - 0.001) < 1e-9
     result = yield from run_backlog("budget", creators=4, objects_each=10, posters=2, posts_each=2000)
     facts["backlog_budget_1ms"] = result
     assert result["longest_pass_ms"] <= 1.0 + result["longest_task_ms"] + 10.0, result
@@ -285,7 +290,7 @@ def step_preferences_live_view():
     def counting_draw(self, context):
         try:
             original_draw(self, context)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             draw_errors.append(traceback.format_exc())
             raise
         draws.append(mt.stats().completed)
@@ -362,7 +367,9 @@ def measure_timers_per_pass(samples=200):
         yield from wait_until(lambda: passes.mark() - mark >= samples, 30, f"{samples} event-loop passes")
         calls, heartbeats = mt.stats().ticks - ticks, passes.mark() - mark
         ratio = round(calls / heartbeats, 3)
-        assert mt.stats().pending, f"the backlog ran out while measuring ({calls} calls in {heartbeats} passes): {mt.stats()}"
+        assert mt.stats().pending, (
+            f"the backlog ran out while measuring ({calls} calls in {heartbeats} passes): {mt.stats()}"
+        )
     finally:
         mt.set_tick_budget(budget)
     yield from wait_until(lambda: not mt.stats().pending, 30, "the rest of the backlog")
@@ -418,9 +425,11 @@ def step_idle_polling(samples=150, long_samples=300):
     started = perf_counter()
     thread = start(lambda: out.append(mt.call_on_main(perf_counter)))
     yield from wait_threads([thread], 10, "a round trip after the long quiet spell")
-    facts["idle_polling"] = {"timer_calls_per_idle_pass": round(ratio, 3),
-                             "after_a_long_quiet_spell": round(long_ratio, 3),
-                             "round_trip_after_long_quiet_ms": ms(perf_counter() - started)}
+    facts["idle_polling"] = {
+        "timer_calls_per_idle_pass": round(ratio, 3),
+        "after_a_long_quiet_spell": round(long_ratio, 3),
+        "round_trip_after_long_quiet_ms": ms(perf_counter() - started),
+    }
     assert_idle_ratios(ratio, long_ratio, facts["idle_polling"])
     assert out and out[0] - started < blender.LONG_IDLE_POLL + 0.1, facts["idle_polling"]
 
@@ -511,7 +520,7 @@ def step_coroutines(hops=1000, hop_seconds=0.0002, sleeps=10, sleep_seconds=0.2,
     pass_mark = passes.mark()
     marks = yield from run(hop_marks(hops, hop_seconds), 60, "the sleep(0) coroutine")
     pass_median = statistics.median(passes.gaps(pass_mark))
-    between = [b - a for a, b in zip(marks, marks[1:])]
+    between = [b - a for a, b in pairwise(marks)]
 
     def idle_and_watch():  # every pass: the timer as Blender idling leaves it, unless a coroutine is due
         long_idle()
@@ -536,7 +545,7 @@ def step_coroutines(hops=1000, hop_seconds=0.0002, sleeps=10, sleep_seconds=0.2,
     }
     shown = facts["coroutines"]
     assert max(between) <= 1, shown  # at most one pass from one step to the next
-    assert marks[-1] - marks[0] >= hops * hop_seconds / mt._blender.tick_budget / 2, shown  # it did yield to the UI
+    assert marks[-1] - marks[0] >= hops * hop_seconds / mt._pacing.tick_budget / 2, shown  # it did yield to the UI
     # The timer polls every 50 ms (Blender idling) but wakes for the coroutine's timer: a wake-up is
     # late by about a pass, not by up to 50 ms.
     assert min(late) >= 0.0, shown
@@ -564,8 +573,11 @@ def step_coroutines_idle(samples=150, long_samples=300):
             ratios[label + "_long"] = yield from calls.per_pass(long_samples)
             if label == "loop_idle":
                 sleepers = [mt.run_async(asyncio.sleep(3600)) for _ in range(3)]
-                yield from wait_until(lambda: len(mt._async._source.tasks) == 3 and not mt.main_loop()._ready,
-                                      10, "the coroutines to fall asleep")
+                yield from wait_until(
+                    lambda: len(mt._async._source.tasks) == 3 and not mt.main_loop()._ready,
+                    10,
+                    "the coroutines to fall asleep",
+                )
     for future in sleepers:
         future.cancel()
     yield from wait_until(lambda: not mt._async._source.tasks, 10, "the sleeping coroutines to be cancelled")
@@ -628,8 +640,9 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
 
     name = "mtt_vendored_copy"
     folder = os.path.dirname(mt.__file__)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "__init__.py"),
-                                                  submodule_search_locations=[folder])
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
     copy = importlib.util.module_from_spec(spec)
     sys.modules[name] = copy
     spec.loader.exec_module(copy)
@@ -642,7 +655,7 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
 
     def recorder():  # registered after both drain timers: runs after them in every pass
         if all(c._pass_end > last[0] for c in copies):
-            both.append((copies[0].pass_budget, copies[1].pass_budget))
+            both.append((mt._pacing.pass_budget, copy._pacing.pass_budget))
         last[0] = perf_counter()
         return 0.0
 
@@ -654,16 +667,19 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
         yield from wait_until(lambda: not mt.stats().pending and not copy.stats().pending, 30, "both backlogs")
     finally:
         bpy.app.timers.unregister(recorder)
-        for c, previous in zip((mt, copy), budgets):
+        for c, previous in zip((mt, copy), budgets, strict=True):
             c.set_tick_budget(previous)
         copy.unregister()
         for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
             del sys.modules[module]
     limit = budget * (1 + mt._blender.MIN_BUDGET_SHARE) + 1e-9
     within = sum(a + b <= limit for a, b in both)
-    facts["vendored_copy"] = {"passes_with_both": len(both), "within_one_budget": within,
-                              "median_sum_ms": ms(statistics.median(a + b for a, b in both)) if both else None,
-                              "completed": [mt.stats().completed, copy.stats().completed]}
+    facts["vendored_copy"] = {
+        "passes_with_both": len(both),
+        "within_one_budget": within,
+        "median_sum_ms": ms(statistics.median(a + b for a, b in both)) if both else None,
+        "completed": [mt.stats().completed, copy.stats().completed],
+    }
     assert len(both) >= 20, facts["vendored_copy"]
     # A pause of the main thread between the two timers (> SAME_PASS_WITHIN) can hide the sharing.
     assert within >= 0.9 * len(both), facts["vendored_copy"]
@@ -693,8 +709,11 @@ def step_second_addon_and_no_doubled_timers():
     # F3 > Reload Scripts. The operator only schedules the reload: a timer does it in the next pass
     # (it disables and re-enables every add-on), so count the passes from here.
     assert bpy.ops.script.reload() == {"FINISHED"}
-    yield from wait_until(lambda: passes.mark() - mark > 32 and max(passes.gaps(passes.mark() - 30)) < 0.05,
-                          30, "the UI to settle after Reload Scripts")
+    yield from wait_until(
+        lambda: passes.mark() - mark > 32 and max(passes.gaps(passes.mark() - 30)) < 0.05,
+        30,
+        "the UI to settle after Reload Scripts",
+    )
     assert sys.modules[ADDON] is mt and mt.stats().registered == 1
     ratios["after_reload_scripts"] = yield from measure_timers_per_pass()
     facts["timer_calls_per_pass"] = ratios
@@ -744,8 +763,9 @@ def step_run_in_process(tasks=6, n=400_000):
     for future in futures:
         future.add_done_callback(lambda f: callbacks.append(threading.current_thread() is MAIN))
     from_worker = []
-    worker = start(lambda: from_worker.append(mt.run_in_process(work.sum_of_squares, n).result(120)),
-                   name="process-submitter")
+    worker = start(
+        lambda: from_worker.append(mt.run_in_process(work.sum_of_squares, n).result(120)), name="process-submitter"
+    )
     seen = set()
 
     def all_done():
@@ -797,7 +817,7 @@ def step_disable_while_workers_submit(workers=6):
         except mt.SchedulerStopped:
             outcomes.append("stopped")
             stopped_at.append(perf_counter())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - every outcome is counted below
             outcomes.append(repr(exc))
 
     stopped_at = []
