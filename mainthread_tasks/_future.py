@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from _thread import RLock, allocate_lock
+from _thread import LockType, RLock, allocate_lock
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (  # the state names Future's own code and wait() compare against
     CANCELLED,
@@ -54,6 +55,7 @@ from concurrent.futures._base import (  # the state names Future's own code and 
     RUNNING,
 )
 from time import monotonic, sleep
+from typing import Any, ClassVar, TypeVar
 
 from ._threadinfo import is_main_thread
 
@@ -61,12 +63,14 @@ __all__ = ("MainThreadFuture", "waited_future")
 
 logger = logging.getLogger("mainthread_tasks")
 
+_T = TypeVar("_T")
+
 _INFINITY = float("inf")
 _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
-class MainThreadFuture(Future):
+class MainThreadFuture(Future[_T]):
     """The ``concurrent.futures.Future`` returned by ``run_on_main``.
 
     Any thread may wait on it, cancel it or add callbacks. Done-callbacks run in the thread that
@@ -79,9 +83,16 @@ class MainThreadFuture(Future):
     _result = None
     _exception = None
 
+    # Made on demand (``__getattr__``), or by ``waited_future``; declared for the type checker only.
+    _lock: RLock | LockType
+    _done_callbacks: list[Callable[[Future[_T]], object]]
+    _sync: bool | None
+    _waker: LockType
+
     # Installed by the scheduler: a function ``(future, timeout)`` that waits on the main thread by
-    # running queued tasks until the future is done or the timeout has passed.
-    _wait_on_main = None
+    # running queued tasks until the future is done or the timeout has passed. (None until then:
+    # the scheduler imports this module and installs it before any future exists.)
+    _wait_on_main: ClassVar[Callable[[MainThreadFuture[Any], float | None], None]] = None  # type: ignore[assignment]
 
     # RUNNING means the task runs on the main thread, up the stack of a main-thread wait: such a
     # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
@@ -90,7 +101,7 @@ class MainThreadFuture(Future):
     # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
     __init__ = object.__init__
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         # Only reached for attributes never set: the lazily made parts of Future's state.
         # dict.setdefault is atomic: if two threads race to make one, both get the winner's.
         attrs = self.__dict__
@@ -102,7 +113,7 @@ class MainThreadFuture(Future):
         if name == "_condition" or name == "_waiters" or name == "_done_callbacks":
             # Whoever asks for them is about to wait on the future or add a callback to it.
             self._watch()
-            made = threading.Condition(self._lock) if name == "_condition" else []
+            made: threading.Condition | list[Any] = threading.Condition(self._lock) if name == "_condition" else []
             return attrs.setdefault(name, made)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -186,7 +197,7 @@ class MainThreadFuture(Future):
             return False  # waiters were notified by cancel()
         raise RuntimeError(f"Future in unexpected state: {self!r}")
 
-    def _set_locked(self, attr: str, value, method: str) -> bool:
+    def _set_locked(self, attr: str, value: object, method: str) -> bool:
         # False (and nothing changed) if the future is already done.
         with self._lock:
             if self._state in _DONE_STATES:
@@ -197,17 +208,17 @@ class MainThreadFuture(Future):
         self._invoke_callbacks_if_any()
         return True
 
-    def set_result(self, result) -> None:
+    def set_result(self, result: _T) -> None:
         self._watch()  # the main thread's finish must then lock: see the module docstring
         if not self._set_locked("_result", result, "add_result"):
             raise InvalidStateError(f"{self._state}: {self!r}")
 
-    def set_exception(self, exception) -> None:
+    def set_exception(self, exception: BaseException | None) -> None:
         self._watch()
         if not self._set_locked("_exception", exception, "add_exception"):
             raise InvalidStateError(f"{self._state}: {self!r}")
 
-    def _finish(self, attr: str, value, method: str) -> None:
+    def _finish(self, attr: str, value: object, method: str) -> None:
         """The main thread's finish of a task that somebody watches (or that failed). Never raises.
 
         A task that set its own Future's result or exception keeps it (the first result wins, as
@@ -221,7 +232,7 @@ class MainThreadFuture(Future):
                 "result" if attr == "_result" else "exception",
             )
 
-    def add_done_callback(self, fn) -> None:
+    def add_done_callback(self, fn: Callable[[Future[_T]], object]) -> None:
         if self._state not in _DONE_STATES:
             self._watch()
             with self._lock:
@@ -264,21 +275,21 @@ class MainThreadFuture(Future):
                         return
                     condition.wait(remaining)
 
-    def result(self, timeout: float | None = None):
+    def result(self, timeout: float | None = None) -> _T:
         try:
             self._wait(timeout)
             state = self._state
             if state == FINISHED:
                 if self._exception is None:
-                    return self._result
+                    return self._result  # type: ignore[return-value]  # finished with no exception: a _T
                 raise self._exception
             if state in _CANCELLED_STATES:
                 raise CancelledError()
             raise TimeoutError()
         finally:
-            self = None  # break the frame -> exception -> traceback -> frame cycle, like Future does
+            self = None  # type: ignore[assignment]  # break the frame -> exception -> traceback -> frame cycle, like Future does
 
-    def exception(self, timeout: float | None = None):
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
         state = self._state
         if state == FINISHED:
@@ -288,13 +299,13 @@ class MainThreadFuture(Future):
         raise TimeoutError()
 
 
-def waited_future() -> tuple[MainThreadFuture, object]:
+def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     """A new future plus its waker: a held lock that is released when the future is done.
 
     ``call_on_main``'s waiter: one lock, instead of the Condition (and the lock per wait that
     ``Condition.wait`` allocates) that ``result()`` would make. Any thread.
     """
-    future = MainThreadFuture()
+    future: MainThreadFuture[Any] = MainThreadFuture()
     waker = allocate_lock()
     waker.acquire()
     future._waker = waker
