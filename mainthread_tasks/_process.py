@@ -785,3 +785,6 @@ def reset_counts() -> None:
     global _submitted, _completed, _failed, _cancelled
     with _counts_lock:
         _submitted = _completed = _failed = _cancelled = 0
+
+
+_scheduler.add_stats_hook(counts, reset_counts)  # the process_* fields of stats()

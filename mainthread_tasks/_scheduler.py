@@ -23,16 +23,29 @@ import socket
 import threading
 from _thread import allocate_lock
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError
+from concurrent.futures._base import FINISHED, RUNNING  # the states MainThreadFuture keeps, as Future does
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
+from types import FrameType
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from ._errors import NotMainThreadError, SchedulerStopped
-from ._future import FINISHED, RUNNING, MainThreadFuture, waited_future
+from ._future import MainThreadFuture, waited_future
 from ._threadinfo import MAIN_THREAD_IDENT
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    #: A queued task: (future, fn, args, kwargs); see the module docstring.
+    _QueuedTask: TypeAlias = tuple[
+        MainThreadFuture[Any] | None, Callable[..., object], tuple[Any, ...], dict[str, Any] | None
+    ]
+
 __all__ = (
+    "Source",
     "Stats",
     "add_source",
     "call_on_main",
@@ -47,9 +60,13 @@ __all__ = (
 
 logger = logging.getLogger("mainthread_tasks")
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 _get_ident = threading.get_ident
 
-_queue: SimpleQueue = SimpleQueue()
+_queue: SimpleQueue[_QueuedTask] = SimpleQueue()
 _put = _queue.put
 _get_nowait = _queue.get_nowait
 _qsize = _queue.qsize
@@ -73,12 +90,12 @@ _last_tick = 0.0
 _longest_task = 0.0
 _longest_task_name = ""
 _slow_tasks = 0
-_running = None  # the task running on the main thread right now
+_running: Callable[..., object] | None = None  # the task running on the main thread right now
 
 # Holding (see _hold): while a render/bake/composite job runs, the UI timer moves queued tasks here
 # instead of running them, and they run first once it ends. Written by the main thread; any thread
 # may empty it when the scheduler stops (deque.popleft is atomic).
-_held: deque = deque()  # (future, fn, args, kwargs), oldest first
+_held: deque[_QueuedTask] = deque()  # (future, fn, args, kwargs), oldest first
 _held_reason = ""  # why the UI timer holds the queue right now, "" when it does not
 _holds = 0  # holds that began since the last reset_stats()
 
@@ -131,8 +148,26 @@ class Stats:
     holds: int = 0  #: how many times the UI timer began holding the queue
 
 
+# Fields of stats() that other modules count (_process: the process_* ones): their
+# ``(counts, reset)`` pairs, added at their import. This module imports none of them.
+_stats_hooks: tuple[tuple[Callable[[], dict[str, int]], Callable[[], None]], ...] = ()
+
+
+def add_stats_hook(counts: Callable[[], dict[str, int]], reset: Callable[[], None]) -> None:
+    """Make ``stats()`` include the fields ``counts()`` returns, and ``reset_stats()`` call ``reset()``.
+
+    At the import of the module that keeps those counters. ``counts`` must be safe to call from any
+    thread and never raise; ``reset`` runs on the main thread.
+    """
+    global _stats_hooks
+    _stats_hooks = (*_stats_hooks, (counts, reset))
+
+
 def stats() -> Stats:
     """Return a snapshot of the counters. Any thread."""
+    counted: dict[str, int] = {}
+    for counts, _reset in _stats_hooks:
+        counted.update(counts())
     pending = _qsize() + len(_held)
     running_fn = _running
     running = None if running_fn is None else task_name(running_fn)
@@ -152,7 +187,7 @@ def stats() -> Stats:
         longest_task=_longest_task,
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
-        **_process.counts(),
+        **counted,
         held=bool(_held_reason),
         held_reason=_held_reason,
         holds=_holds,
@@ -167,10 +202,11 @@ def reset_stats() -> None:
         _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = _holds = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
-    _process.reset_counts()
+    for _counts, reset in _stats_hooks:
+        reset()
 
 
-def task_name(fn) -> str:
+def task_name(fn: object) -> str:
     """A readable name for a callable, for logs and stats. Never raises, whatever ``fn`` does."""
     try:
         name = getattr(fn, "__qualname__", None)
@@ -182,14 +218,14 @@ def task_name(fn) -> str:
         return f"<{type(fn).__qualname__} object at {id(fn):#x}>"
 
 
-def _not_callable(fn) -> TypeError:
+def _not_callable(fn: object) -> TypeError:
     return TypeError(
         f"fn must be callable, got {type(fn).__name__} {fn!r:.80}; "
         "pass a function (mainthread_tasks never evaluates strings of code)"
     )
 
 
-def _check_timeout(timeout, what: str) -> float:
+def _check_timeout(timeout: object, what: str) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}")
     value = float(timeout)
@@ -201,7 +237,7 @@ def _check_timeout(timeout, what: str) -> float:
 # -- submitting: any thread -------------------------------------------------------------------
 
 
-def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
+def run_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> MainThreadFuture[_T]:
     """Queue ``fn(*args, **kwargs)`` to run on the main thread; return its Future. Any thread.
 
     Always queued, never run inline, even on the main thread, so a thread's tasks run in the order
@@ -219,7 +255,7 @@ def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
         raise _not_callable(fn)
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
-    future = MainThreadFuture()
+    future: MainThreadFuture[_T] = MainThreadFuture()
     _put((future, fn, args, kwargs or None))
     if _main_asleep:
         wake_main()
@@ -228,7 +264,7 @@ def run_on_main(fn, /, *args, **kwargs) -> MainThreadFuture:
     return future
 
 
-def post_on_main(fn, /, *args, **kwargs) -> None:
+def post_on_main(fn: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
     """Queue ``fn(*args, **kwargs)`` for the main thread, fire-and-forget: the fast path. Any thread.
 
     No Future is made. If the task raises, the exception is logged with its traceback on the
@@ -250,7 +286,7 @@ def post_on_main(fn, /, *args, **kwargs) -> None:
         _reject_queued()
 
 
-def call_on_main(fn, /, *args, **kwargs):
+def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Run ``fn(*args, **kwargs)`` on the main thread and return its result. Any thread.
 
     On the main thread it runs inline, now. From another thread it queues the call and blocks
@@ -269,6 +305,7 @@ def call_on_main(fn, /, *args, **kwargs):
     # The submit steps of run_on_main, inlined like in post_on_main: this is the hot path.
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
+    future: MainThreadFuture[_T]
     future, waker = waited_future()
     _put((future, fn, args, kwargs or None))
     if _main_asleep:
@@ -286,7 +323,7 @@ def call_on_main(fn, /, *args, **kwargs):
         del future
 
 
-def main_thread(fn):
+def main_thread(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     """Decorator: every call of ``fn``, from any thread, runs on the main thread.
 
     Same semantics as ``call_on_main`` (inline on the main thread; from a worker it blocks and
@@ -299,7 +336,7 @@ def main_thread(fn):
         raise _not_callable(fn)
 
     @functools.wraps(fn)
-    def on_main_thread(*args, **kwargs):
+    def on_main_thread(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         return call_on_main(fn, *args, **kwargs)
 
     return on_main_thread
@@ -324,11 +361,11 @@ def main_thread(fn):
 # only when a signal comes. Where Python runs no SIGINT handler (the Blender binary handles SIGINT
 # in C) nothing is swapped.
 
-_deferred_signal: tuple | None = None  # (signum, frame) of a SIGINT that landed outside a task
-_guarded_handler = None  # the SIGINT handler the guard stands in for
+_deferred_signal: tuple[int, FrameType | None] | None = None  # (signum, frame) of a SIGINT that landed outside a task
+_guarded_handler: Callable[[int, FrameType | None], Any] | None = None  # the SIGINT handler the guard stands in for
 
 
-def _sigint_guard(signum, frame) -> None:
+def _sigint_guard(signum: int, frame: FrameType | None) -> None:
     global _deferred_signal
     if _signal_may_raise_here(frame):
         _guarded_handler(signum, frame)  # type: ignore[misc]
@@ -337,9 +374,9 @@ def _sigint_guard(signum, frame) -> None:
     wake_main()
 
 
-def _signal_may_raise_here(frame) -> bool:
+def _signal_may_raise_here(frame: FrameType | None) -> bool:
     # Walk out from the interrupted frame to the innermost dispatcher frame (see "Ctrl-C" above).
-    called = None  # the frame that dispatcher frame called
+    called: FrameType | None = None  # the frame that dispatcher frame called
     while frame is not None:
         code = frame.f_code
         if code is _SLEEP_CODE:
@@ -390,7 +427,7 @@ def _deliver_deferred_signal() -> None:
 # -- running: main thread ---------------------------------------------------------------------
 
 
-def _run_batch(limit: int, deadline: float | None, take=None) -> int:
+def _run_batch(limit: int, deadline: float | None, take: Callable[[], _QueuedTask] | None = None) -> int:
     """Run up to ``limit`` queued tasks. Main thread only, with the Ctrl-C guard installed.
 
     ``take`` takes the next item off another queue than the scheduler's (the tasks held during a
@@ -569,7 +606,7 @@ def run_for(budget: float) -> int:
     return ran
 
 
-def _wait_on_main(future: MainThreadFuture, timeout: float | None) -> None:
+def _wait_on_main(future: MainThreadFuture[Any], timeout: float | None) -> None:
     # MainThreadFuture's hook: the main thread waits by running queued tasks, since the task it
     # waits for may be one of them. Short slices notice a cancel() from another thread.
     deadline = None if timeout is None else monotonic() + timeout
@@ -589,18 +626,33 @@ MainThreadFuture._wait_on_main = _wait_on_main
 # -- sources: other kinds of main-thread work ---------------------------------------------------
 #
 # Process results and the asyncio loop's steps also run on the main thread, with no helper thread:
-# they plug in here as "sources", objects with
-#   fds() -> sequence of file descriptors that turn readable when poll() has work (main thread)
-#   due() -> seconds until poll() has work without fd activity (0.0: now), or None
-#   busy() -> True while work is in flight (the UI timer then runs every pass)
-#   poll(deadline=None) -> int: main thread only; does what is ready without blocking, starting
-#       nothing once time.perf_counter() is past ``deadline``; returns how much work completed
-#   stop(message) -> None: at the last unregister() and at exit; fails what is pending with
-#       SchedulerStopped(message), frees OS resources, never blocks long
-# pump() polls them after its queue batch and, when it has to wait, sleeps in poll(2) on their fds
-# plus a wake-up socket that submissions write to only while the main thread sleeps there.
+# they plug in here as "sources" (``Source``). pump() polls them after its queue batch and, when it
+# has to wait, sleeps in poll(2) on their fds plus a wake-up socket that submissions write to only
+# while the main thread sleeps there.
 
-_sources: tuple = ()  # replaced, never mutated: readers need no lock
+
+class Source(Protocol):
+    """What ``add_source`` takes: other main-thread work that the scheduler polls."""
+
+    def fds(self) -> Iterable[int]:
+        """File descriptors that turn readable when ``poll()`` has work. Main thread."""
+
+    def due(self) -> float | None:
+        """Seconds until ``poll()`` has work without fd activity (0.0: now), or None."""
+
+    def busy(self) -> bool:
+        """True while work is in flight (the UI timer then runs every pass)."""
+
+    def poll(self, deadline: float | None = None) -> int:
+        """Do what is ready without blocking, starting nothing once ``time.perf_counter()`` is past
+        ``deadline``; return how much work completed. Main thread only."""
+
+    def stop(self, message: str) -> None:
+        """At the last ``unregister()`` and at exit: fail what is pending with
+        ``SchedulerStopped(message)``, free OS resources, never block long."""
+
+
+_sources: tuple[Source, ...] = ()  # replaced, never mutated: readers need no lock
 _sources_lock = threading.Lock()  # must be held while replacing _sources
 
 # How the main thread sleeps when it has nothing to run, and how others wake it. Submitters and
@@ -620,7 +672,7 @@ _wake_socks: tuple[socket.socket, socket.socket] | None = None  # (read end, wri
 _SLICE_WITHOUT_POLL = 0.01
 
 
-def add_source(source) -> None:
+def add_source(source: Source) -> None:
     """Let the main thread poll ``source`` wherever it runs tasks (see above). Any thread."""
     global _sources
     with _sources_lock:
@@ -629,7 +681,7 @@ def add_source(source) -> None:
     wake_main()
 
 
-def remove_source(source) -> None:
+def remove_source(source: Source) -> None:
     """Stop polling ``source``; harmless if it is not added. Any thread."""
     global _sources
     with _sources_lock:
@@ -730,7 +782,7 @@ def _sleep(wait: float | None) -> bool:
     elif wait is None or wait > _SLICE_WITHOUT_POLL:
         wait = _SLICE_WITHOUT_POLL
     _main_asleep = _ASLEEP_ON_SOCKET
-    ready = ()
+    ready: Sequence[int] = ()
     try:
         # Re-checked after raising the flag: a put, or work a source got from another thread
         # (whose wake_main() found the flag down), before it is seen here.
@@ -791,7 +843,7 @@ def _reject_queued() -> int:
     global _cancelled_at_stop
     guarded = _defer_interrupts()  # on the main thread only
     rejected = 0
-    dropped_posts = []
+    dropped_posts: list[Callable[..., object]] = []
     try:
         for take in (_held.popleft, _get_nowait):  # the held ones first: they are the older
             while True:
@@ -867,8 +919,6 @@ def shutdown_at_exit() -> None:
     _close_wake_socket()
 
 
-from . import _process  # noqa: E402 - it imports this module (stats() reads its counters)
-
 try:
     # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).
     threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]
@@ -899,7 +949,7 @@ _DISPATCHER_CODES = frozenset(
 )
 
 
-def dispatcher_function(fn):
+def dispatcher_function(fn: _F) -> _F:
     """Decorator for dispatcher code in other modules (``_hold.hold_pass``): a Ctrl-C landing in it
     is held back like one landing in ``pump`` (see "Ctrl-C"). At import, main thread."""
     global _DISPATCHER_CODES
