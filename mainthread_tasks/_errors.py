@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 __all__ = (
@@ -44,7 +45,7 @@ class ThreadsStillRunning(MainThreadTasksError, TimeoutError):
     ``threads`` holds the ``threading.Thread`` objects that were still running.
     """
 
-    def __init__(self, threads, timeout):
+    def __init__(self, threads: Iterable[threading.Thread], timeout: float) -> None:
         self.threads = tuple(threads)
         self.timeout = timeout
         names = ", ".join(repr(t.name) for t in self.threads)
@@ -62,7 +63,7 @@ class NoSuchArea(MainThreadTasksError, LookupError):
     window at all.
     """
 
-    def __init__(self, message, area_type, region_type):
+    def __init__(self, message: str, area_type: str, region_type: str) -> None:
         self.area_type = area_type
         self.region_type = region_type
         super().__init__(message)
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
         pass
 
 
-_process_died = None
+_process_died: type[ProcessDied] | None = None
 _process_died_lock = threading.Lock()  # must be held while making ProcessDied
 
 _PROCESS_DIED_DOC = """A worker process of ``run_in_process`` died (``os._exit``, a crash, killed) while running a task.
@@ -92,7 +93,7 @@ Only that task's Future fails with it; a new worker process takes the next task.
 """
 
 
-def process_died() -> type:
+def process_died() -> type[ProcessDied]:
     """The ``ProcessDied`` class, made on first use (see above). Any thread."""
     global _process_died
     if _process_died is None:
@@ -115,7 +116,7 @@ def process_died() -> type:
     return _process_died
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type[ProcessDied]:
     if name == "ProcessDied":
         return process_died()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

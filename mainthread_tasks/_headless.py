@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from . import _blender, _scheduler
 from ._errors import NotMainThreadError
 from ._threadinfo import is_main_thread
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
+    from signal import _HANDLER  # typeshed's name for what signal.getsignal() returns
+    from typing import TypeAlias
+
+    _Until: TypeAlias = (
+        threading.Event | concurrent.futures.Future[Any] | asyncio.Future[Any] | Callable[[], object] | None
+    )
 
 __all__ = ("run_forever",)
 
@@ -15,15 +28,15 @@ __all__ = ("run_forever",)
 UNTIL_POLL_SECONDS = 0.05
 
 
-def _until_check(until):
+def _until_check(until: _Until) -> tuple[Callable[[], bool], bool]:
     """``until`` as a no-argument function that says whether to stop, plus whether it can wake us."""
     if until is None:
         return (lambda: False), True
     if isinstance(until, threading.Event):
         return until.is_set, False
     done = getattr(until, "done", None)
-    if callable(done) and callable(getattr(until, "add_done_callback", None)):
-        until.add_done_callback(lambda _future: _scheduler.wake_main())  # concurrent or asyncio Future
+    if callable(done) and callable(add_done_callback := getattr(until, "add_done_callback", None)):
+        add_done_callback(lambda _future: _scheduler.wake_main())  # concurrent or asyncio Future
         return done, True
     if callable(until):
         return (lambda: bool(until())), False
@@ -33,7 +46,7 @@ def _until_check(until):
     )
 
 
-def run_forever(until=None) -> None:
+def run_forever(until: _Until = None) -> None:
     """Run queued tasks, process results and coroutines until ``until`` or SIGINT/SIGTERM. Main thread.
 
     For headless servers (``blender --background``, the ``bpy`` module), where no Blender timer
@@ -58,13 +71,13 @@ def run_forever(until=None) -> None:
             "queued tasks, process results and coroutines; return from your script instead"
         )
     should_stop, wakes = _until_check(until)
-    signalled = []
+    signalled: list[int] = []
 
-    def on_signal(signum, _frame) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         signalled.append(signum)
         _scheduler.wake_main()
 
-    previous = {}
+    previous: dict[signal.Signals, _HANDLER] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, on_signal)

@@ -18,15 +18,22 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from concurrent.futures import thread as _pool_module
 from contextlib import contextmanager
 from time import monotonic
+from types import FrameType
+from typing import Any, ParamSpec, TypeVar
 
 from . import _scheduler
 from ._errors import NotMainThreadError, ThreadsStillRunning
 from ._threadinfo import is_main_thread
 
 __all__ = ("ThreadScope", "joined_threads")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 try:
     # BaseExceptionGroup(...) gives an ExceptionGroup when every failure is an Exception.
@@ -36,7 +43,7 @@ except NameError:  # pragma: no cover - Python 3.10 (official Blender 3.x/4.0 bu
     class _ExceptionGroup(Exception):  # type: ignore[no-redef]
         """Stand-in for the built-in ExceptionGroup: the failures are in ``.exceptions``."""
 
-        def __init__(self, message, exceptions):
+        def __init__(self, message: str, exceptions: Iterable[BaseException]) -> None:
             super().__init__(message, tuple(exceptions))
             self.message = message
             self.exceptions = tuple(exceptions)
@@ -52,9 +59,9 @@ _owners: weakref.WeakKeyDictionary[threading.Thread, ThreadScope] = weakref.Weak
 # The open blocks, innermost last. Only the main thread changes it (blocks are main-thread only).
 _open_scopes: list[ThreadScope] = []
 # What the hooks below stand in for while blocks are open. Main thread only.
-_previous_excepthook = None
-_original_start = None
-_original_submit = None
+_previous_excepthook: Callable[[threading.ExceptHookArgs], object] | None = None
+_original_start: Callable[[threading.Thread], None] | None = None
+_original_submit: Callable[..., Future[Any]] | None = None
 _hook_state = threading.local()  # .active: this thread is inside _excepthook (a chain came back)
 
 
@@ -82,7 +89,7 @@ def _recording_start(self: threading.Thread) -> None:
     _original_start(self)  # type: ignore[misc]
 
 
-def _recording_submit(self, fn, /, *args, **kwargs):
+def _recording_submit(self: Executor, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
     # Stands in for ThreadPoolExecutor.submit while blocks are open: the work is the block's.
     future = _original_submit(self, fn, *args, **kwargs)  # type: ignore[misc]
     scope = _owner_for_new_thread()
@@ -91,7 +98,7 @@ def _recording_submit(self, fn, /, *args, **kwargs):
     return future
 
 
-def _excepthook(args) -> None:
+def _excepthook(args: threading.ExceptHookArgs) -> None:
     # Stands in for threading.excepthook while blocks are open: a thread's failure goes to the
     # block that owns it, if that block is still collecting; anything else goes on to the hook we
     # replaced. Never to ourselves: another library's hook installed over ours may chain back here.
@@ -110,7 +117,7 @@ def _excepthook(args) -> None:
         _hook_state.active = False
 
 
-def _report(args) -> None:
+def _report(args: threading.ExceptHookArgs) -> None:
     previous = _previous_excepthook
     if previous is None or previous is _excepthook:
         threading.__excepthook__(args)
@@ -137,22 +144,22 @@ def _remove_hooks() -> None:
     # ours stays in its chain and, with no block open, passes everything on.
     global _previous_excepthook, _original_start, _original_submit
     if threading.excepthook is _excepthook:
-        threading.excepthook = _previous_excepthook
+        threading.excepthook = _previous_excepthook  # type: ignore[assignment]  # ours replaced it: not None
         _previous_excepthook = None
     if threading.Thread.start is _recording_start:
-        threading.Thread.start = _original_start  # type: ignore[method-assign]
+        threading.Thread.start = _original_start  # type: ignore[method-assign, assignment]  # not None: ours is in
         _original_start = None
     pool = _pool_module.ThreadPoolExecutor
     if pool.submit is _recording_submit:
-        pool.submit = _original_submit  # type: ignore[method-assign]
+        pool.submit = _original_submit  # type: ignore[method-assign, assignment]  # not None: ours is in
         _original_submit = None
 
 
-def _idle_pool_worker(thread: threading.Thread, frames: dict) -> bool:
+def _idle_pool_worker(thread: threading.Thread, frames: dict[int, FrameType]) -> bool:
     """True for a ThreadPoolExecutor worker waiting for work: it belongs to its executor."""
     if thread not in getattr(_pool_module, "_threads_queues", ()):
         return False
-    frame = frames.get(thread.ident)
+    frame = frames.get(thread.ident)  # type: ignore[arg-type]  # None (not started yet) is not in it
     if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != _pool_module.__name__:
         return False  # running a work item (its frame is deeper), or not started yet
     return frame.f_locals.get("work_item") is None  # none in hand: blocked on the work queue
@@ -172,12 +179,12 @@ class ThreadScope:
 
     def __init__(self) -> None:
         self._started: list[threading.Thread] = []
-        self._work: list = []  # Futures of ThreadPoolExecutor work submitted for this block
+        self._work: list[Future[Any]] = []  # Futures of ThreadPoolExecutor work submitted for this block
         self._failures: list[tuple[BaseException, threading.Thread | None]] = []
         self._closed = False  # no longer collecting failures: they go to the excepthook
         self._lock = threading.Lock()  # must be held while mutating _started/_failures/_closed
 
-    def start(self, fn, /, *args, **kwargs) -> threading.Thread:
+    def start(self, fn: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> threading.Thread:
         """Start ``fn(*args, **kwargs)`` in a new thread, joined when the block ends. Any thread.
 
         Its exception, if any, is re-raised at the end of the block in an ExceptionGroup; once the
@@ -213,7 +220,7 @@ class ThreadScope:
             self._failures.append((exc, thread))
             return True
 
-    def _record_work(self, future) -> None:
+    def _record_work(self, future: Future[Any]) -> None:
         with self._lock:
             self._work = [f for f in self._work if not f.done()]  # keep it short
             self._work.append(future)
@@ -261,14 +268,14 @@ class ThreadScope:
                 if remaining <= 0:
                     if self._work_pending():  # name the pool threads running the block's work too
                         alive += [t for t in _busy_pool_workers() if t not in alive]
-                    raise ThreadsStillRunning(alive, timeout)
+                    raise ThreadsStillRunning(alive, timeout)  # type: ignore[arg-type]  # a deadline: not None
                 wait = min(remaining, _JOIN_POLL_SECONDS)
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
             _scheduler.pump(wait)
 
 
 @contextmanager
-def joined_threads(timeout: float | None = None):
+def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     """Join every thread started in the block, running main-thread tasks while waiting. Main thread.
 
     Yields a ``ThreadScope``; ``scope.start(fn, *args)`` starts a worker. On exit it joins
