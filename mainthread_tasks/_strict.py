@@ -33,11 +33,22 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeVar
 
 from ._errors import MainThreadTasksError, NotMainThreadError
 from ._threadinfo import MAIN_THREAD_IDENT
 
 __all__ = ("strict_mode",)
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    #: What to put back: ``setattr(owner, name, original)``. Owners are Blender's (bpy's types, modules).
+    _Patch: TypeAlias = tuple[Any, str, Any]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 logger = logging.getLogger("mainthread_tasks")
 
@@ -47,15 +58,22 @@ ENVIRONMENT_VARIABLE = "MAINTHREAD_TASKS_STRICT"
 SHARED_RECORD = "_mainthread_tasks_strict_1"
 
 _get_ident = threading.get_ident
-_python_threads = getattr(threading, "_active", None)  # ident -> Thread, for threads Python started
+# ident -> Thread, for threads Python started
+_python_threads: dict[int, threading.Thread] | None = getattr(threading, "_active", None)
 _enabled_here = False  # this copy turned strict mode on (register() turns it off again)
 
 
-def _shared_record():
+class _SharedRecord(Protocol):
+    """The shared record: a module in ``sys.modules``, so that every copy of the library finds it."""
+
+    patches: list[_Patch] | None
+
+
+def _shared_record() -> _SharedRecord:
     record = sys.modules.get(SHARED_RECORD)
     if record is None:
         record = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
-        record.patches = None
+        record.patches = None  # type: ignore[attr-defined]  # a new module: see _SharedRecord
         record = sys.modules.setdefault(SHARED_RECORD, record)
     return record
 
@@ -68,21 +86,21 @@ def _offending_thread() -> str | None:
     if _python_threads is None:  # pragma: no cover - every CPython has threading._active
         return threading.current_thread().name
     thread = _python_threads.get(ident)
-    if thread is None or isinstance(thread, threading._DummyThread):  # type: ignore[attr-defined]
+    if thread is None or isinstance(thread, threading._DummyThread):
         return None  # a thread Blender started (a driver, a render handler): not ours to judge
     return thread.name
 
 
-def _refuse(what: str, thread: str):
+def _refuse(what: str, thread: str) -> NoReturn:
     raise NotMainThreadError(
         f"strict mode: {what} called from thread {thread!r}. bpy is not thread-safe; run this on the "
         "main thread instead: use post_on_main(fn, ...), or run_on_main/call_on_main to get a result"
     )
 
 
-def _checked_function(original, what: str):
+def _checked_function(original: Callable[_P, _T], what: str) -> Callable[_P, _T]:
     @functools.wraps(original)
-    def checked(*args, **kwargs):
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         thread = _offending_thread()
         if thread is not None:
             _refuse(what, thread)
@@ -91,9 +109,10 @@ def _checked_function(original, what: str):
     return checked
 
 
-def _checked_method(original, suffix: str):
+def _checked_method(original: Callable[..., Any], suffix: str) -> Callable[..., Any]:
+    # ``original`` is a method of bpy.ops._BPyOpsSubModOp; ``self`` one of its instances.
     @functools.wraps(original)
-    def checked(self, *args, **kwargs):
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._module}.{self._func}{suffix}", thread)
@@ -107,53 +126,53 @@ class _CheckedOperator:
 
     __slots__ = ("_operator", "_name")
 
-    def __init__(self, operator, name: str):
+    def __init__(self, operator: Any, name: str) -> None:
         self._operator = operator
         self._name = name
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._name}()", thread)
         return self._operator(*args, **kwargs)
 
-    def poll(self, *args):
+    def poll(self, *args: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._name}.poll()", thread)
         return self._operator.poll(*args)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._operator, name)
 
     def __repr__(self) -> str:
         return repr(self._operator)
 
     @property
-    def __doc__(self):  # type: ignore[override]
+    def __doc__(self) -> Any:  # type: ignore[override]
         return self._operator.__doc__
 
 
-def _checked_operator_factory(original):
+def _checked_operator_factory(original: Callable[[str, str], Any]) -> Callable[[str, str], _CheckedOperator]:
     @functools.wraps(original)
-    def create_function(module, func):
+    def create_function(module: str, func: str) -> _CheckedOperator:
         return _CheckedOperator(original(module, func), f"{module}.{func}")
 
     return create_function
 
 
-def _checked_module_class(bpy_module):
+def _checked_module_class(bpy_module: types.ModuleType) -> type[types.ModuleType]:
     """A ModuleType subclass whose ``data``/``context`` properties check the thread, then return the
     objects the module holds (setting them still works, for Blender's own code)."""
 
-    def attribute(name):
-        def get(module):
+    def attribute(name: str) -> property:
+        def get(module: types.ModuleType) -> Any:
             thread = _offending_thread()
             if thread is not None:
                 _refuse(f"bpy.{name}", thread)
             return module.__dict__[name]
 
-        def put(module, value):
+        def put(module: types.ModuleType, value: object) -> None:
             module.__dict__[name] = value
 
         return property(get, put)
@@ -165,7 +184,7 @@ def _checked_module_class(bpy_module):
     )
 
 
-def _patch(bpy) -> list:
+def _patch(bpy: types.ModuleType) -> list[_Patch]:
     timers = getattr(getattr(bpy, "app", None), "timers", None)
     # From the module's own names: bpy.ops.__getattr__ makes up a submodule for any other name.
     ops = getattr(bpy, "ops", None)
@@ -174,9 +193,9 @@ def _patch(bpy) -> list:
     ops_factory = names.get("_op_create_function")  # Blender >= 5.1
     if timers is None or (ops_class is None and ops_factory is None) or type(bpy) is not types.ModuleType:
         raise MainThreadTasksError(f"strict_mode() needs Blender's bpy module, not {bpy!r}")
-    patches = []
+    patches: list[_Patch] = []
 
-    def replace(owner, name, new):
+    def replace(owner: Any, name: str, new: object) -> None:
         patches.append((owner, name, owner.__dict__[name]))
         setattr(owner, name, new)
 
@@ -186,7 +205,8 @@ def _patch(bpy) -> list:
         replace(ops_class, "__call__", _checked_method(ops_class.__dict__["__call__"], "()"))
         replace(ops_class, "poll", _checked_method(ops_class.__dict__["poll"], ".poll()"))
     else:
-        replace(ops, "_op_create_function", _checked_operator_factory(ops_factory))
+        # not None: see the check above
+        replace(ops, "_op_create_function", _checked_operator_factory(ops_factory))  # type: ignore[arg-type]
     patches.append((bpy, "__class__", type(bpy)))
     bpy.__class__ = _checked_module_class(bpy)
     return patches
@@ -214,7 +234,8 @@ def strict_mode(enabled: bool) -> bool:
     if _get_ident() != MAIN_THREAD_IDENT:
         raise NotMainThreadError("strict_mode() patches bpy, so only the main thread may call it")
     record = _shared_record()
-    was_on = record.patches is not None
+    patches = record.patches
+    was_on = patches is not None
     if enabled and not was_on:
         try:
             import bpy
@@ -223,8 +244,8 @@ def strict_mode(enabled: bool) -> bool:
         record.patches = _patch(bpy)
         _enabled_here = True
         logger.info("mainthread_tasks: strict mode on: bpy used from worker threads raises NotMainThreadError")
-    elif not enabled and was_on:
-        for owner, name, original in reversed(record.patches):
+    elif not enabled and patches is not None:
+        for owner, name, original in reversed(patches):
             setattr(owner, name, original)
         record.patches = None
         _enabled_here = False
