@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import sys
 import types
+from collections.abc import Callable
 from time import perf_counter
+from typing import Any, Protocol
 
 from . import _hold, _pacing, _scheduler, _strict
 
@@ -46,13 +48,22 @@ SHARED_PASS_RECORD = "_mainthread_tasks_shared_pass_1"
 SAME_PASS_WITHIN = 0.0005
 
 
-def _shared_pass_record():
+class _SharedPassRecord(Protocol):
+    """The shared record's fields (see SHARED_PASS_RECORD): a module in ``sys.modules``."""
+
+    end: float
+    spent: float
+    count: int
+    previous: int
+
+
+def _shared_pass_record() -> _SharedPassRecord:
     record = sys.modules.get(SHARED_PASS_RECORD)
     if record is None:
-        record = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
-        record.end = record.spent = 0.0
-        record.count = record.previous = 0
-        record = sys.modules.setdefault(SHARED_PASS_RECORD, record)
+        made: Any = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
+        made.end = made.spent = 0.0
+        made.count = made.previous = 0
+        record = sys.modules.setdefault(SHARED_PASS_RECORD, made)
     return record
 
 
@@ -63,12 +74,12 @@ _held = _scheduler._held  # tasks held during a render/bake/composite job (see _
 _holding = False  #: the timer holds the queue now (main thread)
 
 
-def _no_jobs(_job_type) -> bool:
+def _no_jobs(_job_type: str) -> bool:
     return False
 
 
 #: bpy.app.is_job_running, bound at register() (Blender without it: never hold).
-_is_job_running = _no_jobs
+_is_job_running: Callable[[str], bool] = _no_jobs
 
 # The timer's state (its timings shown in the preferences are in _pacing). Main thread only (_drain_timer).
 _pass_end = 0.0  #: perf_counter() when the latest pass that ran tasks ended (or register())
@@ -220,7 +231,7 @@ def _run_pass() -> None:
     _shared.end = _pass_end
 
 
-def _bpy():
+def _bpy() -> types.ModuleType | None:
     try:
         import bpy
     except ImportError:  # plain Python: nothing to drive, pump()/joined_threads() still work
@@ -235,7 +246,7 @@ def in_blender_ui() -> bool:
     return bpy is not None and getattr(getattr(bpy, "app", None), "background", True) is False
 
 
-def _is_enabled_addon(bpy) -> bool:
+def _is_enabled_addon(bpy: types.ModuleType) -> bool:
     # True when Blender lists this package in Edit > Preferences > Add-ons: the installed add-on or
     # extension, not a copy bundled inside another add-on. addon_utils adds the entry before it
     # calls register().

@@ -9,10 +9,14 @@ another add-on has no panel and keeps the default budget unless that add-on call
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import bpy
 
 from . import _pacing, _scheduler
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 __all__ = ("register", "unregister")
 
@@ -23,7 +27,7 @@ REDRAW_INTERVAL = 0.5  # seconds between refreshes of an open preferences window
 _registered = False  # the classes below are registered with Blender
 
 
-def _tick_budget_changed(prefs, _context) -> None:
+def _tick_budget_changed(prefs: MainThreadTasksPreferences, _context: bpy.types.Context) -> None:
     _pacing.set_tick_budget(prefs.tick_budget_ms / 1000.0)
 
 
@@ -37,7 +41,7 @@ class MAINTHREADTASKS_OT_reset_stats(bpy.types.Operator):
     bl_description = "Zero the counters and the longest timings (queued tasks are not touched)"
     bl_options = {"INTERNAL"}
 
-    def execute(self, _context):
+    def execute(self, _context: bpy.types.Context) -> set[OperatorReturnItems]:
         _scheduler.reset_stats()
         _pacing.reset_pass_stats()
         return {"FINISHED"}
@@ -61,7 +65,7 @@ class MainThreadTasksPreferences(bpy.types.AddonPreferences):
         update=_tick_budget_changed,
     )
 
-    def draw(self, _context):
+    def draw(self, _context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "tick_budget_ms")
         s = _scheduler.stats()
@@ -114,7 +118,8 @@ def register() -> None:
         for cls in CLASSES:
             bpy.utils.register_class(cls)
         _registered = True
-        prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+        # Preferences exist while Blender registers an add-on (fake-bpy-module says they may be None).
+        prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences  # type: ignore[union-attr]
         _pacing.set_tick_budget(prefs.tick_budget_ms / 1000.0)
         if not bpy.app.timers.is_registered(_redraw_timer):
             bpy.app.timers.register(_redraw_timer, first_interval=REDRAW_INTERVAL, persistent=True)
@@ -129,6 +134,6 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(_redraw_timer):
         bpy.app.timers.unregister(_redraw_timer)
     for cls in reversed(CLASSES):
-        if cls.is_registered:
+        if cls.is_registered:  # type: ignore[union-attr]  # fake-bpy-module lacks AddonPreferences'; Blender has it
             bpy.utils.unregister_class(cls)
     _registered = False

@@ -72,9 +72,9 @@ class _SharedRecord(Protocol):
 def _shared_record() -> _SharedRecord:
     record = sys.modules.get(SHARED_RECORD)
     if record is None:
-        record = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
-        record.patches = None  # type: ignore[attr-defined]  # a new module: see _SharedRecord
-        record = sys.modules.setdefault(SHARED_RECORD, record)
+        made: Any = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
+        made.patches = None
+        record = sys.modules.setdefault(SHARED_RECORD, made)
     return record
 
 
