@@ -10,7 +10,7 @@ with a cancel button, tasks wait while a render or bake runs (``ui_only()`` opts
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing  # the module, not its names: the package's public names are exactly __all__
 
 from ._async import main_loop, run_async
 from ._blender import register, unregister
@@ -27,7 +27,7 @@ from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
 from ._ui import ui_context
 
-if TYPE_CHECKING:  # made on first use at run time: see __getattr__ below
+if typing.TYPE_CHECKING:  # made on first use at run time: see __getattr__ below
     from ._errors import ProcessDied
 
 __all__ = (
