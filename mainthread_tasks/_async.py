@@ -24,8 +24,10 @@ import inspect
 import logging
 import select
 import threading
+from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future
 from time import perf_counter
+from typing import Any, TypeVar
 
 from . import _scheduler
 from ._errors import SchedulerStopped
@@ -39,6 +41,8 @@ logger = logging.getLogger("mainthread_tasks")
 #: How long stop() lets cancelled coroutines run their ``finally`` blocks before closing the loop.
 STOP_GRACE_SECONDS = 1.0
 
+_T = TypeVar("_T")
+
 
 class _KeptBack:
     """What ``_ReadyQueue.popleft`` hands the loop instead of a callback it keeps back."""
@@ -49,7 +53,7 @@ class _KeptBack:
 _KEPT_BACK = _KeptBack()
 
 
-class _ReadyQueue(collections.deque):
+class _ReadyQueue(collections.deque[Any]):  # asyncio.Handle, and _KEPT_BACK handed out
     """asyncio's queue of ready callbacks (``loop._ready``), able to end an iteration at a deadline.
 
     ``BaseEventLoop._run_once`` runs every callback that is ready when an iteration starts
@@ -70,12 +74,12 @@ class _ReadyQueue(collections.deque):
         super().__init__()
         self.deadline: float | None = None
         self.io: set[int] = set()  # id() of the I/O callbacks added by the current iteration
-        self.kept: list = []
+        self.kept: list[Any] = []
         self.cut = False  # the current poll has reached its deadline
         self.ran = 0  # callbacks handed out in the current poll
         self.last = 0.0  # perf_counter() when the latest one was handed out
 
-    def popleft(self):
+    def popleft(self) -> Any:
         handle = super().popleft()
         deadline = self.deadline
         if deadline is not None:
@@ -121,7 +125,7 @@ class MainLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self._ready: _ReadyQueue = _ReadyQueue()
 
-    def _process_events(self, event_list) -> None:
+    def _process_events(self, event_list: list[Any]) -> None:
         ready = self._ready
         before = len(ready)
         super()._process_events(event_list)  # type: ignore[misc]
@@ -131,13 +135,13 @@ class MainLoop(asyncio.SelectorEventLoop):
     def _due(self) -> float | None:
         if self._ready:
             return 0.0
-        scheduled = self._scheduled  # type: ignore[attr-defined]
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
         if scheduled:
-            return max(0.0, scheduled[0]._when - self.time())
+            return max(0.0, scheduled[0].when() - self.time())
         return None
 
 
-class AsyncFuture(MainThreadFuture):
+class AsyncFuture(MainThreadFuture[_T]):
     """The ``concurrent.futures.Future`` of a coroutine started with ``run_async``.
 
     Any thread may wait on it or cancel it; ``cancel()`` cancels the coroutine (its ``finally``
@@ -147,7 +151,7 @@ class AsyncFuture(MainThreadFuture):
 
     _runs_on_main = False  # the coroutine is not up the stack of a main-thread wait...
 
-    def _wait(self, timeout):
+    def _wait(self, timeout: float | None) -> None:
         source = _source
         if not self.done() and source is not None and source.loop.is_running() and is_main_thread():
             # ...unless the wait is itself inside a coroutine: the loop cannot be stepped from there.
@@ -163,12 +167,13 @@ class _LoopSource:
 
     def __init__(self) -> None:
         self.loop = MainLoop()
-        self.starting: dict[AsyncFuture, object] = {}  # futures whose coroutine has no task yet
-        self.tasks: dict[asyncio.Task, AsyncFuture] = {}  # main thread only
+        # futures whose coroutine has no task yet
+        self.starting: dict[AsyncFuture[Any], Coroutine[Any, Any, Any]] = {}
+        self.tasks: dict[asyncio.Task[Any], AsyncFuture[Any]] = {}  # main thread only
         self.stopping: str | None = None
         selector = self.loop._selector  # type: ignore[attr-defined]
         try:
-            self._fds = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
+            self._fds: list[int] = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
         except (AttributeError, NotImplementedError, ValueError):  # select()-based: not waitable
             self._fds = []
         self._ready_check = None
@@ -178,7 +183,7 @@ class _LoopSource:
 
     # -- the source interface ---------------------------------------------------------------------
 
-    def fds(self):
+    def fds(self) -> list[int]:
         return self._fds
 
     def _io_ready(self) -> bool:
@@ -198,7 +203,7 @@ class _LoopSource:
 
     def busy(self) -> bool:
         loop = self.loop
-        return bool(loop._ready) and not loop.is_closed()  # type: ignore[attr-defined]
+        return bool(loop._ready) and not loop.is_closed()
 
     def poll(self, deadline: float | None = None) -> int:
         """Run loop iterations while work is ready: one without a deadline; with one, as many as fit
@@ -240,7 +245,7 @@ class _LoopSource:
         loop = self.loop
         for future, coro in list(self.starting.items()):  # never started: close, not "never awaited"
             self.starting.pop(future, None)
-            coro.close()  # type: ignore[attr-defined]
+            coro.close()
             _set_stopped(future, message)
         for task in list(self.tasks):
             task.cancel()
@@ -263,7 +268,7 @@ class _LoopSource:
 
     # -- starting coroutines ------------------------------------------------------------------------
 
-    def start(self, coro, future: AsyncFuture) -> None:
+    def start(self, coro: Coroutine[Any, Any, Any], future: AsyncFuture[Any]) -> None:
         """Main thread: make the coroutine a task of the loop, linked both ways with ``future``."""
         if self.starting.pop(future, None) is None:
             return  # already stopped
@@ -274,13 +279,18 @@ class _LoopSource:
         task = self.loop.create_task(coro)
         self.tasks[task] = future
         task.add_done_callback(self._task_done)
-        future.add_done_callback(lambda f: f.cancelled() and self._cancel_soon(task))
 
-    def _cancel_soon(self, task) -> None:
+        def cancel_task(done: Future[Any]) -> None:
+            if done.cancelled():
+                self._cancel_soon(task)
+
+        future.add_done_callback(cancel_task)
+
+    def _cancel_soon(self, task: asyncio.Task[Any]) -> None:
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(task.cancel)
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         future = self.tasks.pop(task, None)
         if future is None or future.done():
             return
@@ -297,7 +307,7 @@ class _LoopSource:
             future.set_result(task.result())
 
 
-def _set_stopped(future: Future, message: str) -> None:
+def _set_stopped(future: Future[Any], message: str) -> None:
     try:
         future.set_exception(SchedulerStopped(message))
     except Exception:  # noqa: BLE001 - already done
@@ -339,7 +349,7 @@ def main_loop() -> asyncio.AbstractEventLoop:
     return _loop_source().loop
 
 
-def run_async(coro) -> AsyncFuture:
+def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
     """Run the coroutine ``coro`` on the main thread's loop; return its Future. Any thread.
 
     Between its ``await``\\ s the coroutine runs on the main thread, so it may call ``bpy``
@@ -360,7 +370,7 @@ def run_async(coro) -> AsyncFuture:
     except BaseException:
         coro.close()  # never to run: no "coroutine was never awaited" warning
         raise
-    future = AsyncFuture()
+    future: AsyncFuture[_T] = AsyncFuture()
     source.starting[future] = coro
     if is_main_thread() and not source.loop.is_running():
         source.start(coro, future)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 import types
-from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
 from . import _hold, _pacing, _scheduler, _strict
 
@@ -48,22 +47,14 @@ SHARED_PASS_RECORD = "_mainthread_tasks_shared_pass_1"
 SAME_PASS_WITHIN = 0.0005
 
 
-class _SharedPassRecord(Protocol):
-    """The shared record's fields (see SHARED_PASS_RECORD): a module in ``sys.modules``."""
-
-    end: float
-    spent: float
-    count: int
-    previous: int
-
-
-def _shared_pass_record() -> _SharedPassRecord:
-    record = sys.modules.get(SHARED_PASS_RECORD)
+def _shared_pass_record() -> Any:
+    # Any: a module object whose attributes (above) are ours.
+    record: Any = sys.modules.get(SHARED_PASS_RECORD)
     if record is None:
-        made: Any = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
-        made.end = made.spent = 0.0
-        made.count = made.previous = 0
-        record = sys.modules.setdefault(SHARED_PASS_RECORD, made)
+        record = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
+        record.end = record.spent = 0.0
+        record.count = record.previous = 0
+        record = sys.modules.setdefault(SHARED_PASS_RECORD, record)
     return record
 
 
@@ -79,7 +70,7 @@ def _no_jobs(_job_type: str) -> bool:
 
 
 #: bpy.app.is_job_running, bound at register() (Blender without it: never hold).
-_is_job_running: Callable[[str], bool] = _no_jobs
+_is_job_running = _no_jobs
 
 # The timer's state (its timings shown in the preferences are in _pacing). Main thread only (_drain_timer).
 _pass_end = 0.0  #: perf_counter() when the latest pass that ran tasks ended (or register())
@@ -231,7 +222,8 @@ def _run_pass() -> None:
     _shared.end = _pass_end
 
 
-def _bpy() -> types.ModuleType | None:
+def _bpy() -> Any:
+    """The ``bpy`` module, or None on plain Python. (Any: the real module or fake-bpy-module.)"""
     try:
         import bpy
     except ImportError:  # plain Python: nothing to drive, pump()/joined_threads() still work
@@ -246,7 +238,7 @@ def in_blender_ui() -> bool:
     return bpy is not None and getattr(getattr(bpy, "app", None), "background", True) is False
 
 
-def _is_enabled_addon(bpy: types.ModuleType) -> bool:
+def _is_enabled_addon(bpy: Any) -> bool:
     # True when Blender lists this package in Edit > Preferences > Add-ons: the installed add-on or
     # extension, not a copy bundled inside another add-on. addon_utils adds the entry before it
     # calls register().

@@ -55,15 +55,16 @@ from concurrent.futures._base import (  # the state names Future's own code and 
     RUNNING,
 )
 from time import monotonic, sleep
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from ._threadinfo import is_main_thread
 
-__all__ = ("MainThreadFuture", "waited_future")
-
-logger = logging.getLogger("mainthread_tasks")
+# The state names are re-exported: the scheduler compares against the ones Future's own code uses.
+__all__ = ("FINISHED", "RUNNING", "MainThreadFuture", "waited_future")
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("mainthread_tasks")
 
 _INFINITY = float("inf")
 _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -83,16 +84,10 @@ class MainThreadFuture(Future[_T]):
     _result = None
     _exception = None
 
-    # Made on demand (``__getattr__``), or by ``waited_future``; declared for the type checker only.
-    _lock: RLock | LockType
-    _done_callbacks: list[Callable[[Future[_T]], object]]
-    _sync: bool | None
-    _waker: LockType
-
-    # Installed by the scheduler: a function ``(future, timeout)`` that waits on the main thread by
-    # running queued tasks until the future is done or the timeout has passed. (None until then:
-    # the scheduler imports this module and installs it before any future exists.)
-    _wait_on_main: ClassVar[Callable[[MainThreadFuture[Any], float | None], None]] = None  # type: ignore[assignment]
+    def _wait_on_main(self, timeout: float | None) -> None:
+        """Replaced by the scheduler: wait on the main thread by running queued tasks until this
+        future is done or the timeout has passed."""
+        raise NotImplementedError("mainthread_tasks._scheduler installs _wait_on_main")
 
     # RUNNING means the task runs on the main thread, up the stack of a main-thread wait: such a
     # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
@@ -281,13 +276,13 @@ class MainThreadFuture(Future[_T]):
             state = self._state
             if state == FINISHED:
                 if self._exception is None:
-                    return self._result  # type: ignore[return-value]  # finished with no exception: a _T
+                    return self._result  # type: ignore[return-value]  # FINISHED without an exception: a _T
                 raise self._exception
             if state in _CANCELLED_STATES:
                 raise CancelledError()
             raise TimeoutError()
         finally:
-            self = None  # type: ignore[assignment]  # break the frame -> exception -> traceback -> frame cycle, like Future does
+            del self  # break the frame -> exception -> traceback -> frame cycle, like Future does
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
@@ -305,7 +300,7 @@ def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     ``call_on_main``'s waiter: one lock, instead of the Condition (and the lock per wait that
     ``Condition.wait`` allocates) that ``result()`` would make. Any thread.
     """
-    future: MainThreadFuture[Any] = MainThreadFuture()
+    future = MainThreadFuture()
     waker = allocate_lock()
     waker.acquire()
     future._waker = waker

@@ -6,37 +6,35 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any
-
-from . import _blender, _scheduler
-from ._errors import NotMainThreadError
-from ._threadinfo import is_main_thread
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
-    from signal import _HANDLER  # typeshed's name for what signal.getsignal() returns
-    from typing import TypeAlias
 
-    _Until: TypeAlias = (
-        threading.Event | concurrent.futures.Future[Any] | asyncio.Future[Any] | Callable[[], object] | None
-    )
+from . import _blender, _scheduler
+from ._errors import NotMainThreadError
+from ._threadinfo import is_main_thread
 
 __all__ = ("run_forever",)
 
 # How often run_forever looks at an ``until`` that cannot wake it (an Event, a callable).
 UNTIL_POLL_SECONDS = 0.05
 
+#: What ``until`` may be.
+Until = Union[threading.Event, "concurrent.futures.Future[Any]", "asyncio.Future[Any]", Callable[[], object], None]
 
-def _until_check(until: _Until) -> tuple[Callable[[], bool], bool]:
+
+def _until_check(until: Any) -> tuple[Callable[[], bool], bool]:
+    # Any: a Future is anything with done() and add_done_callback(), duck-typed.
     """``until`` as a no-argument function that says whether to stop, plus whether it can wake us."""
     if until is None:
         return (lambda: False), True
     if isinstance(until, threading.Event):
         return until.is_set, False
     done = getattr(until, "done", None)
-    if callable(done) and callable(add_done_callback := getattr(until, "add_done_callback", None)):
-        add_done_callback(lambda _future: _scheduler.wake_main())  # concurrent or asyncio Future
+    if callable(done) and callable(getattr(until, "add_done_callback", None)):
+        until.add_done_callback(lambda _future: _scheduler.wake_main())  # concurrent or asyncio Future
         return done, True
     if callable(until):
         return (lambda: bool(until())), False
@@ -46,7 +44,7 @@ def _until_check(until: _Until) -> tuple[Callable[[], bool], bool]:
     )
 
 
-def run_forever(until: _Until = None) -> None:
+def run_forever(until: Until = None) -> None:
     """Run queued tasks, process results and coroutines until ``until`` or SIGINT/SIGTERM. Main thread.
 
     For headless servers (``blender --background``, the ``bpy`` module), where no Blender timer
@@ -77,7 +75,7 @@ def run_forever(until: _Until = None) -> None:
         signalled.append(signum)
         _scheduler.wake_main()
 
-    previous: dict[signal.Signals, _HANDLER] = {}
+    previous: dict[signal.Signals, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, on_signal)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from queue import Empty
 from time import perf_counter
+from typing import ParamSpec, TypeVar
 
 from . import _scheduler
 
@@ -40,10 +42,12 @@ HOLDING_JOBS = ("RENDER", "OBJECT_BAKE", "COMPOSITE")
 HOLD_POLL = 0.05
 
 _UI_ONLY = "_mainthread_tasks_ui_only"
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 _held_since = 0.0
 
 
-def ui_only(fn):
+def ui_only(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     """Mark ``fn`` as a task that only touches the interface: it is not held during jobs. Any thread.
 
     Returns a wrapper that calls ``fn`` with the same arguments; submit it as usual::
@@ -63,18 +67,18 @@ def ui_only(fn):
         return fn
 
     @functools.wraps(fn)
-    def ui_task(*args, **kwargs):
+    def ui_task(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         return fn(*args, **kwargs)
 
     setattr(ui_task, _UI_ONLY, True)
     return ui_task
 
 
-def is_ui_only(fn) -> bool:
+def is_ui_only(fn: object) -> bool:
     return getattr(fn, _UI_ONLY, False) is True
 
 
-def job_running(is_job_running) -> str:
+def job_running(is_job_running: Callable[[str], bool]) -> str:
     """Why data must not change now ("a RENDER job is running"), or "" . Main thread."""
     for job in HOLDING_JOBS:
         if is_job_running(job):
@@ -97,7 +101,7 @@ def hold_pass(reason: str, budget: float) -> int:
     scheduler._held_reason = reason
     deadline = perf_counter() + budget
     held = scheduler._held
-    ui_tasks: deque = deque()
+    ui_tasks: deque[_scheduler.Item] = deque()
     get_nowait = scheduler._get_nowait
     ran = 0
     guarded = scheduler._defer_interrupts()

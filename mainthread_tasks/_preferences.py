@@ -9,14 +9,10 @@ another add-on has no panel and keeps the default budget unless that add-on call
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import bpy
 
 from . import _pacing, _scheduler
-
-if TYPE_CHECKING:
-    from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 __all__ = ("register", "unregister")
 
@@ -41,7 +37,7 @@ class MAINTHREADTASKS_OT_reset_stats(bpy.types.Operator):
     bl_description = "Zero the counters and the longest timings (queued tasks are not touched)"
     bl_options = {"INTERNAL"}
 
-    def execute(self, _context: bpy.types.Context) -> set[OperatorReturnItems]:
+    def execute(self, _context: bpy.types.Context) -> set[str]:
         _scheduler.reset_stats()
         _pacing.reset_pass_stats()
         return {"FINISHED"}
@@ -118,8 +114,7 @@ def register() -> None:
         for cls in CLASSES:
             bpy.utils.register_class(cls)
         _registered = True
-        # Preferences exist while Blender registers an add-on (fake-bpy-module says they may be None).
-        prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences  # type: ignore[union-attr]
+        prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences  # type: ignore[union-attr]  # set while add-ons register
         _pacing.set_tick_budget(prefs.tick_budget_ms / 1000.0)
         if not bpy.app.timers.is_registered(_redraw_timer):
             bpy.app.timers.register(_redraw_timer, first_interval=REDRAW_INTERVAL, persistent=True)
@@ -134,6 +129,6 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(_redraw_timer):
         bpy.app.timers.unregister(_redraw_timer)
     for cls in reversed(CLASSES):
-        if cls.is_registered:  # type: ignore[union-attr]  # fake-bpy-module lacks AddonPreferences'; Blender has it
+        if cls.is_registered:  # type: ignore[union-attr]  # every bpy_struct class has it; the stubs lack it
             bpy.utils.unregister_class(cls)
     _registered = False

@@ -43,8 +43,10 @@ import sys
 import threading
 import types
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from time import monotonic, perf_counter
+from typing import IO, Any, ParamSpec, TypeVar
 
 from . import _errors, _process_child, _scheduler
 from ._errors import SchedulerStopped
@@ -75,7 +77,11 @@ _counts_lock = threading.Lock()  # must be held while changing the counters belo
 _submitted = _completed = _failed = _cancelled = 0
 
 
-class ProcessFuture(MainThreadFuture):
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class ProcessFuture(MainThreadFuture[_T]):
     """The ``concurrent.futures.Future`` returned by ``run_in_process``.
 
     Any thread may wait on it, cancel it (until a worker process starts the task) or add
@@ -185,11 +191,11 @@ def _interpreter() -> str:
 class _CallPickler(pickle.Pickler):
     """Pickles a call and notes the module of every function and class it refers to by name."""
 
-    def __init__(self, file):
+    def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file, _process_child.PROTOCOL)
         self.modules: set[str] = set()
 
-    def reducer_override(self, obj):
+    def reducer_override(self, obj: object) -> Any:
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             module = getattr(obj, "__module__", None)
             if isinstance(module, str):
@@ -197,7 +203,9 @@ class _CallPickler(pickle.Pickler):
         return NotImplemented
 
 
-def _pickle_call(fn, args, kwargs) -> tuple[bytes, dict[str, list[str]]]:
+def _pickle_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bytes, dict[str, list[str]]]:
     """``(body, packages)`` for a task; raises TypeError/ValueError for what cannot be sent."""
     buffer = io.BytesIO()
     pickler = _CallPickler(buffer)
@@ -235,7 +243,7 @@ def _pickle_call(fn, args, kwargs) -> tuple[bytes, dict[str, list[str]]]:
         )
     # The packages above every module the call needs, with their __path__ (empty for a module
     # without one, like Blender's bl_ext), for the worker's stand-ins (_process_child.import_module).
-    packages = {}
+    packages: dict[str, list[str]] = {}
     for module in pickler.modules:
         parts = module.split(".")
         for i in range(1, len(parts)):
@@ -252,9 +260,9 @@ def _pickle_call(fn, args, kwargs) -> tuple[bytes, dict[str, list[str]]]:
 class _Task:
     __slots__ = ("future", "body", "packages", "name", "started", "sent_once")
 
-    def __init__(self, future, body, packages, name):
+    def __init__(self, future: ProcessFuture[Any], body: bytes, packages: dict[str, list[str]], name: str) -> None:
         self.future = future
-        self.body = body
+        self.body: bytes | None = body  # None once a child has it
         self.packages = packages
         self.name = name
         self.started = False  # its future is RUNNING
@@ -266,14 +274,14 @@ class _Child:
 
     __slots__ = ("proc", "task_fd", "result_fd", "task", "sys_path", "prefix", "buffer", "got")
 
-    def __init__(self, proc, task_fd, result_fd):
+    def __init__(self, proc: subprocess.Popen[bytes], task_fd: int, result_fd: int) -> None:
         self.proc = proc
         self.task_fd = task_fd
         self.result_fd = result_fd
-        self.task = None  # the _Task in flight
-        self.sys_path = None  # the sys.path it was sent last
+        self.task: _Task | None = None  # the _Task in flight
+        self.sys_path: list[str] | None = None  # the sys.path it was sent last
         self.prefix = bytearray()  # the start of the message being read, until its prefix is complete
-        self.buffer = None  # then the whole message
+        self.buffer: bytearray | None = None  # then the whole message
         self.got = 0
 
 
@@ -300,7 +308,7 @@ def _exit_description(code: int | None) -> str:
 class _Pool:
     """The worker processes and their tasks; a source of the scheduler (see ``_scheduler``)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()  # must be held while touching _pending or _closed
         self._pending: deque[_Task] = deque()  # any thread appends; the main thread takes
         self._closed: str | None = None  # SchedulerStopped's message, once stopped
@@ -308,7 +316,7 @@ class _Pool:
         self._children: list[_Child] = []  # alive
         self._idle: list[_Child] = []
         self._busy: list[_Child] = []  # with a task in flight
-        self._ending: list[subprocess.Popen] = []  # retired children not yet waited for
+        self._ending: list[subprocess.Popen[bytes]] = []  # retired children not yet waited for
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -473,7 +481,7 @@ class _Pool:
         child.task = task
         self._busy.append(child)
         try:
-            _process_child.write_message(child.task_fd, header, task.body)
+            _process_child.write_message(child.task_fd, header, task.body)  # type: ignore[arg-type]  # not sent yet: has its body
         except OSError:
             # The child is gone (it died while idle, or while reading this task): the task never
             # started there. Try once more in another child; a second loss fails it.
@@ -516,8 +524,8 @@ class _Pool:
 
     # -- main thread: results -------------------------------------------------------------------
 
-    def _receive(self, child: _Child, deadline: float | None):
-        """The child's reply once complete (a memoryview), _DIED at end-of-file, else None."""
+    def _receive(self, child: _Child, deadline: float | None) -> bytearray | None:
+        """The child's reply once complete, _DIED at end-of-file, else None."""
         fd = child.result_fd
         while True:
             try:
@@ -554,11 +562,12 @@ class _Pool:
 
     def _release(self, child: _Child) -> _Task:
         task, child.task = child.task, None
+        assert task is not None, "only a busy child has a reply"
         self._busy.remove(child)
         self._idle.append(child)
         return task
 
-    def _finish(self, child: _Child, message) -> None:
+    def _finish(self, child: _Child, message: bytearray) -> None:
         task = self._release(child)
         view = memoryview(message)
         size = _process_child.PREFIX.size
@@ -570,15 +579,16 @@ class _Pool:
                 try:
                     result = pickle.loads(body)
                 except Exception as exc:  # noqa: BLE001 - unpickling runs the result's own code: any failure fails the task
-                    error = TypeError(
+                    unpicklable = TypeError(
                         f"the result of {task.name} came back from the worker process but cannot "
                         f"be unpickled here: {exc}"
                     )
-                    self._fail(task, error, exc)
+                    self._fail(task, unpicklable, exc)
                     return
                 self._succeed(task, result)
                 return
             type_name, text, tb = detail
+            error: object
             try:
                 error = pickle.loads(body) if len(body) else None
             except Exception:  # noqa: BLE001 - e.g. its class is not importable here
@@ -589,7 +599,7 @@ class _Pool:
         finally:
             view.release()
 
-    def _succeed(self, task: _Task, result) -> None:
+    def _succeed(self, task: _Task, result: object) -> None:
         global _completed
         with _counts_lock:
             _completed += 1
@@ -611,6 +621,7 @@ class _Pool:
 
     def _child_died(self, child: _Child) -> None:
         task, child.task = child.task, None
+        assert task is not None, "only a busy child is watched"
         self._busy.remove(child)
         pid = child.proc.pid
         self._remove(child, ended=True)
@@ -635,7 +646,8 @@ class _RemoteTraceback(Exception):
         return f"\n\nThe worker process raised:\n\n{self.tb}"
 
 
-_DIED = object()
+#: What _Pool._receive returns at end-of-file (compared by identity; never filled).
+_DIED = bytearray()
 
 
 def _count_cancelled(n: int) -> None:
@@ -653,7 +665,7 @@ def _enlarge_pipe(fd: int) -> None:
         pass
 
 
-def _end_processes(procs: list[subprocess.Popen], grace: float) -> None:
+def _end_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
     """Wait up to ``grace`` seconds for ``procs`` to end, then kill the rest and wait for them."""
     deadline = monotonic() + grace
     for proc in procs:
@@ -684,7 +696,7 @@ def _current_pool() -> _Pool:
         return _pool
 
 
-def run_in_process(fn, /, *args, **kwargs) -> ProcessFuture:
+def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> ProcessFuture[_T]:
     """Run ``fn(*args, **kwargs)`` in a worker process; return its Future at once. Any thread.
 
     For CPU-heavy pure-Python work: a worker process uses another core, with no thread in Blender.
@@ -727,7 +739,7 @@ def run_in_process(fn, /, *args, **kwargs) -> ProcessFuture:
         raise SchedulerStopped(_scheduler._stopped)
     body, packages = _pickle_call(fn, args, kwargs)
     _interpreter()  # a missing interpreter is the caller's error, now
-    future = ProcessFuture()
+    future: ProcessFuture[_T] = ProcessFuture()
     pool = _current_pool()
     pool.submit(_Task(future, body, packages, _scheduler.task_name(fn)))
     stopped = _scheduler._stopped
@@ -787,4 +799,7 @@ def reset_counts() -> None:
         _submitted = _completed = _failed = _cancelled = 0
 
 
-_scheduler.add_stats_hook(counts, reset_counts)  # the process_* fields of stats()
+# stats() and reset_stats() reach the pool's counters through these (the scheduler imports no
+# other module of the package).
+_scheduler._process_counts = counts
+_scheduler._reset_process_counts = reset_counts

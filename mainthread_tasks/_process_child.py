@@ -33,7 +33,9 @@ import signal
 import struct
 import sys
 import traceback
+from collections.abc import Iterable
 from importlib.machinery import ModuleSpec
+from typing import IO, Any
 
 PREFIX = struct.Struct("<QQ")
 PROTOCOL = pickle.HIGHEST_PROTOCOL  # the same on both sides: parent and child run one Python version
@@ -68,7 +70,7 @@ BLENDER_MODULES = frozenset(
 _SMALL = 1 << 16  # a body this small goes out in the same write as its prefix and header
 
 
-def write_message(fd: int, header: bytes, body=b"") -> None:
+def write_message(fd: int, header: bytes, body: bytes = b"") -> None:
     """Write one message to the pipe ``fd`` (blocking). Raises OSError (BrokenPipeError) if the
     reader is gone."""
     data = PREFIX.pack(len(header), len(body)) + header
@@ -113,7 +115,7 @@ class _NoBlender:
     installed where the child would find it, and importing it costs a second and much memory)."""
 
     @staticmethod
-    def find_spec(name, path=None, target=None):
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
         if name.partition(".")[0] in ("bpy", "_bpy"):
             raise ModuleNotFoundError(
                 f"No module named {name!r}: run_in_process runs fn in a plain Python worker process, "
@@ -123,7 +125,7 @@ class _NoBlender:
         return None
 
 
-def _stand_in_package(name: str, path) -> None:
+def _stand_in_package(name: str, path: Iterable[str]) -> None:
     # A package with the parent's __path__ but none of its __init__ code: its submodules import
     # from the same folders, its own body (which in an add-on imports bpy) never runs.
     spec = ModuleSpec(name, None, is_package=True)
@@ -136,7 +138,7 @@ def _stand_in_package(name: str, path) -> None:
         setattr(sys.modules[parent], leaf, module)
 
 
-def import_module(name: str, packages: dict) -> None:
+def import_module(name: str, packages: dict[str, list[str]]) -> None:
     """Import ``name`` for the task being unpickled.
 
     First as Python would. If that fails and the parent sent the ``__path__`` of packages that
@@ -160,11 +162,11 @@ def import_module(name: str, packages: dict) -> None:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, packages: dict):
+    def __init__(self, file: IO[bytes], packages: dict[str, list[str]]) -> None:
         super().__init__(file)
         self._packages = packages
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if module not in sys.modules:
             import_module(module, self._packages)
         return super().find_class(module, name)
@@ -192,7 +194,7 @@ def _failure(exc: BaseException) -> tuple[bytes, bytes]:
     return pickle.dumps((False, (_type_name(exc), message, tb)), PROTOCOL), body
 
 
-def run_task(header: bytes, body: bytes, state: dict) -> tuple[bytes, bytes]:
+def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, bytes]:
     """Run one task; return the reply ``(header, body)``. Never raises."""
     try:
         sys_path, packages, limit = pickle.loads(header)
@@ -208,7 +210,7 @@ def run_task(header: bytes, body: bytes, state: dict) -> tuple[bytes, bytes]:
     try:
         data = pickle.dumps(result, PROTOCOL)
     except BaseException as exc:  # noqa: BLE001 - whatever a __reduce__ raises goes back as this TypeError
-        error = TypeError(
+        error: Exception = TypeError(
             f"the result ({type(result).__name__}) cannot be pickled, so it cannot be sent back to Blender: "
             f"{exc}; return plain data (numbers, strings, lists, tuples, dicts, bytes)"
         )

@@ -29,6 +29,8 @@ import threading
 from _thread import get_ident
 from operator import attrgetter
 from time import monotonic
+from types import TracebackType
+from typing import IO, Any, Protocol, TypeVar
 
 from . import _scheduler, _threads
 
@@ -42,33 +44,41 @@ _active: list[Progress] = []  # open progresses, oldest first; replaced only und
 _serials = itertools.count(1)
 #: The UI display (a source for the scheduler: ``_progress_ui.StatusBar``) while the library is
 #: registered in Blender's UI, else None: progresses then go to stderr.
-_display = None
+_display: _scheduler.Source | None = None
 _printer: threading.Thread | None = None
 _printer_wake = threading.Event()
 _print_lock = threading.Lock()  # one line at a time; must be held while writing a line or closing
-_stderr = None  # tests replace it; None: sys.stderr at the time of writing
+_stderr: IO[str] | None = None  # tests replace it; None: sys.stderr at the time of writing
 
 
-def _number(value, what: str, allow_none: bool = False):
+class _Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+_C = TypeVar("_C", bound=_Cancellable)
+
+
+def _number(value: Any, what: str, allow_none: bool = False) -> Any:
+    # Returns ``value`` itself once checked: a finite int or float (None if allowed).
     kind = type(value)
     if kind is int or (kind is float and value - value == 0.0):  # the usual cases, fast (inf - inf is nan)
         return value
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or math.isinf(value):
-        kind = "a finite number or None" if allow_none else "a finite number"
-        raise TypeError(f"{what} must be {kind}, got {value!r}")
+        expected = "a finite number or None" if allow_none else "a finite number"
+        raise TypeError(f"{what} must be {expected}, got {value!r}")
     return value
 
 
-def _label(value) -> str:
+def _label(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"progress label must be a string, got {value!r}")
     return value
 
 
-def _total(value):
-    total = _number(value, "progress total", allow_none=True)
+def _total(value: object) -> float | None:
+    total: float | None = _number(value, "progress total", allow_none=True)
     if total is not None and total < 0:
         raise ValueError(f"progress total must be >= 0 or None, got {value!r}")
     return total
@@ -99,7 +109,7 @@ class Progress:
         "_printed",
     )
 
-    def __init__(self, label: str, total=None):
+    def __init__(self, label: str, total: float | None = None) -> None:
         self.serial = next(_serials)  #: unique per process: the status bar's cancel button names it
         self.started = monotonic()
         self._label = _label(label)
@@ -107,17 +117,17 @@ class Progress:
         self._steps = itertools.count()  # advance(): one C call, atomic
         self._step = self._steps.__next__
         self._added: dict[int, float] = {}  # advance(n): thread id -> sum, written by that thread only
-        self._origin = (0, 0, 0)  # (done, steps, added) at the latest update()
+        self._origin: tuple[float, int, float] = (0, 0, 0)  # (done, steps, added) at the latest update()
         self._cancelled = False
-        self._futures: list = []
+        self._futures: list[_Cancellable] = []
         self._closed = False
         self._ended = 0.0
         self._outcome = ""
-        self._printed = None  # what the last stderr line showed of it
+        self._printed: tuple[str, str, bool] | None = None  # what the last stderr line showed of it
 
     # -- the hot path: any thread, no lock ----------------------------------------------------------
 
-    def advance(self, n=1) -> None:
+    def advance(self, n: float = 1) -> None:
         """Count ``n`` more units done (default 1). Any thread; takes no lock, calls no ``bpy``."""
         if n == 1:
             self._step()
@@ -126,7 +136,7 @@ class Progress:
             key = get_ident()
             added[key] = added.get(key, 0) + n
 
-    def update(self, done, total=None, label=None) -> None:
+    def update(self, done: float, total: float | None = None, label: str | None = None) -> None:
         """Set how much is done (and optionally the total and the label). Any thread; no lock.
 
         ``advance()`` calls that race with it from other threads count before or after it.
@@ -157,7 +167,7 @@ class Progress:
         for future in list(self._futures):
             future.cancel()
 
-    def attach(self, future):
+    def attach(self, future: _C) -> _C:
         """Cancel ``future`` when this progress is cancelled (at once if it already is); return it.
 
         Any thread. For the Futures of ``run_on_main``, ``concurrent.futures`` executors and the
@@ -181,14 +191,14 @@ class Progress:
         return steps, (sum(added.copy().values()) if added else 0)
 
     @property
-    def done(self):
+    def done(self) -> float:
         """How much is done: the latest ``update()`` plus what was advanced since. Any thread."""
         origin = self._origin
         steps, added = self._counts()
         return origin[0] + (steps - origin[1]) + (added - origin[2])
 
     @property
-    def total(self):
+    def total(self) -> float | None:
         """The total given to ``progress()``/``update()``, or None (then no percentage is shown)."""
         return self._total
 
@@ -212,9 +222,10 @@ class Progress:
         """What the displays show: ``"12/40 30%"``, or ``"12"`` without a total."""
         done = self.done
         fraction = self.fraction()
-        if fraction is None:
+        total = self._total
+        if fraction is None or total is None:
             return _amount(done)
-        return f"{_amount(done)}/{_amount(self._total)} {int(fraction * 100)}%"
+        return f"{_amount(done)}/{_amount(total)} {int(fraction * 100)}%"
 
     # -- ending -------------------------------------------------------------------------------------
 
@@ -250,7 +261,9 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self._end("")
         else:
@@ -263,13 +276,13 @@ class Progress:
         return f"<Progress {self._label!r} {self.text()} {state}>"
 
 
-def _amount(value) -> str:
+def _amount(value: float) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
     return f"{value:.1f}"
 
 
-def progress(label: str, total=None) -> Progress:
+def progress(label: str, total: float | None = None) -> Progress:
     """Start showing the progress of a piece of work; returns its :class:`Progress`. Any thread.
 
     In Blender's UI (the library registered there) a status-bar item shows the label, the count
@@ -313,7 +326,7 @@ def find(serial: int) -> Progress | None:
     return None
 
 
-def set_display(display) -> None:
+def set_display(display: _scheduler.Source | None) -> None:
     """Show progresses with ``display`` (Blender's UI), or on stderr with None. Main thread."""
     global _display
     with _registry_lock:
@@ -325,7 +338,7 @@ def set_display(display) -> None:
             _ensure_printer()
 
 
-def remove_display_if_idle(display) -> bool:
+def remove_display_if_idle(display: _scheduler.Source) -> bool:
     """Stop polling ``display`` when no progress is open; True if it was removed. Main thread.
 
     Under the registry lock, so that a progress opened meanwhile adds it back after, not before."""

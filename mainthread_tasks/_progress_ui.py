@@ -44,7 +44,8 @@ SHOWN_IN_FULL = 2
 # operator, so the name carries a tag of the package that holds this copy.
 _TAG = "" if __package__ == "mainthread_tasks" else f"_{zlib.crc32(__package__.encode()):08x}"
 CANCEL_IDNAME = f"mainthread_tasks.progress_cancel{_TAG}"
-_HAS_PROGRESS_BAR = "progress" in bpy.types.UILayout.bl_rna.functions  # Blender >= 4.0
+# Blender >= 4.0. (The stubs lack bl_rna.functions, which every Blender has.)
+_HAS_PROGRESS_BAR = "progress" in bpy.types.UILayout.bl_rna.functions  # type: ignore[attr-defined]
 
 
 class CancelProgress(bpy.types.Operator):
@@ -56,10 +57,10 @@ class CancelProgress(bpy.types.Operator):
     serial: bpy.props.IntProperty(default=0, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
 
     @classmethod
-    def poll(cls, _context):
+    def poll(cls, _context: bpy.types.Context) -> bool:
         return _progress.find(0) is not None
 
-    def execute(self, _context):
+    def execute(self, _context: bpy.types.Context) -> set[str]:
         target = _progress.find(self.serial)
         if target is None:
             return {"CANCELLED"}
@@ -74,16 +75,17 @@ class StatusBar:
 
     ui_only = True  # redraws only: polled even while a render/bake/composite job holds the queue
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.next_poll = 0.0
-        self.shown: tuple = ()  # what the latest redraw showed
-        self.drawn_in: dict[int, tuple] = {}  # window pointer -> (screen pointer, status bar region)
+        self.shown: tuple[tuple[int, str, str, bool], ...] = ()  # what the latest redraw showed
+        # window pointer -> (screen pointer, status bar region)
+        self.drawn_in: dict[int, tuple[int, bpy.types.Region]] = {}
         self.windows_when_drawn: frozenset[int] = frozenset()
         self.redraws = 0
 
     # -- the source protocol (see _scheduler) ---------------------------------------------------------
 
-    def fds(self):
+    def fds(self) -> tuple[int, ...]:
         return ()
 
     def busy(self) -> bool:
@@ -92,7 +94,7 @@ class StatusBar:
     def due(self) -> float:
         return max(0.0, self.next_poll - perf_counter())
 
-    def poll(self, deadline=None) -> int:
+    def poll(self, deadline: float | None = None) -> int:
         now = perf_counter()
         if now < self.next_poll:
             return 0
@@ -113,12 +115,12 @@ class StatusBar:
     def redraw_soon(self) -> None:
         self.next_poll = 0.0
 
-    def remember(self, context) -> None:
+    def remember(self, context: bpy.types.Context) -> None:
         """Called by the status bar's draw: the region it runs in is valid right now."""
         window, screen = context.window, context.screen
         if window is None or screen is None or context.region is None:
             return
-        windows = frozenset(w.as_pointer() for w in context.window_manager.windows)
+        windows = frozenset(w.as_pointer() for w in context.window_manager.windows)  # type: ignore[union-attr]  # a draw has one
         if windows != self.windows_when_drawn:
             self.drawn_in.clear()
             self.windows_when_drawn = windows
@@ -144,14 +146,15 @@ class StatusBar:
             region.tag_redraw()
             tagged = True
         if not tagged:
-            bpy.msgbus.publish_rna(key=(bpy.types.ViewLayer, "name"))
+            # The stubs want a struct instance; Blender takes the class too (it is what is listened to).
+            bpy.msgbus.publish_rna(key=(bpy.types.ViewLayer, "name"))  # type: ignore[arg-type]
 
 
 status_bar = StatusBar()
 _draw_failed = False
 
 
-def draw_status_bar(header, context) -> None:
+def draw_status_bar(header: bpy.types.Header, context: bpy.types.Context) -> None:
     """Prepended to STATUSBAR_HT_header: the open progresses. Must never raise (Blender would print
     the error at every redraw)."""
     global _draw_failed
@@ -161,6 +164,8 @@ def draw_status_bar(header, context) -> None:
     try:
         status_bar.remember(context)
         layout = header.layout
+        if layout is None:  # never, while a header draws
+            return
         for item in items[-SHOWN_IN_FULL:]:
             _draw_item(layout.row(align=True), item)
         if len(items) > SHOWN_IN_FULL:
@@ -172,7 +177,7 @@ def draw_status_bar(header, context) -> None:
             logger.exception("mainthread_tasks: could not draw the progress in the status bar")
 
 
-def _draw_item(row, item) -> None:
+def _draw_item(row: bpy.types.UILayout, item: _progress.Progress) -> None:
     text = f"{item.label} {item.text()}"
     if item.cancelled:
         row.label(text=f"{text}: cancelling", icon="CANCEL")
@@ -187,12 +192,12 @@ def _draw_item(row, item) -> None:
     row.operator(CANCEL_IDNAME, text="", icon="X", emboss=False).serial = item.serial
 
 
-@bpy.app.handlers.persistent
-def _forget_regions_at_load(*_args) -> None:
+@bpy.app.handlers.persistent  # type: ignore[untyped-decorator]  # returns the function itself
+def _forget_regions_at_load(*_args: object) -> None:
     status_bar.forget_regions()
 
 
-_keymap_items: list = []
+_keymap_items: list[tuple[bpy.types.KeyMap, bpy.types.KeyMapItem]] = []
 _registered = False
 
 
@@ -206,7 +211,7 @@ def register() -> None:
     try:
         bpy.types.STATUSBAR_HT_header.prepend(draw_status_bar)
         bpy.app.handlers.load_pre.append(_forget_regions_at_load)
-        keyconfig = bpy.context.window_manager.keyconfigs.addon
+        keyconfig = bpy.context.window_manager.keyconfigs.addon  # type: ignore[union-attr]  # the UI has one
         if keyconfig is not None:
             keymap = keyconfig.keymaps.new(name="Window", space_type="EMPTY")
             _keymap_items.append((keymap, keymap.keymap_items.new(CANCEL_IDNAME, "ESC", "PRESS")))

@@ -23,29 +23,19 @@ import socket
 import threading
 from _thread import allocate_lock
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from concurrent.futures._base import FINISHED, RUNNING  # the states MainThreadFuture keeps, as Future does
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from ._errors import NotMainThreadError, SchedulerStopped
-from ._future import MainThreadFuture, waited_future
+from ._future import FINISHED, RUNNING, MainThreadFuture, waited_future
 from ._threadinfo import MAIN_THREAD_IDENT
 
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    #: A queued task: (future, fn, args, kwargs); see the module docstring.
-    _QueuedTask: TypeAlias = tuple[
-        MainThreadFuture[Any] | None, Callable[..., object], tuple[Any, ...], dict[str, Any] | None
-    ]
-
 __all__ = (
-    "Source",
     "Stats",
     "add_source",
     "call_on_main",
@@ -62,11 +52,13 @@ logger = logging.getLogger("mainthread_tasks")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: A queued task: (its future, None for post_on_main; fn; args; kwargs, None when there are none).
+Item: TypeAlias = "tuple[MainThreadFuture[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any] | None]"
 
 _get_ident = threading.get_ident
 
-_queue: SimpleQueue[_QueuedTask] = SimpleQueue()
+_queue: SimpleQueue[Item] = SimpleQueue()
 _put = _queue.put
 _get_nowait = _queue.get_nowait
 _qsize = _queue.qsize
@@ -90,12 +82,12 @@ _last_tick = 0.0
 _longest_task = 0.0
 _longest_task_name = ""
 _slow_tasks = 0
-_running: Callable[..., object] | None = None  # the task running on the main thread right now
+_running: Callable[..., Any] | None = None  # the task running on the main thread right now
 
 # Holding (see _hold): while a render/bake/composite job runs, the UI timer moves queued tasks here
 # instead of running them, and they run first once it ends. Written by the main thread; any thread
 # may empty it when the scheduler stops (deque.popleft is atomic).
-_held: deque[_QueuedTask] = deque()  # (future, fn, args, kwargs), oldest first
+_held: deque[Item] = deque()  # oldest first
 _held_reason = ""  # why the UI timer holds the queue right now, "" when it does not
 _holds = 0  # holds that began since the last reset_stats()
 
@@ -148,26 +140,8 @@ class Stats:
     holds: int = 0  #: how many times the UI timer began holding the queue
 
 
-# Fields of stats() that other modules count (_process: the process_* ones): their
-# ``(counts, reset)`` pairs, added at their import. This module imports none of them.
-_stats_hooks: tuple[tuple[Callable[[], dict[str, int]], Callable[[], None]], ...] = ()
-
-
-def add_stats_hook(counts: Callable[[], dict[str, int]], reset: Callable[[], None]) -> None:
-    """Make ``stats()`` include the fields ``counts()`` returns, and ``reset_stats()`` call ``reset()``.
-
-    At the import of the module that keeps those counters. ``counts`` must be safe to call from any
-    thread and never raise; ``reset`` runs on the main thread.
-    """
-    global _stats_hooks
-    _stats_hooks = (*_stats_hooks, (counts, reset))
-
-
 def stats() -> Stats:
     """Return a snapshot of the counters. Any thread."""
-    counted: dict[str, int] = {}
-    for counts, _reset in _stats_hooks:
-        counted.update(counts())
     pending = _qsize() + len(_held)
     running_fn = _running
     running = None if running_fn is None else task_name(running_fn)
@@ -187,7 +161,7 @@ def stats() -> Stats:
         longest_task=_longest_task,
         longest_task_name=_longest_task_name,
         slow_tasks=_slow_tasks,
-        **counted,
+        **_process_counts(),
         held=bool(_held_reason),
         held_reason=_held_reason,
         holds=_holds,
@@ -202,8 +176,22 @@ def reset_stats() -> None:
         _completed = _failed = _cancelled = _cancelled_at_stop = _ticks = _slow_tasks = _holds = 0
         _last_tick = _longest_tick = _longest_task = 0.0
         _longest_task_name = ""
-    for _counts, reset in _stats_hooks:
-        reset()
+    _reset_process_counts()
+
+
+def _no_process_counts() -> dict[str, int]:
+    return {}
+
+
+def _no_process_reset() -> None:
+    pass
+
+
+# The process pool's part of stats() and reset_stats(), installed by _process when it is imported
+# (Stats' process fields default to 0 until then): this module imports no other of the package's
+# work modules, so there is no import circle.
+_process_counts: Callable[[], dict[str, int]] = _no_process_counts
+_reset_process_counts: Callable[[], None] = _no_process_reset
 
 
 def task_name(fn: object) -> str:
@@ -305,7 +293,6 @@ def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -
     # The submit steps of run_on_main, inlined like in post_on_main: this is the hot path.
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
-    future: MainThreadFuture[_T]
     future, waker = waited_future()
     _put((future, fn, args, kwargs or None))
     if _main_asleep:
@@ -314,7 +301,8 @@ def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -
         _reject_queued()
     waker.acquire()  # released once the future is done: finished, or cancelled by a stop
     try:
-        return future.result()
+        result: _T = future.result()
+        return result
     except CancelledError:
         if future.cancelled():  # only the scheduler could have cancelled it: nobody else has it
             raise SchedulerStopped(_stopped or _STOPPED_BY_UNREGISTER) from None
@@ -361,8 +349,8 @@ def main_thread(fn: Callable[_P, _T]) -> Callable[_P, _T]:
 # only when a signal comes. Where Python runs no SIGINT handler (the Blender binary handles SIGINT
 # in C) nothing is swapped.
 
-_deferred_signal: tuple[int, FrameType | None] | None = None  # (signum, frame) of a SIGINT that landed outside a task
-_guarded_handler: Callable[[int, FrameType | None], Any] | None = None  # the SIGINT handler the guard stands in for
+_deferred_signal: tuple[int, FrameType | None] | None = None  # a SIGINT that landed outside a task
+_guarded_handler: Callable[[int, FrameType | None], Any] | None = None  # the handler the guard stands in for
 
 
 def _sigint_guard(signum: int, frame: FrameType | None) -> None:
@@ -427,7 +415,7 @@ def _deliver_deferred_signal() -> None:
 # -- running: main thread ---------------------------------------------------------------------
 
 
-def _run_batch(limit: int, deadline: float | None, take: Callable[[], _QueuedTask] | None = None) -> int:
+def _run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | None = None) -> int:
     """Run up to ``limit`` queued tasks. Main thread only, with the Ctrl-C guard installed.
 
     ``take`` takes the next item off another queue than the scheduler's (the tasks held during a
@@ -620,36 +608,32 @@ def _wait_on_main(future: MainThreadFuture[Any], timeout: float | None) -> None:
             pump(min(remaining, 0.01))
 
 
-MainThreadFuture._wait_on_main = _wait_on_main
+MainThreadFuture._wait_on_main = _wait_on_main  # the hook's real body
 
 
 # -- sources: other kinds of main-thread work ---------------------------------------------------
 #
 # Process results and the asyncio loop's steps also run on the main thread, with no helper thread:
-# they plug in here as "sources" (``Source``). pump() polls them after its queue batch and, when it
-# has to wait, sleeps in poll(2) on their fds plus a wake-up socket that submissions write to only
-# while the main thread sleeps there.
+# they plug in here as "sources", objects with
+#   fds() -> sequence of file descriptors that turn readable when poll() has work (main thread)
+#   due() -> seconds until poll() has work without fd activity (0.0: now), or None
+#   busy() -> True while work is in flight (the UI timer then runs every pass)
+#   poll(deadline=None) -> int: main thread only; does what is ready without blocking, starting
+#       nothing once time.perf_counter() is past ``deadline``; returns how much work completed
+#   stop(message) -> None: at the last unregister() and at exit; fails what is pending with
+#       SchedulerStopped(message), frees OS resources, never blocks long
+# pump() polls them after its queue batch and, when it has to wait, sleeps in poll(2) on their fds
+# plus a wake-up socket that submissions write to only while the main thread sleeps there.
 
 
 class Source(Protocol):
-    """What ``add_source`` takes: other main-thread work that the scheduler polls."""
+    """What ``add_source`` takes (see above)."""
 
-    def fds(self) -> Iterable[int]:
-        """File descriptors that turn readable when ``poll()`` has work. Main thread."""
-
-    def due(self) -> float | None:
-        """Seconds until ``poll()`` has work without fd activity (0.0: now), or None."""
-
-    def busy(self) -> bool:
-        """True while work is in flight (the UI timer then runs every pass)."""
-
-    def poll(self, deadline: float | None = None) -> int:
-        """Do what is ready without blocking, starting nothing once ``time.perf_counter()`` is past
-        ``deadline``; return how much work completed. Main thread only."""
-
-    def stop(self, message: str) -> None:
-        """At the last ``unregister()`` and at exit: fail what is pending with
-        ``SchedulerStopped(message)``, free OS resources, never block long."""
+    def fds(self) -> Sequence[int]: ...
+    def due(self) -> float | None: ...
+    def busy(self) -> bool: ...
+    def poll(self, deadline: float | None = None) -> int: ...
+    def stop(self, message: str) -> None: ...
 
 
 _sources: tuple[Source, ...] = ()  # replaced, never mutated: readers need no lock
@@ -782,7 +766,7 @@ def _sleep(wait: float | None) -> bool:
     elif wait is None or wait > _SLICE_WITHOUT_POLL:
         wait = _SLICE_WITHOUT_POLL
     _main_asleep = _ASLEEP_ON_SOCKET
-    ready: Sequence[int] = ()
+    ready: list[int] = []
     try:
         # Re-checked after raising the flag: a put, or work a source got from another thread
         # (whose wake_main() found the flag down), before it is seen here.
@@ -843,7 +827,7 @@ def _reject_queued() -> int:
     global _cancelled_at_stop
     guarded = _defer_interrupts()  # on the main thread only
     rejected = 0
-    dropped_posts: list[Callable[..., object]] = []
+    dropped_posts = []
     try:
         for take in (_held.popleft, _get_nowait):  # the held ones first: they are the older
             while True:
@@ -927,6 +911,7 @@ except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or alr
 
 
 # The frames the Ctrl-C guard looks for (see "Ctrl-C").
+_F = TypeVar("_F", bound=Callable[..., Any])
 _SLEEP_CODE = _sleep.__code__
 _RUN_BATCH_CODE = _run_batch.__code__
 _BATCH_BOOKKEEPING = frozenset(

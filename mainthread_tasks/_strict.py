@@ -34,21 +34,12 @@ import sys
 import threading
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeVar
+from typing import Any, NoReturn
 
 from ._errors import MainThreadTasksError, NotMainThreadError
 from ._threadinfo import MAIN_THREAD_IDENT
 
 __all__ = ("strict_mode",)
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    #: What to put back: ``setattr(owner, name, original)``. Owners are Blender's (bpy's types, modules).
-    _Patch: TypeAlias = tuple[Any, str, Any]
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 logger = logging.getLogger("mainthread_tasks")
 
@@ -63,18 +54,17 @@ _python_threads: dict[int, threading.Thread] | None = getattr(threading, "_activ
 _enabled_here = False  # this copy turned strict mode on (register() turns it off again)
 
 
-class _SharedRecord(Protocol):
-    """The shared record: a module in ``sys.modules``, so that every copy of the library finds it."""
-
-    patches: list[_Patch] | None
+#: What strict mode replaced: (owner, attribute name, the original), to put back in reverse order.
+Patches = list[tuple[Any, str, Any]]
 
 
-def _shared_record() -> _SharedRecord:
-    record = sys.modules.get(SHARED_RECORD)
+def _shared_record() -> Any:
+    # Any: a module object whose ``patches`` attribute is ours (Patches, or None while off).
+    record: Any = sys.modules.get(SHARED_RECORD)
     if record is None:
-        made: Any = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
-        made.patches = None
-        record = sys.modules.setdefault(SHARED_RECORD, made)
+        record = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
+        record.patches = None
+        record = sys.modules.setdefault(SHARED_RECORD, record)
     return record
 
 
@@ -98,9 +88,9 @@ def _refuse(what: str, thread: str) -> NoReturn:
     )
 
 
-def _checked_function(original: Callable[_P, _T], what: str) -> Callable[_P, _T]:
+def _checked_function(original: Callable[..., Any], what: str) -> Callable[..., Any]:
     @functools.wraps(original)
-    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def checked(*args: Any, **kwargs: Any) -> Any:
         thread = _offending_thread()
         if thread is not None:
             _refuse(what, thread)
@@ -110,9 +100,8 @@ def _checked_function(original: Callable[_P, _T], what: str) -> Callable[_P, _T]
 
 
 def _checked_method(original: Callable[..., Any], suffix: str) -> Callable[..., Any]:
-    # ``original`` is a method of bpy.ops._BPyOpsSubModOp; ``self`` one of its instances.
     @functools.wraps(original)
-    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:  # self: bpy.ops' operator class
         thread = _offending_thread()
         if thread is not None:
             _refuse(f"bpy.ops.{self._module}.{self._func}{suffix}", thread)
@@ -126,7 +115,7 @@ class _CheckedOperator:
 
     __slots__ = ("_operator", "_name")
 
-    def __init__(self, operator: Any, name: str) -> None:
+    def __init__(self, operator: Any, name: str) -> None:  # operator: Blender's C callable
         self._operator = operator
         self._name = name
 
@@ -149,8 +138,9 @@ class _CheckedOperator:
         return repr(self._operator)
 
     @property
-    def __doc__(self) -> Any:  # type: ignore[override]
-        return self._operator.__doc__
+    def __doc__(self) -> str | None:  # type: ignore[override]  # the operator's, not the class's
+        doc: str | None = self._operator.__doc__
+        return doc
 
 
 def _checked_operator_factory(original: Callable[[str, str], Any]) -> Callable[[str, str], _CheckedOperator]:
@@ -161,7 +151,7 @@ def _checked_operator_factory(original: Callable[[str, str], Any]) -> Callable[[
     return create_function
 
 
-def _checked_module_class(bpy_module: types.ModuleType) -> type[types.ModuleType]:
+def _checked_module_class(bpy_module: types.ModuleType) -> type:
     """A ModuleType subclass whose ``data``/``context`` properties check the thread, then return the
     objects the module holds (setting them still works, for Blender's own code)."""
 
@@ -184,16 +174,16 @@ def _checked_module_class(bpy_module: types.ModuleType) -> type[types.ModuleType
     )
 
 
-def _patch(bpy: types.ModuleType) -> list[_Patch]:
+def _patch(bpy: Any) -> Patches:
     timers = getattr(getattr(bpy, "app", None), "timers", None)
     # From the module's own names: bpy.ops.__getattr__ makes up a submodule for any other name.
     ops = getattr(bpy, "ops", None)
-    names = getattr(ops, "__dict__", {})
+    names: dict[str, Any] = getattr(ops, "__dict__", {})
     ops_class = names.get("_BPyOpsSubModOp")  # Blender <= 5.0
-    ops_factory = names.get("_op_create_function")  # Blender >= 5.1
+    ops_factory: Any = names.get("_op_create_function")  # Blender >= 5.1
     if timers is None or (ops_class is None and ops_factory is None) or type(bpy) is not types.ModuleType:
         raise MainThreadTasksError(f"strict_mode() needs Blender's bpy module, not {bpy!r}")
-    patches: list[_Patch] = []
+    patches: Patches = []
 
     def replace(owner: Any, name: str, new: object) -> None:
         patches.append((owner, name, owner.__dict__[name]))
@@ -205,8 +195,7 @@ def _patch(bpy: types.ModuleType) -> list[_Patch]:
         replace(ops_class, "__call__", _checked_method(ops_class.__dict__["__call__"], "()"))
         replace(ops_class, "poll", _checked_method(ops_class.__dict__["poll"], ".poll()"))
     else:
-        # not None: see the check above
-        replace(ops, "_op_create_function", _checked_operator_factory(ops_factory))  # type: ignore[arg-type]
+        replace(ops, "_op_create_function", _checked_operator_factory(ops_factory))
     patches.append((bpy, "__class__", type(bpy)))
     bpy.__class__ = _checked_module_class(bpy)
     return patches
@@ -234,8 +223,7 @@ def strict_mode(enabled: bool) -> bool:
     if _get_ident() != MAIN_THREAD_IDENT:
         raise NotMainThreadError("strict_mode() patches bpy, so only the main thread may call it")
     record = _shared_record()
-    patches = record.patches
-    was_on = patches is not None
+    was_on = record.patches is not None
     if enabled and not was_on:
         try:
             import bpy
@@ -244,8 +232,8 @@ def strict_mode(enabled: bool) -> bool:
         record.patches = _patch(bpy)
         _enabled_here = True
         logger.info("mainthread_tasks: strict mode on: bpy used from worker threads raises NotMainThreadError")
-    elif not enabled and patches is not None:
-        for owner, name, original in reversed(patches):
+    elif not enabled and was_on:
+        for owner, name, original in reversed(record.patches):
             setattr(owner, name, original)
         record.patches = None
         _enabled_here = False

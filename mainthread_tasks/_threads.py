@@ -18,22 +18,19 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from concurrent.futures import thread as _pool_module
 from contextlib import contextmanager
 from time import monotonic
 from types import FrameType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec
 
 from . import _scheduler
 from ._errors import NotMainThreadError, ThreadsStillRunning
 from ._threadinfo import is_main_thread
 
 __all__ = ("ThreadScope", "joined_threads")
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 try:
     # BaseExceptionGroup(...) gives an ExceptionGroup when every failure is an Exception.
@@ -43,7 +40,7 @@ except NameError:  # pragma: no cover - Python 3.10 (official Blender 3.x/4.0 bu
     class _ExceptionGroup(Exception):  # type: ignore[no-redef]
         """Stand-in for the built-in ExceptionGroup: the failures are in ``.exceptions``."""
 
-        def __init__(self, message: str, exceptions: Iterable[BaseException]) -> None:
+        def __init__(self, message: str, exceptions: Sequence[BaseException]) -> None:
             super().__init__(message, tuple(exceptions))
             self.message = message
             self.exceptions = tuple(exceptions)
@@ -58,6 +55,8 @@ _JOIN_POLL_SECONDS = 0.002
 _owners: weakref.WeakKeyDictionary[threading.Thread, ThreadScope] = weakref.WeakKeyDictionary()
 # The open blocks, innermost last. Only the main thread changes it (blocks are main-thread only).
 _open_scopes: list[ThreadScope] = []
+_P = ParamSpec("_P")
+
 # What the hooks below stand in for while blocks are open. Main thread only.
 _previous_excepthook: Callable[[threading.ExceptHookArgs], object] | None = None
 _original_start: Callable[[threading.Thread], None] | None = None
@@ -89,7 +88,9 @@ def _recording_start(self: threading.Thread) -> None:
     _original_start(self)  # type: ignore[misc]
 
 
-def _recording_submit(self: Executor, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+def _recording_submit(
+    self: _pool_module.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Future[Any]:
     # Stands in for ThreadPoolExecutor.submit while blocks are open: the work is the block's.
     future = _original_submit(self, fn, *args, **kwargs)  # type: ignore[misc]
     scope = _owner_for_new_thread()
@@ -136,7 +137,7 @@ def _install_hooks() -> None:
     pool = _pool_module.ThreadPoolExecutor
     if pool.submit is not _recording_submit:
         _original_submit = pool.submit
-        pool.submit = _recording_submit  # type: ignore[method-assign]
+        pool.submit = _recording_submit  # type: ignore[assignment,method-assign]  # same call, recorded
 
 
 def _remove_hooks() -> None:
@@ -144,14 +145,14 @@ def _remove_hooks() -> None:
     # ours stays in its chain and, with no block open, passes everything on.
     global _previous_excepthook, _original_start, _original_submit
     if threading.excepthook is _excepthook:
-        threading.excepthook = _previous_excepthook  # type: ignore[assignment]  # ours replaced it: not None
+        threading.excepthook = _previous_excepthook  # type: ignore[assignment]  # what _install_hooks found
         _previous_excepthook = None
     if threading.Thread.start is _recording_start:
-        threading.Thread.start = _original_start  # type: ignore[method-assign, assignment]  # not None: ours is in
+        threading.Thread.start = _original_start  # type: ignore[assignment,method-assign]  # as found
         _original_start = None
     pool = _pool_module.ThreadPoolExecutor
     if pool.submit is _recording_submit:
-        pool.submit = _original_submit  # type: ignore[method-assign, assignment]  # not None: ours is in
+        pool.submit = _original_submit  # type: ignore[assignment,method-assign]  # as found
         _original_submit = None
 
 
@@ -159,7 +160,7 @@ def _idle_pool_worker(thread: threading.Thread, frames: dict[int, FrameType]) ->
     """True for a ThreadPoolExecutor worker waiting for work: it belongs to its executor."""
     if thread not in getattr(_pool_module, "_threads_queues", ()):
         return False
-    frame = frames.get(thread.ident)  # type: ignore[arg-type]  # None (not started yet) is not in it
+    frame = frames.get(thread.ident) if thread.ident is not None else None
     if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != _pool_module.__name__:
         return False  # running a work item (its frame is deeper), or not started yet
     return frame.f_locals.get("work_item") is None  # none in hand: blocked on the work queue
@@ -261,14 +262,14 @@ class ThreadScope:
             alive = self._alive_threads()
             if not alive and not self._work_pending():
                 return
-            if deadline is None:
+            if deadline is None or timeout is None:
                 wait = _JOIN_POLL_SECONDS
             else:
                 remaining = deadline - monotonic()
                 if remaining <= 0:
                     if self._work_pending():  # name the pool threads running the block's work too
                         alive += [t for t in _busy_pool_workers() if t not in alive]
-                    raise ThreadsStillRunning(alive, timeout)  # type: ignore[arg-type]  # a deadline: not None
+                    raise ThreadsStillRunning(alive, timeout)
                 wait = min(remaining, _JOIN_POLL_SECONDS)
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
             _scheduler.pump(wait)

@@ -14,6 +14,8 @@ it works headless too.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError
 from ._threadinfo import is_main_thread
@@ -22,7 +24,7 @@ __all__ = ("ui_context",)
 
 
 @contextlib.contextmanager
-def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW"):
+def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW") -> Iterator[dict[str, Any]]:
     """Run the block with an area of ``area_type`` and its ``region_type`` region as the context.
 
     Main thread only (a task run by ``run_on_main``/``call_on_main``/``post_on_main``, an operator,
@@ -67,7 +69,7 @@ def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW"):
         yield found
 
 
-def _check_type_name(struct, argument: str, value) -> None:
+def _check_type_name(struct: Any, argument: str, value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"ui_context(): {argument} must be a string such as 'VIEW_3D', got {value!r}")
     names = struct.bl_rna.properties["type"].enum_items.keys()
@@ -77,7 +79,7 @@ def _check_type_name(struct, argument: str, value) -> None:
         )
 
 
-def find_area(bpy, area_type: str, region_type: str) -> dict:
+def find_area(bpy: Any, area_type: str, region_type: str) -> dict[str, Any]:
     """The largest ``area_type`` area with a ``region_type`` region: in the active window if it has
     one, else in any window. Main thread. Raises NoSuchArea."""
     window_manager = bpy.context.window_manager

@@ -207,13 +207,13 @@ def bench_python() -> Path:
 
 
 def lint_python() -> Path:
-    """A venv with ruff, mypy and fake-bpy-module, for the ``lint`` tier.
+    """A venv with ruff, mypy and the test tools (fake-bpy-module among them), for the ``lint`` tier
+    (tests/test_lint.py).
 
     Its own venv rather than the dev one: tests/requirements.txt is also installed into the bpy
     venvs and Blender's site folders (its hash names them), where a linter has no business.
     """
-    fake_bpy = [r for r in test_requirements() if r.startswith("fake-bpy-module")]
-    return venv_python("venv-lint", [*LINT_REQUIREMENTS, *fake_bpy])
+    return venv_python("venv-lint", [*LINT_REQUIREMENTS, *test_requirements()])
 
 
 def bpy_python(version: str) -> Path:

@@ -26,6 +26,8 @@ Tiers:
   blender-5.2-gui      install scenarios, and the GUI session in its UI (extension install)
   docs                 the documentation site built with ``mkdocs build --strict`` in the docs venv,
                        as ``python3 scripts/docs.py`` builds it (tests/test_docs.py)
+  lint                 ``ruff check``, ``ruff format --check`` and ``mypy --strict`` on the package,
+                       as pyproject.toml configures them, in the lint venv (tests/test_lint.py)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -104,8 +106,8 @@ def _env(tier: str, **extra: str) -> dict[str, str]:
     return env
 
 
-#: The plain-Python tiers: everything but real Blender and the docs site (its own tier).
-PLAIN_PYTHON = "not blender and not docs"
+#: The plain-Python tiers: everything but real Blender, the docs site and the linters (their own tiers).
+PLAIN_PYTHON = "not blender and not docs and not lint"
 
 
 def tier_cpython() -> Outcome:
@@ -149,7 +151,7 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
 
 # Tests of the installed add-on run in their own tiers, so the summary shows each install path.
 ADDON_MARKERS = "install_extension or install_legacy or gui"
-CORE_IN_BLENDER = f"not fake_bpy and not docs and not ({ADDON_MARKERS})"
+CORE_IN_BLENDER = f"not fake_bpy and not docs and not lint and not ({ADDON_MARKERS})"
 
 
 def _blender_tier(
@@ -251,6 +253,11 @@ def tier_docs() -> Outcome:
     return _pytest_tier("docs", [str(python), "-m", "pytest", "-m", "docs"], _env("docs"))
 
 
+def tier_lint() -> Outcome:
+    python = _setup.lint_python()
+    return _pytest_tier("lint", [str(python), "-m", "pytest", "-m", "lint"], _env("lint"))
+
+
 TIERS = {
     "cpython": tier_cpython,
     "cpython-3.13": tier_cpython_313,
@@ -267,6 +274,7 @@ TIERS = {
     "install-blender-5.2": tier_sid_install,
     "blender-5.2-gui": tier_sid_gui,
     "docs": tier_docs,
+    "lint": tier_lint,
 }
 
 

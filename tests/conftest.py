@@ -28,7 +28,7 @@ from tests import support  # noqa: E402 - after the sys.path entry above
 def pytest_configure(config):
     tier = os.environ.get("MAINTHREAD_TASKS_TIER")
     plain = tier is not None and (tier == "cpython" or tier.startswith("cpython-"))  # cpython, cpython-3.13
-    if tier and not plain and tier != "docs" and not support.REAL_BLENDER:
+    if tier and not plain and tier not in ("docs", "lint") and not support.REAL_BLENDER:
         raise pytest.UsageError(f"tier {tier!r} expects real Blender, but bpy is {support.bpy_origin()}")
     if plain and support.REAL_BLENDER:
         raise pytest.UsageError(f"the {tier} tier must run on fake-bpy-module, not real Blender")

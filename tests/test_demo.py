@@ -55,3 +55,27 @@ def test_demo_command_builds_installs_and_runs(tmp_path):
     for noise in ("Traceback", "FAILED", "was destroyed but it is pending", "Event loop is closed"):
         assert noise not in out, out
     assert (tmp_path / "demo.blend").stat().st_size > 0
+
+
+def test_readme_headless_command_runs_as_printed(tmp_path):
+    """The README's ``blender --background ... --python-expr "..."`` block, run as a user pastes it
+    from the top of a checkout: four workers, four cubes, ``7 objects``, exit status 0."""
+    if not support.IN_BLENDER_BINARY:
+        pytest.skip("runs where the Blender executable is the interpreter")
+    import re
+    import shlex
+
+    import bpy
+
+    blocks = re.findall(r"```sh\n(blender --background .*?)\n```", (support.ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, "the README's headless block moved: update this test"
+    command = shlex.split(blocks[0])
+    assert command[0] == "blender" and command[-2] == "--python-expr", command
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    proc = support.run([bpy.app.binary_path, *command[1:]], 120, env=env, cwd=support.ROOT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    made = sorted(re.findall(r"^worker (\d) made (\S+)$", proc.stdout, re.M))
+    assert [worker for worker, _ in made] == ["0", "1", "2", "3"] and len({name for _, name in made}) == 4, out
+    assert "\n7 objects\n" in proc.stdout, out

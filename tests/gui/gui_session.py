@@ -655,7 +655,7 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
 
     def recorder():  # registered after both drain timers: runs after them in every pass
         if all(c._pass_end > last[0] for c in copies):
-            both.append((copies[0].pass_budget, copies[1].pass_budget))
+            both.append((mt._pacing.pass_budget, copy._pacing.pass_budget))
         last[0] = perf_counter()
         return 0.0
 
