@@ -10,6 +10,8 @@ with a cancel button, tasks wait while a render or bake runs (``ui_only()`` opts
 
 from __future__ import annotations
 
+import typing  # the module, not its names: the package's public names are exactly __all__
+
 from ._async import main_loop, run_async
 from ._blender import register, unregister
 from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
@@ -24,6 +26,9 @@ from ._strict import strict_mode
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
 from ._ui import ui_context
+
+if typing.TYPE_CHECKING:  # made on first use at run time: see __getattr__ below
+    from ._errors import ProcessDied
 
 __all__ = (
     "MainThreadFuture",
@@ -61,7 +66,7 @@ __all__ = (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> type[MainThreadTasksError]:
+def __getattr__(name: str) -> type[ProcessDied]:
     # ProcessDied is made on first use: see _errors.process_died().
     if name == "ProcessDied":
         from ._errors import process_died

@@ -83,7 +83,7 @@ if TYPE_CHECKING:
         pass
 
 
-_process_died = None
+_process_died: type[ProcessDied] | None = None
 _process_died_lock = threading.Lock()  # must be held while making ProcessDied
 
 _PROCESS_DIED_DOC = """A worker process of ``run_in_process`` died (``os._exit``, a crash, killed) while running a task.
@@ -93,7 +93,7 @@ Only that task's Future fails with it; a new worker process takes the next task.
 """
 
 
-def process_died() -> type:
+def process_died() -> type[ProcessDied]:
     """The ``ProcessDied`` class, made on first use (see above). Any thread."""
     global _process_died
     if _process_died is None:
@@ -116,7 +116,7 @@ def process_died() -> type:
     return _process_died
 
 
-def __getattr__(name: str) -> type[MainThreadTasksError]:
+def __getattr__(name: str) -> type[ProcessDied]:
     if name == "ProcessDied":
         return process_died()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -293,6 +293,7 @@ def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -
     # The submit steps of run_on_main, inlined like in post_on_main: this is the hot path.
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
+    future: MainThreadFuture[_T]  # an annotation only: nothing runs for it
     future, waker = waited_future()
     _put((future, fn, args, kwargs or None))
     if _main_asleep:
@@ -301,8 +302,7 @@ def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -
         _reject_queued()
     waker.acquire()  # released once the future is done: finished, or cancelled by a stop
     try:
-        result: _T = future.result()
-        return result
+        return future.result()
     except CancelledError:
         if future.cancelled():  # only the scheduler could have cancelled it: nobody else has it
             raise SchedulerStopped(_stopped or _STOPPED_BY_UNREGISTER) from None
