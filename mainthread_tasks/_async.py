@@ -27,12 +27,15 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scheduler
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
 from ._threadinfo import is_main_thread
+
+if TYPE_CHECKING:
+    from selectors import SelectorKey
 
 __all__ = ("AsyncFuture", "main_loop", "run_async")
 
@@ -53,7 +56,7 @@ class _KeptBack:
 _KEPT_BACK = _KeptBack()
 
 
-class _ReadyQueue(collections.deque[Any]):  # asyncio.Handle, and _KEPT_BACK handed out
+class _ReadyQueue(collections.deque[asyncio.Handle]):
     """asyncio's queue of ready callbacks (``loop._ready``), able to end an iteration at a deadline.
 
     ``BaseEventLoop._run_once`` runs every callback that is ready when an iteration starts
@@ -74,12 +77,13 @@ class _ReadyQueue(collections.deque[Any]):  # asyncio.Handle, and _KEPT_BACK han
         super().__init__()
         self.deadline: float | None = None
         self.io: set[int] = set()  # id() of the I/O callbacks added by the current iteration
-        self.kept: list[Any] = []
+        self.kept: list[asyncio.Handle] = []
         self.cut = False  # the current poll has reached its deadline
         self.ran = 0  # callbacks handed out in the current poll
         self.last = 0.0  # perf_counter() when the latest one was handed out
 
-    def popleft(self) -> Any:
+    # The loop takes what it gets for a handle: _KEPT_BACK passes for a cancelled one.
+    def popleft(self) -> asyncio.Handle | _KeptBack:  # type: ignore[override]
         handle = super().popleft()
         deadline = self.deadline
         if deadline is not None:
@@ -125,7 +129,7 @@ class MainLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self._ready: _ReadyQueue = _ReadyQueue()
 
-    def _process_events(self, event_list: list[Any]) -> None:
+    def _process_events(self, event_list: list[tuple[SelectorKey, int]]) -> None:
         ready = self._ready
         before = len(ready)
         super()._process_events(event_list)  # type: ignore[misc]

@@ -32,6 +32,7 @@ Windows is not supported (``run_in_process`` raises NotImplementedError there): 
 
 from __future__ import annotations
 
+import enum
 import io
 import numbers
 import os
@@ -46,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from time import monotonic, perf_counter
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import IO, Any, Literal, ParamSpec, TypeVar
 
 from . import _errors, _process_child, _scheduler
 from ._errors import SchedulerStopped
@@ -524,7 +525,7 @@ class _Pool:
 
     # -- main thread: results -------------------------------------------------------------------
 
-    def _receive(self, child: _Child, deadline: float | None) -> bytearray | None:
+    def _receive(self, child: _Child, deadline: float | None) -> bytearray | Literal[_Died.DIED] | None:
         """The child's reply once complete, _DIED at end-of-file, else None."""
         fd = child.result_fd
         while True:
@@ -646,8 +647,14 @@ class _RemoteTraceback(Exception):
         return f"\n\nThe worker process raised:\n\n{self.tb}"
 
 
-#: What _Pool._receive returns at end-of-file (compared by identity; never filled).
-_DIED = bytearray()
+class _Died(enum.Enum):
+    """What ``_Pool._receive`` returns at end-of-file: an enum member, which the checker tells apart
+    from a reply (``message is _DIED`` narrows)."""
+
+    DIED = 0
+
+
+_DIED = _Died.DIED
 
 
 def _count_cancelled(n: int) -> None:

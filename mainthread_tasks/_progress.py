@@ -30,7 +30,7 @@ from _thread import get_ident
 from operator import attrgetter
 from time import monotonic
 from types import TracebackType
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _scheduler, _threads
 
@@ -152,13 +152,20 @@ class Progress:
             self._label = _label(label)
         self._origin = (done, *self._counts())
 
-    cancelled = property(
-        attrgetter("_cancelled"),
-        doc=(
-            "True once the work was asked to stop: by ``cancel()``, the status bar's cancel button or ESC in "
-            "Blender, or an exception leaving the ``with`` block. Any thread; workers check it and stop early."
-        ),
-    )
+    if TYPE_CHECKING:  # mypy types a property only in its decorator form: a bool, not Any
+
+        @property
+        def cancelled(self) -> bool: ...
+
+    else:  # attrgetter: a getter without a Python frame, workers read it in tight loops
+        cancelled = property(
+            attrgetter("_cancelled"),
+            doc=(
+                "True once the work was asked to stop: by ``cancel()``, the status bar's cancel button or ESC "
+                "in Blender, or an exception leaving the ``with`` block. Any thread; workers check it and stop "
+                "early."
+            ),
+        )
 
     def cancel(self) -> None:
         """Ask the work to stop: ``cancelled`` becomes True and every attached Future that has not

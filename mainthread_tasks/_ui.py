@@ -15,16 +15,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError
 from ._threadinfo import is_main_thread
 
+if TYPE_CHECKING:
+    from bpy.types import Area, Region, Screen, Window
+
 __all__ = ("ui_context",)
 
 
+class _FoundArea(TypedDict):
+    """What ``ui_context()`` found (a plain dict at run time)."""
+
+    window: Window
+    screen: Screen
+    area: Area
+    region: Region
+
+
 @contextlib.contextmanager
-def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW") -> Iterator[dict[str, Any]]:
+def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW") -> Iterator[_FoundArea]:
     """Run the block with an area of ``area_type`` and its ``region_type`` region as the context.
 
     Main thread only (a task run by ``run_on_main``/``call_on_main``/``post_on_main``, an operator,
@@ -69,27 +81,33 @@ def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW") -> Itera
         yield found
 
 
-def _check_type_name(struct: Any, argument: str, value: object) -> None:
+def _check_type_name(struct: type[Area | Region], argument: str, value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"ui_context(): {argument} must be a string such as 'VIEW_3D', got {value!r}")
-    names = struct.bl_rna.properties["type"].enum_items.keys()
+    # "type" is an EnumProperty; fake-bpy-module types bl_rna.properties' items as Property.
+    names = struct.bl_rna.properties["type"].enum_items.keys()  # type: ignore[attr-defined]
     if value not in names:
         raise ValueError(
             f"ui_context(): {argument} {value!r} is not one of Blender's {struct.__name__} types: {', '.join(names)}"
         )
 
 
-def find_area(bpy: Any, area_type: str, region_type: str) -> dict[str, Any]:
+def find_area(bpy: Any, area_type: str, region_type: str) -> _FoundArea:
     """The largest ``area_type`` area with a ``region_type`` region: in the active window if it has
-    one, else in any window. Main thread. Raises NoSuchArea."""
+    one, else in any window. Main thread. Raises NoSuchArea.
+
+    ``bpy`` is the bpy module (Any: the tests pass a stand-in)."""
     window_manager = bpy.context.window_manager
-    windows = list(window_manager.windows) if window_manager is not None else []
-    active = bpy.context.window
-    groups = ([active], [w for w in windows if w != active]) if active in windows else (windows,)
+    windows: list[Window] = list(window_manager.windows) if window_manager is not None else []
+    active: Window | None = bpy.context.window
+    groups: tuple[list[Window], ...] = (
+        ([active], [w for w in windows if w != active]) if active is not None and active in windows else (windows,)
+    )
     for group in groups:
-        best = None
+        best: tuple[int, Window, Screen, Area, Region] | None = None
         for window in group:
-            screen = window.screen
+            # A window has a screen (fake-bpy-module: Screen | None).
+            screen: Screen = window.screen  # type: ignore[assignment]
             for area in screen.areas:
                 if area.type != area_type:
                     continue
@@ -97,11 +115,11 @@ def find_area(bpy: Any, area_type: str, region_type: str) -> dict[str, Any]:
                 if region is not None and (best is None or area.width * area.height > best[0]):
                     best = (area.width * area.height, window, screen, area, region)
         if best is not None:
-            return dict(zip(("window", "screen", "area", "region"), best[1:], strict=True))
+            return {"window": best[1], "screen": best[2], "area": best[3], "region": best[4]}
     if not windows:
         where = "Blender has no window"
     else:
-        areas = [area for window in windows for area in window.screen.areas]
+        areas = [area for window in windows for area in window.screen.areas]  # type: ignore[union-attr]  # (as above)
         shown = sorted({area.type for area in areas})
         where = f"its {len(windows)} window(s) show {', '.join(shown) or 'no area'}"
         regions = sorted({r.type for area in areas if area.type == area_type for r in area.regions})

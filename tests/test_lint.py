@@ -83,6 +83,11 @@ def test_a_users_calls_are_typed(tmp_path):
         assert_type(mt.call_on_main(area, 2.0, 3.0), float)
         with mt.joined_threads(timeout=5.0) as scope:
             assert_type(scope, mt.ThreadScope)
+        assert_type(mt.progress("Baking").cancelled, bool)
+
+        def frame_all() -> int:
+            with mt.ui_context("VIEW_3D") as found:
+                return found["area"].width  # a bpy.types.Area (fake-bpy-module), not Any
         """,
     )
     _ok(proc)
