@@ -258,10 +258,19 @@ class ThreadScope:
 
     def _join(self, timeout: float | None) -> None:
         deadline = None if timeout is None else monotonic() + timeout
+        drained = False
         while True:
             alive = self._alive_threads()
             if not alive and not self._work_pending():
-                return
+                if drained:
+                    return
+                # What the threads queued just before they ended (a post_on_main as their last
+                # step) runs before the block ends. Once: work that others keep queueing cannot
+                # hold the block open. A task run here may start threads: they are joined too.
+                drained = True
+                _scheduler.pump(0.0)
+                continue
+            drained = False
             if deadline is None or timeout is None:
                 wait = _JOIN_POLL_SECONDS
             else:
@@ -281,7 +290,8 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
 
     Yields a ``ThreadScope``; ``scope.start(fn, *args)`` starts a worker. On exit it joins
     the threads the block owns while it keeps running the queue, so workers blocked in
-    ``call_on_main`` make progress even in ``--background`` where Blender timers never fire. Then,
+    ``call_on_main`` make progress even in ``--background`` where Blender timers never fire, and
+    what they queued before they ended has run when the block ends. Then,
     like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it raised one) are
     raised together as an ``ExceptionGroup``; ``sys.exit()`` in a worker just ends that thread.
 

@@ -24,6 +24,18 @@ def test_scope_threads_blocked_on_main_make_progress():
     assert sorted(results) == [(i, True) for i in range(8)]
 
 
+def test_what_threads_queued_as_their_last_step_has_run_when_the_block_ends():
+    # The demo's race, made certain: the workers have posted and ended before the block joins.
+    ran = []
+    with mt.joined_threads(timeout=10) as scope:
+        workers = [scope.start(lambda i=i: mt.post_on_main(ran.append, i)) for i in range(4)]
+        for worker in workers:
+            worker.join(10)  # a plain join: runs nothing
+        assert not any(w.is_alive() for w in workers) and not ran
+    assert sorted(ran) == [0, 1, 2, 3]
+    assert mt.stats().pending == 0
+
+
 def test_plain_threads_started_in_the_block_are_joined_too():
     done = []
 
