@@ -292,24 +292,14 @@ def inside_ui(out: Path, quick: bool) -> None:
 def run(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> dict:
     """The UI part in Blender under Xvfb; returns its results (for bench/run.py too)."""
     from bench_process import _shell_path
-    from run import _run_blender
+    from run import _run_blender, ui_command
 
     out = scratch / "async_ui.json"
     user = scratch / "async_user"  # keep the user's own Blender config untouched
     user.mkdir(exist_ok=True)
-    command = [
-        *xvfb_run,
-        "-a",
-        "-s",
-        "-screen 0 1280x720x24",
-        blender[-1],
-        "--factory-startup",
-        "--python",
-        str(Path(__file__).resolve()),
-        "--",
-        "--inside-ui",
-        str(out),
-    ] + (["--quick"] if quick else [])
+    command = ui_command(
+        xvfb_run, blender, Path(__file__).resolve(), "--inside-ui", str(out), *(["--quick"] if quick else [])
+    )
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PATH=_shell_path())
     return _run_blender("coroutines in the UI", command, out, TIMEOUT, env=env)
 

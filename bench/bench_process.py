@@ -306,6 +306,7 @@ def run(blender: str, scratch: Path, quick: bool) -> dict:
     """Both parts; returns their results (for bench/run.py too)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import _setup
+    from run import ui_command
 
     flags = ["--quick"] if quick else []
     cpu = _run(
@@ -334,20 +335,14 @@ def run(blender: str, scratch: Path, quick: bool) -> dict:
     (scratch / "ui_user").mkdir(exist_ok=True)
     ui = _run(
         "process UI (Blender under Xvfb)",
-        [
-            _setup.xvfb_run(),
-            "-a",
-            "-s",
-            "-screen 0 1280x720x24",
-            blender,
-            "--factory-startup",
-            "--python",
-            str(Path(__file__).resolve()),
-            "--",
+        ui_command(
+            [_setup.xvfb_run()],
+            [blender],
+            Path(__file__).resolve(),
             "--inside-ui",
             str(scratch / "process_ui.json"),
             *flags,
-        ],
+        ),
         scratch / "process_ui.json",
         BLENDER_USER_RESOURCES=str(scratch / "ui_user"),
     )

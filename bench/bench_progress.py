@@ -441,20 +441,7 @@ def main(argv: list[str]) -> int:
             user.mkdir()
             gui = run._run_blender(
                 "gui",
-                [
-                    *xvfb_run,
-                    "-a",
-                    "-s",
-                    "-screen 0 1280x720x24",
-                    blender[-1],
-                    "--factory-startup",
-                    "--python",
-                    __file__,
-                    "--",
-                    "gui",
-                    str(out),
-                    *extra,
-                ],
+                run.ui_command(xvfb_run, blender, __file__, "gui", str(out), *extra),
                 out,
                 TIMEOUT,
                 env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)),

@@ -97,20 +97,20 @@ def run_background(blender: list[str], scratch: Path, quick: bool) -> dict:
     return _run_blender("background", command, out, BACKGROUND_TIMEOUT)
 
 
+#: Xvfb's screen for every run of the bench in Blender's UI.
+SCREEN = "-screen 0 1280x720x24"
+
+
+def ui_command(xvfb_run: list[str], blender: list[str], script: Path | str, *args: str) -> list[str]:
+    """Blender's UI under Xvfb running ``script`` with ``args`` after ``--``. ``xvfb_run`` is the
+    command that starts xvfb-run (a chroot prefix included), ``blender`` the one that runs Blender
+    (its last item the binary)."""
+    return [*xvfb_run, "-a", "-s", SCREEN, blender[-1], "--factory-startup", "--python", str(script), "--", *args]
+
+
 def run_gui(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> dict:
     out = scratch / "gui.json"
-    command = [
-        *xvfb_run,
-        "-a",
-        "-s",
-        "-screen 0 1280x720x24",
-        blender[-1],
-        "--factory-startup",
-        "--python",
-        str(BENCH / "bench_gui.py"),
-        "--",
-        str(out),
-    ] + (["--quick"] if quick else [])
+    command = ui_command(xvfb_run, blender, BENCH / "bench_gui.py", str(out), *(["--quick"] if quick else []))
     user = scratch / "user"  # keep the user's own Blender config (recent files...) untouched
     user.mkdir(exist_ok=True)
     return _run_blender("gui", command, out, GUI_TIMEOUT, env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)))

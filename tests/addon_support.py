@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import zipfile
@@ -37,6 +38,32 @@ def legacy_zip(source: Path, folder: Path) -> Path:
 def consumer_legacy_zip(folder: Path) -> Path:
     """The consumer add-on packaged for the legacy installer: ``mtt_consumer/__init__.py``."""
     return legacy_zip(CONSUMER, folder)
+
+
+#: Xvfb's screen for the GUI sessions.
+SCREEN = "-screen 0 1280x720x24"
+
+
+def ui_session_command(work: Path, script: Path, *args: str, flags: tuple[str, ...] = ()) -> list[str]:
+    """This Blender's UI under Xvfb, its framebuffer written into ``work`` (for screenshots), running
+    ``script`` with ``args`` after ``--``; ``flags`` go to Blender before ``--python``."""
+    import bpy
+
+    xvfb_run = shutil.which("xvfb-run")
+    assert xvfb_run, "xvfb-run is missing: apt-get install xvfb xauth (scripts/run_tests.py does)"
+    return [
+        xvfb_run,
+        "-a",
+        "-s",
+        f"{SCREEN} -fbdir {work}",
+        bpy.app.binary_path,
+        "--factory-startup",
+        *flags,
+        "--python",
+        str(script),
+        "--",
+        *args,
+    ]
 
 
 def session_env(work: Path) -> dict[str, str]:

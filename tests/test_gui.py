@@ -18,44 +18,35 @@ import time
 import pytest
 
 from tests import support
-from tests.addon_support import RESULTS, ROOT, build, consumer_legacy_zip, read_outcome, session_env, xwd_to_png
+from tests.addon_support import (
+    RESULTS,
+    ROOT,
+    build,
+    consumer_legacy_zip,
+    read_outcome,
+    session_env,
+    ui_session_command,
+    xwd_to_png,
+)
 from tests.support import run
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
 
 SESSION = ROOT / "tests" / "gui" / "gui_session.py"
 GUI_TIMEOUT = 300  # seconds; the session takes about 50
-SCREEN = "-screen 0 1280x720x24"
 
 
 @pytest.mark.timeout(GUI_TIMEOUT + 60)
 def test_addon_end_to_end_in_blender_ui(tmp_path):
     if not support.IN_BLENDER_BINARY:
         pytest.fail("the GUI tier runs where Blender's executable is the interpreter (tier blender-gui)")
-    import bpy
-
-    xvfb_run = shutil.which("xvfb-run")
-    assert xvfb_run, "xvfb-run is missing: apt-get install xvfb xauth (scripts/run_tests.py does)"
     addon_zip = build.build_zip(tmp_path / "dist")
     consumer_zip = consumer_legacy_zip(tmp_path)
     work = tmp_path / "gui"
     env = session_env(work)
     script = shutil.copy(SESSION, work / "gui_session.py")  # away from the repo: import what Blender installed
     result = work / "result.json"
-    command = [
-        xvfb_run,
-        "-a",
-        "-s",
-        f"{SCREEN} -fbdir {work}",
-        bpy.app.binary_path,
-        "--factory-startup",
-        "--python",
-        str(script),
-        "--",
-        str(result),
-        str(addon_zip),
-        str(consumer_zip),
-    ]
+    command = ui_session_command(work, script, str(result), str(addon_zip), str(consumer_zip))
     proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
     facts = read_outcome(result, proc)
 

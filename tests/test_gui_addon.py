@@ -18,7 +18,16 @@ import shutil
 import pytest
 
 from tests import support
-from tests.addon_support import RESULTS, ROOT, build, legacy_zip, read_outcome, session_env, xwd_to_png
+from tests.addon_support import (
+    RESULTS,
+    ROOT,
+    build,
+    legacy_zip,
+    read_outcome,
+    session_env,
+    ui_session_command,
+    xwd_to_png,
+)
 from tests.support import run
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
@@ -26,7 +35,6 @@ pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
 SESSION = ROOT / "tests" / "gui" / "addon_session.py"
 EXAMPLE = ROOT / "examples" / "asset_downloader"
 GUI_TIMEOUT = 300  # seconds; the session takes about a minute
-SCREEN = "-screen 0 1280x720x24"
 STATUS_BAR = (26, 760)  # height of the strip kept, and its width from the left edge
 
 
@@ -34,33 +42,14 @@ def _session(tmp_path, mode: str) -> tuple[dict, str]:
     """Run the session in ``mode``; return its facts (snapshots converted) and its stdout."""
     if not support.IN_BLENDER_BINARY:
         pytest.fail("the GUI tier runs where Blender's executable is the interpreter (tier blender-gui)")
-    import bpy
-
-    xvfb_run = shutil.which("xvfb-run")
-    assert xvfb_run, "xvfb-run is missing: apt-get install xvfb xauth (scripts/run_tests.py does)"
     addon_zip = build.build_zip(tmp_path / "dist")
     example_zip = legacy_zip(EXAMPLE, tmp_path)
     work = tmp_path / "gui"
     env = session_env(work)
     script = shutil.copy(SESSION, work / "addon_session.py")  # away from the repo: import what Blender installed
     result = work / "result.json"
-    simulate = ["--enable-event-simulate"] if mode == "keys" else []
-    command = [
-        xvfb_run,
-        "-a",
-        "-s",
-        f"{SCREEN} -fbdir {work}",
-        bpy.app.binary_path,
-        "--factory-startup",
-        *simulate,
-        "--python",
-        str(script),
-        "--",
-        str(result),
-        str(addon_zip),
-        str(example_zip),
-        mode,
-    ]
+    simulate = ("--enable-event-simulate",) if mode == "keys" else ()
+    command = ui_session_command(work, script, str(result), str(addon_zip), str(example_zip), mode, flags=simulate)
     proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
     facts = read_outcome(result, proc)
 
