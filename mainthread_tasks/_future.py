@@ -6,8 +6,9 @@ future, and more than the whole rest of a queued task. ``MainThreadFuture`` keep
 state layout, so everything in ``concurrent.futures`` and ``asyncio.wrap_future`` that reaches into
 it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 
-- state defaults live on the class and ``__init__`` is ``object.__init__``: creating a future runs
-  no Python code and sets no attribute;
+- state defaults live on the class and ``__init__`` sets no attribute: it only makes the
+  future's ``__dict__``, which the lock-free protocol below works on, on the creating thread (see
+  ``MainThreadFuture.__init__`` for the CPython 3.11 crash this prevents);
 - each future's lock (``_lock``), its ``_condition`` (built on that lock) and its
   ``_waiters``/``_done_callbacks`` lists are only made when somebody needs them: to wait, add a
   callback, cancel, or set a result from outside. A lock of its own per future matters:
@@ -35,8 +36,8 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 ``set_result``/``set_exception``/``cancel`` called by anybody else always take the lock. A task that
 sets its own Future's result keeps it: the first result wins, as with any Future, and the
 dispatcher logs the misuse instead of raising it (``_finish``). Waiting on the main thread never
-blocks it: ``result()``/``exception()`` call the hook that the scheduler installs
-(``_wait_on_main``), which runs queued tasks while waiting.
+blocks it: ``result()``/``exception()`` call the wait that the scheduler sets
+(``set_main_thread_wait``), which runs queued tasks while waiting.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from typing import Any, TypeVar
 from ._threadinfo import is_main_thread
 
 # The state names are re-exported: the scheduler compares against the ones Future's own code uses.
-__all__ = ("FINISHED", "RUNNING", "MainThreadFuture", "waited_future")
+__all__ = ("FINISHED", "RUNNING", "MainThreadFuture", "set_main_thread_wait", "waited_future")
 
 _T = TypeVar("_T")
 
@@ -84,17 +85,18 @@ class MainThreadFuture(Future[_T]):
     _result = None
     _exception = None
 
-    def _wait_on_main(self, timeout: float | None) -> None:
-        """Replaced by the scheduler: wait on the main thread by running queued tasks until this
-        future is done or the timeout has passed."""
-        raise NotImplementedError("mainthread_tasks._scheduler installs _wait_on_main")
-
     # RUNNING means the task runs on the main thread, up the stack of a main-thread wait: such a
     # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
     _runs_on_main = True
 
-    # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
-    __init__ = object.__init__
+    def __init__(self) -> None:
+        # Deliberately not Future.__init__ (see the module docstring). The one thing it does: make
+        # the future's __dict__ now, on the creating thread, before any other thread can see the
+        # future. CPython 3.11 makes an object's __dict__ lazily, and making it may start a garbage
+        # collection that runs Python code and lets another thread make a second dict over the same
+        # attribute values; each later frees them under the other (a segfault in GC). The race, and
+        # why 3.10 and 3.12+ are immune: tests/test_future.py, "an object's __dict__ made twice".
+        vars(self)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes never set: the lazily made parts of Future's state.
@@ -256,7 +258,7 @@ class MainThreadFuture(Future[_T]):
                 raise RuntimeError(
                     f"{self!r} is the task running on the main thread right now; a task cannot wait for its own result"
                 )
-            self._wait_on_main(timeout)
+            _main_thread_wait(self, timeout)
             return
         deadline = None if timeout is None else monotonic() + timeout
         condition = self._condition  # made by _watch()ing first, before the state is read below
@@ -300,12 +302,29 @@ def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     ``call_on_main``'s waiter: one lock, instead of the Condition (and the lock per wait that
     ``Condition.wait`` allocates) that ``result()`` would make. Any thread.
     """
-    future = MainThreadFuture()
+    future: MainThreadFuture[Any] = MainThreadFuture()
     waker = allocate_lock()
     waker.acquire()
-    future._waker = waker
-    future._sync = True  # watched from birth: finishing takes the lock and releases the waker
+    attrs = future.__dict__
+    attrs["_waker"] = waker
+    attrs["_sync"] = True  # watched from birth: finishing takes the lock and releases the waker
     # Made here, by the waiting thread, so that the main thread's finish need not make one. Only
     # the finish and a stop's cancel() take it, never nested: a plain lock is enough.
-    future._lock = allocate_lock()
+    attrs["_lock"] = allocate_lock()
     return future, waker
+
+
+def _no_main_thread_wait(future: MainThreadFuture[Any], timeout: float | None) -> None:
+    raise NotImplementedError("mainthread_tasks._scheduler sets how the main thread waits")
+
+
+# How the main thread waits for a future: by running queued tasks meanwhile, since the task it
+# waits for may be one of them. The scheduler sets it at import (set_main_thread_wait).
+_main_thread_wait: Callable[[MainThreadFuture[Any], float | None], None] = _no_main_thread_wait
+
+
+def set_main_thread_wait(wait: Callable[[MainThreadFuture[Any], float | None], None]) -> None:
+    """Set how ``result()``/``exception()`` wait on the main thread: ``wait(future, timeout)``
+    returns once the future is done or ``timeout`` seconds have passed. At import."""
+    global _main_thread_wait
+    _main_thread_wait = wait

@@ -29,6 +29,7 @@ from time import perf_counter
 from typing import ParamSpec, TypeVar
 
 from . import _scheduler
+from ._interrupts import GUARD, dispatcher
 
 __all__ = ("ui_only",)
 
@@ -86,7 +87,7 @@ def job_running(is_job_running: Callable[[str], bool]) -> str:
     return ""
 
 
-@_scheduler.dispatcher_function
+@dispatcher
 def hold_pass(reason: str, budget: float) -> int:
     """A UI timer pass while ``reason`` holds the queue: move the queued tasks to the held list,
     keeping their order, and run the ui_only ones (and ui_only sources) now. Main thread. Returns
@@ -104,7 +105,7 @@ def hold_pass(reason: str, budget: float) -> int:
     ui_tasks: deque[_scheduler.Item] = deque()
     get_nowait = scheduler._get_nowait
     ran = 0
-    guarded = scheduler._defer_interrupts()
+    guarded = GUARD.install()
     try:
         for _ in range(scheduler._qsize()):
             try:
@@ -117,7 +118,7 @@ def hold_pass(reason: str, budget: float) -> int:
     finally:
         held.extendleft(reversed(ui_tasks))  # left by a Ctrl-C: they run after the job
         if guarded:
-            scheduler._restore_interrupts()
+            GUARD.restore()
     for source in scheduler._sources:
         if getattr(source, "ui_only", False):
             try:

@@ -18,8 +18,8 @@ import logging
 import math
 import numbers
 import select
-import signal
 import socket
+import sys
 import threading
 from _thread import allocate_lock
 from collections import deque
@@ -28,11 +28,11 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
-from types import FrameType
 from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from ._errors import NotMainThreadError, SchedulerStopped
-from ._future import FINISHED, RUNNING, MainThreadFuture, waited_future
+from ._future import FINISHED, RUNNING, MainThreadFuture, set_main_thread_wait, waited_future
+from ._interrupts import GUARD, dispatcher, interruptible, task_runner
 from ._threadinfo import MAIN_THREAD_IDENT
 
 __all__ = (
@@ -333,88 +333,7 @@ def main_thread(fn: Callable[_P, _T]) -> Callable[_P, _T]:
 # -- running: main thread ---------------------------------------------------------------------
 
 
-# -- Ctrl-C ------------------------------------------------------------------------------------
-#
-# Python runs a signal handler (SIGINT: KeyboardInterrupt, also from _thread.interrupt_main(), as
-# IDEs and debuggers use) on the main thread between any two bytecodes. Landing in the dispatcher
-# between taking an item off the queue and finishing its Future, the KeyboardInterrupt would lose
-# the item, or leave its Future running for ever and its call_on_main caller blocked. So while the
-# main thread dispatches, a guard handler stands in for Python's SIGINT handler. It looks at the
-# frames the signal interrupted: inside a task, or while the main thread sleeps waiting for work
-# (holding no item), it calls the original handler at once, so Ctrl-C interrupts a task or a wait
-# as usual; anywhere else in the dispatcher (its own bookkeeping, finishing a Future and the
-# done-callbacks that runs, logging, polling sources, rejecting the queue) it only records the
-# signal, and the dispatcher calls the original handler at its next safe point, after the task in
-# hand is finished, leaving the rest queued. Reading the frames costs nothing per task; it happens
-# only when a signal comes. Where Python runs no SIGINT handler (the Blender binary handles SIGINT
-# in C) nothing is swapped.
-
-_deferred_signal: tuple[int, FrameType | None] | None = None  # a SIGINT that landed outside a task
-_guarded_handler: Callable[[int, FrameType | None], Any] | None = None  # the handler the guard stands in for
-
-
-def _sigint_guard(signum: int, frame: FrameType | None) -> None:
-    global _deferred_signal
-    if _signal_may_raise_here(frame):
-        _guarded_handler(signum, frame)  # type: ignore[misc]
-        return
-    _deferred_signal = (signum, frame)
-    wake_main()
-
-
-def _signal_may_raise_here(frame: FrameType | None) -> bool:
-    # Walk out from the interrupted frame to the innermost dispatcher frame (see "Ctrl-C" above).
-    called: FrameType | None = None  # the frame that dispatcher frame called
-    while frame is not None:
-        code = frame.f_code
-        if code is _SLEEP_CODE:
-            return True  # waiting for work: holds no item
-        if code is _RUN_BATCH_CODE:
-            # Its task, or its own bookkeeping (finishing a Future, naming a task, logging)?
-            return called is not None and called.f_code not in _BATCH_BOOKKEEPING
-        if code in _DISPATCHER_CODES:
-            return False
-        called, frame = frame, frame.f_back
-    return True  # not dispatching after all
-
-
-def _defer_interrupts() -> bool:
-    """Install the guard unless it is (or Python runs no SIGINT handler). Main thread.
-
-    Returns True if it installed it: the caller must then ``_restore_interrupts()``.
-    """
-    global _guarded_handler
-    if _get_ident() != MAIN_THREAD_IDENT:
-        return False
-    handler = signal.getsignal(signal.SIGINT)
-    if handler is _sigint_guard or not callable(handler):
-        return False
-    _guarded_handler = handler
-    try:
-        signal.signal(signal.SIGINT, _sigint_guard)
-    except ValueError:  # not the main interpreter
-        return False
-    return True
-
-
-def _restore_interrupts() -> None:
-    """Put the original SIGINT handler back; then deliver a signal the guard held back, if any."""
-    global _deferred_signal
-    if signal.getsignal(signal.SIGINT) is _sigint_guard:  # unless the code we ran installed its own
-        signal.signal(signal.SIGINT, _guarded_handler)
-    _deliver_deferred_signal()
-
-
-def _deliver_deferred_signal() -> None:
-    global _deferred_signal
-    if _deferred_signal is not None:
-        (signum, frame), _deferred_signal = _deferred_signal, None
-        _guarded_handler(signum, frame)  # type: ignore[misc]  # raises KeyboardInterrupt, usually
-
-
-# -- running: main thread ---------------------------------------------------------------------
-
-
+@task_runner
 def _run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | None = None) -> int:
     """Run up to ``limit`` queued tasks. Main thread only, with the Ctrl-C guard installed.
 
@@ -446,8 +365,10 @@ def _run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | No
     notable = min(_longest_task, slow)  # a task this long is a new longest or a slow one: look closer
     get_nowait = _get_nowait if take is None else take
     clock = perf_counter
+    guard = GUARD
     outer_running = _running  # a task waiting on a future runs a nested batch
-    future = fn = args = kwargs = attrs = result = None
+    future = fn = args = kwargs = result = None
+    attrs: Any = None  # the future's __dict__
     ended = clock()
     try:
         for taken in range(1, limit + 1):
@@ -456,37 +377,32 @@ def _run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | No
             except (Empty, IndexError):  # IndexError: a deque given as ``take``
                 taken -= 1
                 break
-            if future is None:  # post_on_main
-                _running = fn
-                try:
-                    fn(*args, **kwargs) if kwargs else fn(*args)
-                except BaseException as exc:
-                    failed += 1
-                    logger.error("post_on_main task %s raised", task_name(fn), exc_info=exc)
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                        raise
-                    del exc
-            else:
+            if future is not None:
                 attrs = future.__dict__
                 if attrs.setdefault("_state", RUNNING) is not RUNNING:  # start: atomic against cancel()
                     cancelled += 1
                     continue
-                _running = fn
-                try:
-                    result = fn(*args, **kwargs) if kwargs else fn(*args)
-                except BaseException as exc:
-                    failed += 1
-                    future._finish("_exception", exc, "add_exception")
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                        raise
-                    del exc
+            _running = fn
+            try:
+                # The task: the only line where a Ctrl-C raises at once (see _interrupts).
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
+            except BaseException as exc:
+                failed += 1
+                if future is None:
+                    logger.error("post_on_main task %s raised", task_name(fn), exc_info=exc)
                 else:
+                    future._finish("_exception", exc, "add_exception")
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                del exc
+            else:
+                if future is not None:
                     if attrs.setdefault("_sync", None) is None:  # finish: lock-free unless watched
                         attrs["_result"] = result
                         attrs["_state"] = FINISHED
                     else:
                         future._finish("_result", result, "add_result")  # somebody waits: lock and notify
-                    result = None
+                result = None  # a post_on_main task's return value dies here, in the bookkeeping
             started, ended = ended, clock()
             elapsed = ended - started
             if elapsed >= notable:
@@ -500,17 +416,20 @@ def _run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | No
                         elapsed,
                     )
                 notable = min(_longest_task, slow)
-            if _deferred_signal is not None or (deadline is not None and ended + elapsed > deadline):
+            if guard.deferred is not None or (deadline is not None and ended + elapsed > deadline):
                 break
     finally:
-        future = fn = args = kwargs = attrs = result = None
+        # The state first: nothing here runs Python code, so no signal can land before it is
+        # restored. Then the references: their decrefs may run __del__s and weakref callbacks.
         _running = outer_running
         _completed += taken - failed - cancelled
         _failed += failed
         _cancelled += cancelled
+        future = fn = args = kwargs = attrs = result = None
     return taken - cancelled
 
 
+@dispatcher
 def pump(timeout: float | None = 0.0) -> int:
     """Run the queued tasks now, in the calling thread, which must be the main thread.
 
@@ -540,18 +459,21 @@ def pump(timeout: float | None = 0.0) -> int:
             timeout = None
     if timeout == 0 and not _sources and not _qsize() and not _held:
         return 0  # the common idle poll: nothing to guard
-    guarded = _defer_interrupts()
+    guard = GUARD
+    guarded = guard.install()
     try:
         deadline = None if timeout is None else monotonic() + timeout
         woken = False
         while True:
             ran = _run_batch(len(_held), None, _held.popleft) if _held else 0
             queued = _qsize()
-            if queued and _deferred_signal is None:
+            # A signal held back ends an outer pump now; a nested one may not be able to deliver it
+            # (see _interrupts), so it goes on running tasks, one per batch, lest its caller spin.
+            if queued and (guard.deferred is None or not guarded):
                 ran += _run_batch(queued, None)
             if _sources:
                 ran += _poll_sources()
-            if ran or woken or _deferred_signal is not None:
+            if ran or woken or guard.deferred is not None:
                 return ran
             if deadline is None:
                 wait = None
@@ -562,9 +484,12 @@ def pump(timeout: float | None = 0.0) -> int:
             woken = _sleep(wait)
     finally:
         if guarded:
-            _restore_interrupts()
+            guard.restore()
+        elif guard.deferred is not None:
+            guard.deliver_if_safe(sys._getframe(1))
 
 
+@dispatcher
 def run_for(budget: float) -> int:
     """One Blender timer pass that found tasks: run them for at most about ``budget`` seconds.
 
@@ -578,7 +503,8 @@ def run_for(budget: float) -> int:
     _ticks += 1
     started = perf_counter()
     deadline = started + budget
-    guarded = _defer_interrupts()
+    guard = GUARD
+    guarded = guard.install()
     try:
         ran = 0
         if _held:  # held during a job that has ended: they are older than anything queued
@@ -587,7 +513,7 @@ def run_for(budget: float) -> int:
             ran += _run_batch(_qsize(), deadline)
     finally:
         if guarded:
-            _restore_interrupts()
+            guard.restore()
     elapsed = _last_tick = perf_counter() - started
     if elapsed > _longest_tick:
         _longest_tick = elapsed
@@ -595,8 +521,8 @@ def run_for(budget: float) -> int:
 
 
 def _wait_on_main(future: MainThreadFuture[Any], timeout: float | None) -> None:
-    # MainThreadFuture's hook: the main thread waits by running queued tasks, since the task it
-    # waits for may be one of them. Short slices notice a cancel() from another thread.
+    # How the main thread waits on a future (set_main_thread_wait): by running queued tasks, since
+    # the task it waits for may be one of them. Short slices notice a cancel() from another thread.
     deadline = None if timeout is None else monotonic() + timeout
     while not future.done():
         if deadline is None:
@@ -608,7 +534,7 @@ def _wait_on_main(future: MainThreadFuture[Any], timeout: float | None) -> None:
             pump(min(remaining, 0.01))
 
 
-MainThreadFuture._wait_on_main = _wait_on_main  # the hook's real body
+set_main_thread_wait(_wait_on_main)
 
 
 # -- sources: other kinds of main-thread work ---------------------------------------------------
@@ -713,6 +639,7 @@ def _close_wake_socket() -> None:
             sock.close()
 
 
+@dispatcher
 def _poll_sources(deadline: float | None = None) -> int:
     # Main thread. A source's own failure is a bug of ours: log it, never stop the dispatcher.
     # Sources run no user task directly (done-callbacks aside): a Ctrl-C is held back meanwhile.
@@ -737,6 +664,7 @@ def sources_due() -> float | None:
     return soonest
 
 
+@interruptible
 def _sleep(wait: float | None) -> bool:
     """Sleep until a task is queued, a source's fd is readable or due, ``wake_main()`` is called, or
     ``wait`` s have passed. Returns True if something rang (rather than the time running out).
@@ -817,6 +745,7 @@ def _stop_sources(message: str) -> None:
 # -- lifecycle --------------------------------------------------------------------------------
 
 
+@dispatcher
 def _reject_queued() -> int:
     """Cancel every queued task; return how many. Any thread.
 
@@ -825,7 +754,7 @@ def _reject_queued() -> int:
     Ctrl-C cannot land between taking a task and cancelling it (see "Ctrl-C").
     """
     global _cancelled_at_stop
-    guarded = _defer_interrupts()  # on the main thread only
+    guarded = GUARD.install()  # on the main thread only
     rejected = 0
     dropped_posts = []
     try:
@@ -845,7 +774,7 @@ def _reject_queued() -> int:
             with _lifecycle_lock:
                 _cancelled_at_stop += rejected
         if guarded:
-            _restore_interrupts()
+            GUARD.restore()
     if dropped_posts:
         names = ", ".join(task_name(fn) for fn in dropped_posts[:5])
         more = f" and {len(dropped_posts) - 5} more" if len(dropped_posts) > 5 else ""
@@ -908,35 +837,3 @@ try:
     threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):  # pragma: no cover - Python < 3.9 or already exiting
     pass
-
-
-# The frames the Ctrl-C guard looks for (see "Ctrl-C").
-_F = TypeVar("_F", bound=Callable[..., Any])
-_SLEEP_CODE = _sleep.__code__
-_RUN_BATCH_CODE = _run_batch.__code__
-_BATCH_BOOKKEEPING = frozenset(
-    {
-        MainThreadFuture._finish.__code__,
-        task_name.__code__,
-        logging.Logger.error.__code__,
-        logging.Logger.warning.__code__,
-    }
-)
-_DISPATCHER_CODES = frozenset(
-    {
-        pump.__code__,
-        run_for.__code__,
-        _poll_sources.__code__,
-        _reject_queued.__code__,
-        _restore_interrupts.__code__,
-        _deliver_deferred_signal.__code__,
-    }
-)
-
-
-def dispatcher_function(fn: _F) -> _F:
-    """Decorator for dispatcher code in other modules (``_hold.hold_pass``): a Ctrl-C landing in it
-    is held back like one landing in ``pump`` (see "Ctrl-C"). At import, main thread."""
-    global _DISPATCHER_CODES
-    _DISPATCHER_CODES = _DISPATCHER_CODES | {fn.__code__}
-    return fn

@@ -320,3 +320,77 @@ def test_nan_timeout_is_refused_negative_means_now_inf_means_none():
     t.join(10)
     assert later == [0]
     assert future.result(timeout=math.inf) == 0
+
+
+# -- CPython 3.11: an object's __dict__ made twice -------------------------------------------------
+#
+# CPython 3.11 keeps a new object's attributes in an inline values array and makes the __dict__
+# object only when somebody asks for it. Making it allocates a dict, the allocation may start a
+# garbage collection, and the collection runs Python code (gc.callbacks, finalizers, weakref
+# callbacks) during which another thread can take the GIL and ask for the same __dict__: both get a
+# dict of their own over the same values array, and whichever dies first frees it under the other
+# (the segfault in dict_traverse seen in test_stress on 3.11.7 and under Wine; 3.10 and 3.12+ are
+# immune). Every future must therefore come out of its constructor with its __dict__ made, by the
+# thread that creates it, before any other thread can see it.
+
+
+def _future_makers():
+    from mainthread_tasks._async import AsyncFuture
+    from mainthread_tasks._future import MainThreadFuture, waited_future
+    from mainthread_tasks._process import ProcessFuture
+
+    return {
+        "run_on_main": lambda: mt.run_on_main(int),
+        "call_on_main's waited_future": lambda: waited_future()[0],
+        "MainThreadFuture()": MainThreadFuture,
+        "ProcessFuture()": ProcessFuture,
+        "AsyncFuture()": AsyncFuture,
+    }
+
+
+_kept_alive: list[object] = []  # on a buggy build, two dicts share one values array: free neither
+
+
+@pytest.mark.parametrize("maker", list(_future_makers()))
+def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(maker):
+    import gc
+    import sys
+
+    from mainthread_tasks import _scheduler
+
+    future = _future_makers()[maker]()
+    seen_by_other = []
+    go, done = threading.Event(), threading.Event()
+
+    def other_thread():  # what cancel(), _watch() and add_done_callback() do first
+        go.wait(10)
+        seen_by_other.append(future.__dict__)
+        done.set()
+
+    armed = [True]
+
+    def hand_over_mid_collection(phase, info):
+        # The collection that making the main thread's __dict__ started: let the other thread in.
+        if phase == "start" and armed[0] and sys._getframe(1).f_code is test_code:
+            armed[0] = False
+            go.set()
+            done.wait(10)
+
+    test_code = sys._getframe().f_code
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    threshold = gc.get_threshold()
+    gc.callbacks.append(hand_over_mid_collection)
+    try:
+        hoard = [{} for _ in range(200)]  # empty the dict free list: making a dict must allocate
+        gc.set_threshold(1)  # ...and any allocation collects
+        seen_by_main = future.__dict__  # what _scheduler._run_batch does first with a future
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(hand_over_mid_collection)
+        go.set()
+        thread.join(10)
+        del hoard
+    _kept_alive.extend([future, seen_by_main, *seen_by_other])
+    assert seen_by_other[0] is seen_by_main, "two __dict__ objects over one values array (CPython 3.11)"
+    _scheduler._reject_queued()

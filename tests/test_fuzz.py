@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import mainthread_tasks as mt
-from mainthread_tasks import _scheduler
+from mainthread_tasks import _interrupts, _scheduler
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -148,7 +148,7 @@ class Lifecycle(RuleBasedStateMachine):
                     if time.monotonic() > give_up:  # the interrupt was lost: say what we know
                         lost = (
                             f"Ctrl-C lost: handler {signal.getsignal(signal.SIGINT)!r}, deferred "
-                            f"{_scheduler._deferred_signal!r}, interrupter alive {thread.is_alive()}, "
+                            f"{_interrupts.GUARD.deferred!r}, interrupter alive {thread.is_alive()}, "
                             f"sources {_scheduler._sources!r}, stats {mt.stats()}"
                         )
                         break

@@ -1,0 +1,258 @@
+"""Ctrl-C on the main thread while it dispatches: delivered once, nothing lost, no state left behind.
+
+The signal is raised deterministically with ``signal.raise_signal(SIGINT)``, whose handler runs at
+once in the frame that raised it: from a ``__del__`` or a weakref callback that the dispatcher's own
+decrefs trigger (the task's result, its arguments, its function, its failed exception, a Future
+nobody kept), and from inside a task. A KeyboardInterrupt raised inside a ``__del__`` or a weakref
+callback is swallowed by Python (printed as "Exception ignored in"): the guard must hold such a
+signal back and deliver it where it can raise, or the Ctrl-C is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import threading
+import weakref
+
+import pytest
+
+import mainthread_tasks as mt
+from mainthread_tasks import _scheduler
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler (the Blender binary runs none: it handles SIGINT in C)."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+@pytest.fixture
+def unraisable():
+    """What Python swallowed during the test (an exception raised in __del__ or a callback)."""
+    seen: list[BaseException | None] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda args: seen.append(args.exc_value)
+    yield seen
+    sys.unraisablehook = previous
+
+
+class Bomb:
+    """Sends this process SIGINT when it dies; its handler runs right there, in ``__del__``."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+def weakref_bomb():
+    """An object whose death sends SIGINT from a weakref callback instead."""
+
+    class Target:
+        pass
+
+    target = Target()
+    target.ref = weakref.ref(target, lambda _ref: signal.raise_signal(signal.SIGINT))
+    return target
+
+
+BOMBS = {"__del__": Bomb, "weakref callback": weakref_bomb}
+
+
+def _noop(*_args):
+    return None
+
+
+def _fails_holding(bomb):
+    local = bomb  # noqa: F841 - kept by the traceback's frame
+    raise ValueError("a task that fails")
+
+
+def _arm(where, bomb_kind):
+    """Queue the task whose bookkeeping kills the bomb; returns what the test must keep."""
+    make = BOMBS[bomb_kind]
+    if where == "a run_on_main task's result, Future not kept":
+        mt.run_on_main(make)
+    elif where == "a post_on_main task's result":
+        mt.post_on_main(make)
+    elif where == "a post_on_main task's arguments":
+        mt.post_on_main(_noop, make())
+    elif where == "a run_on_main task's function":
+        mt.run_on_main(functools.partial(_noop, make()))
+    elif where == "a failed task's traceback, Future not kept":
+        mt.run_on_main(_fails_holding, make())
+    elif where == "a cancelled task's arguments":
+        mt.run_on_main(_noop, make()).cancel()
+    else:
+        raise AssertionError(where)
+
+
+WHERE = [
+    "a run_on_main task's result, Future not kept",
+    "a post_on_main task's result",
+    "a post_on_main task's arguments",
+    "a run_on_main task's function",
+    "a failed task's traceback, Future not kept",
+    "a cancelled task's arguments",
+]
+
+
+@pytest.mark.parametrize("bomb_kind", list(BOMBS))
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("after", [0, 1, 5], ids=lambda n: f"{n}_after")
+def test_ctrl_c_from_the_dispatchers_own_decrefs_is_delivered_once_and_leaves_no_state(
+    sigint_raises, unraisable, where, bomb_kind, after
+):
+    ran: list[int] = []
+    before = [mt.run_on_main(ran.append, i) for i in range(3)]
+    _arm(where, bomb_kind)
+    later = [mt.run_on_main(ran.append, 100 + i) for i in range(after)]
+    interrupted = 0
+    for _ in range(10):  # until the queue is empty; a Ctrl-C ends one pump early
+        try:
+            while mt.pump():
+                pass
+            break
+        except KeyboardInterrupt:
+            interrupted += 1
+    assert unraisable == [], "a Ctrl-C was raised where Python swallows it: lost"
+    s = mt.stats()
+    assert s.running is None, s
+    assert s.pending == 0, s
+    assert s.submitted == s.completed + s.failed + s.cancelled, s
+    assert interrupted == 1, "the Ctrl-C must reach the code that called pump(), exactly once"
+    assert sorted(ran) == [0, 1, 2] + [100 + i for i in range(after)], "every task ran once"
+    assert all(f.done() for f in before + later)
+
+
+def test_ctrl_c_inside_a_task_interrupts_that_task(sigint_raises, unraisable):
+    def task():
+        signal.raise_signal(signal.SIGINT)
+        return "not reached"
+
+    future = mt.run_on_main(task)
+    follower = mt.run_on_main(int)
+    with pytest.raises(KeyboardInterrupt):
+        mt.pump()
+    assert isinstance(future.exception(0), KeyboardInterrupt)
+    assert not follower.done(), "the rest stays queued"
+    assert mt.pump() == 1 and follower.result(0) == 0
+    assert mt.stats().running is None and unraisable == []
+
+
+def test_ctrl_c_deferred_in_a_nested_batch_reaches_the_task_that_waits(sigint_raises, unraisable):
+    """A task waits on a Future on the main thread (a nested batch); the Ctrl-C lands in that
+    batch's bookkeeping: it interrupts the waiting task once the nested task in hand is done,
+    instead of leaving the wait spinning."""
+    inner = mt.run_on_main(Bomb)  # its result dies in the nested batch's bookkeeping...
+    del inner  # ...as nobody else keeps the Future
+    waited = mt.run_on_main(int)
+    outcome = []
+
+    def waiting_task():
+        try:
+            waited.result(timeout=5)
+            outcome.append("returned")
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+            raise
+
+    # waiting_task must run first: queue it, then move the two others behind it.
+    waiter = mt.run_on_main(waiting_task)
+    items = [_scheduler._get_nowait() for _ in range(3)]
+    for index in (2, 0, 1):
+        _scheduler._put(items[index])
+    del items  # the queue alone keeps the Bomb's Future
+    with pytest.raises(KeyboardInterrupt):
+        mt.pump()
+    assert outcome == ["interrupted"] and isinstance(waiter.exception(0), KeyboardInterrupt)
+    while mt.pump():
+        pass
+    assert waited.result(0) == 0
+    assert mt.stats().running is None and unraisable == []
+
+
+def test_ctrl_c_in_a_done_callback_that_waits_does_not_spin(sigint_raises, unraisable):
+    """A done-callback (dispatcher bookkeeping: Ctrl-C is held back there) waits on another Future;
+    a Ctrl-C landing meanwhile must not stop the nested batches from running what it waits for."""
+    waited = mt.run_on_main(int)
+    results = []
+
+    def callback(_future):
+        bomb = Bomb()
+        del bomb  # SIGINT now, inside the dispatcher's bookkeeping
+        results.append(waited.result(timeout=5))
+
+    first = mt.run_on_main(str)
+    first.add_done_callback(callback)
+    # first must run before waited: move waited behind it.
+    items = [_scheduler._get_nowait() for _ in range(2)]
+    for index in (1, 0):
+        _scheduler._put(items[index])
+    del items
+    with pytest.raises(KeyboardInterrupt):
+        mt.pump()
+    assert results == [0]
+    assert mt.stats().running is None and unraisable == []
+
+
+def test_nested_guards_restore_the_handler_each_replaced(sigint_raises):
+    """A task installs its own SIGINT handler and waits on the main thread (a nested pump installs
+    the guard over the task's handler), then restores the guard: after the outer pump, Python's
+    handler is back, not the task's."""
+
+    def own_handler(signum, frame):
+        raise KeyboardInterrupt
+
+    def task():
+        previous = signal.signal(signal.SIGINT, own_handler)
+        try:
+            mt.run_on_main(int).result(timeout=5)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    mt.run_on_main(task)
+    mt.pump()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_after_a_task_ran_run_forever_still_stops_the_outer_run_forever(sigint_raises):
+    stop_inner = threading.Event()
+    stopped = []
+
+    def task():
+        mt.post_on_main(stop_inner.set)
+        mt.run_forever(until=stop_inner)
+
+        def interrupt():
+            signal.raise_signal(signal.SIGINT)
+
+        mt.post_on_main(interrupt)  # the outer run_forever must hear this one
+        stopped.append("inner")
+
+    mt.post_on_main(task)
+    waker = threading.Timer(10, lambda: stopped.append("timed out") or mt.post_on_main(int))
+    waker.start()
+    try:
+        mt.run_forever(until=lambda: "timed out" in stopped)
+    finally:
+        waker.cancel()
+        waker.join()
+    assert stopped == ["inner"], "SIGINT no longer stopped the outer run_forever"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_task_runner_knows_its_task_line_on_this_python():
+    """The guard tells a task from the dispatcher's bookkeeping by the line that calls it, found in
+    the bytecode (``CALL_FUNCTION_EX``): a Python that compiles ``fn(*args)`` otherwise fails here."""
+    import inspect
+
+    from mainthread_tasks import _interrupts
+
+    lines, first = inspect.getsourcelines(_scheduler._run_batch)
+    calls = {first + i for i, line in enumerate(lines) if "= fn(*args, **kwargs) if kwargs else fn(*args)" in line}
+    assert len(calls) == 1
+    assert _interrupts._task_lines[_scheduler._run_batch.__code__] == calls
