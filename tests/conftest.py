@@ -86,8 +86,13 @@ def clean_scheduler(timers):
     threads_before = set(threading.enumerate())
     yield
     leaked = _wait_for_threads(threads_before, timeout=10.0)
+    left = _scheduler.stats()
     _reset_scheduler()
     assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
+    # The scheduler's state must not outlive the test that made it: the first test to leave a
+    # task "running" (a Ctrl-C that skipped the dispatcher's bookkeeping) or queued fails, alone.
+    assert left.running is None, f"test left a task marked as running on the main thread: {left}"
+    assert left.pending == 0, f"test left {left.pending} task(s) queued: {left}"
 
 
 def _reset_scheduler() -> None:

@@ -98,6 +98,14 @@ def load_script(name: str):
     return module
 
 
+def discard_queued() -> None:
+    """End a test that leaves main-thread tasks queued on purpose: cancel them (the conftest fails
+    a test that leaves any, so that a leak is found by the test that made it)."""
+    from mainthread_tasks import _scheduler
+
+    _scheduler._reject_queued()
+
+
 def start_thread(target, *args, name=None) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
     thread.start()

@@ -15,6 +15,7 @@ import pytest
 
 import mainthread_tasks as mt
 from mainthread_tasks import _blender, _pacing
+from tests import support
 
 
 def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass(monkeypatch):
@@ -25,6 +26,7 @@ def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass
     mt.post_on_main(int)
     _blender._drain_timer()
     assert budgets == [0.001]
+    assert mt.pump() == 1
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, 1.5, math.nan, math.inf])
@@ -159,6 +161,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
     # A timer that starts well after the other copy's pass ended runs in a later event-loop pass.
     assert one_pass(0, 1, apart=2 * _blender.SAME_PASS_WITHIN) == [budget, budget]
     assert _pacing.pass_budget == budget and vendored_copy._pacing.pass_budget == budget
+    support.discard_queued()
 
 
 def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_spell(clock, monkeypatch):
@@ -206,6 +209,7 @@ def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_o
     _blender._drain_timer()
     mt.post_on_main(int)
     assert passes(0.005, 0.005, 0.005) == [budget] * 3  # not measured against the 0.25 s passes
+    support.discard_queued()
 
 
 def test_passes_that_step_coroutines_are_paced_like_the_queues(clock, monkeypatch):

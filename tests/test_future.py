@@ -95,6 +95,7 @@ def test_cancel_runs_callbacks_and_wakes_wait():
     t.join(10)
     assert got == [True]
     assert waiter[0].done == {future}
+    assert mt.pump() == 0  # takes the cancelled task off the queue
 
 
 def test_concurrent_futures_wait_and_as_completed_from_a_worker():

@@ -167,6 +167,7 @@ def test_context_manager_closes_and_an_exception_cancels(quiet_progress):
     lines = quiet_progress.getvalue().splitlines()
     assert re.fullmatch(r"ok: done, 2/2 100% in \d+\.\d s", lines[0]), lines
     assert re.fullmatch(r"bad: failed \(ZeroDivisionError\) at 1/4 25% after \d+\.\d s", lines[1]), lines
+    assert mt.pump() == 0  # takes the cancelled task off the queue
 
 
 def test_find_and_the_newest_one_not_cancelled():
