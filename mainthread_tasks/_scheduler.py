@@ -832,6 +832,12 @@ def shutdown_at_exit() -> None:
     _close_wake_socket()
 
 
+# concurrent.futures.thread registers its own exit hook when it is first imported: one that joins
+# every ThreadPoolExecutor's threads (asyncio's default executor's too). Exit hooks run in reverse
+# order, so it is imported first: a pool thread blocked in call_on_main must get SchedulerStopped
+# from shutdown_at_exit before that join waits for it.
+import concurrent.futures.thread  # noqa: E402, F401 - imported for its exit hook's place in the order
+
 try:
     # Runs before threading joins non-daemon threads at exit (unlike ``atexit``, which runs after).
     threading._register_atexit(shutdown_at_exit)  # type: ignore[attr-defined]

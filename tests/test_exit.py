@@ -88,3 +88,41 @@ print("IMPORT IS INERT", flush=True)
 
 def test_import_starts_no_thread_and_touches_no_bpy(tmp_path):
     _run_to_a_clean_exit(IMPORT_IS_INERT, tmp_path, "IMPORT IS INERT")
+
+
+EXECUTOR_BLOCKED_AT_EXIT = r"""
+import asyncio, concurrent.futures, threading
+import mainthread_tasks as mt
+
+def needs_main():
+    try:
+        mt.call_on_main(print, "this never runs: nobody pumps")
+    except mt.SchedulerStopped:
+        print("EXECUTOR THREAD GOT SchedulerStopped", flush=True)
+
+# concurrent.futures.thread is imported (and registers its own join of the executors' threads at
+# exit) only after the library: Python runs such exit hooks in reverse order.
+executor = concurrent.futures.ThreadPoolExecutor(1)
+executor.submit(needs_main)
+
+async def coroutine():
+    asyncio.get_running_loop().run_in_executor(None, needs_main)  # asyncio's default executor
+    await asyncio.sleep(0)
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(coroutine())
+while mt.stats().pending < 2:
+    pass
+print("SCRIPT ENDS WITH EXECUTOR THREADS BLOCKED", flush=True)
+"""
+
+
+def test_script_end_with_executor_threads_blocked_in_call_on_main(tmp_path):
+    """Executor threads (a ThreadPoolExecutor made after the import, asyncio's default executor)
+    blocked in call_on_main: the library releases them before concurrent.futures joins them."""
+    _run_to_a_clean_exit(
+        EXECUTOR_BLOCKED_AT_EXIT,
+        tmp_path,
+        "SCRIPT ENDS WITH EXECUTOR THREADS BLOCKED",
+        "EXECUTOR THREAD GOT SchedulerStopped\nEXECUTOR THREAD GOT SchedulerStopped",
+    )
