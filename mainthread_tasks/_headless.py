@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -52,9 +53,11 @@ def run_forever(until: Until = None) -> None:
     ``until`` is a ``threading.Event`` (stop once set), a Future (``concurrent.futures`` or
     asyncio: stop once done) or a callable (stop once it returns true); ``None`` runs until a
     signal. SIGINT (Ctrl-C) and SIGTERM make it return normally, after the task in hand; their
-    previous handlers are back in place afterwards (in the Blender binary, which handles SIGINT in
-    C, Python's default handling afterwards). Sleeps when there is nothing to do: no busy
-    polling (an Event or a callable is looked at every 50 ms).
+    previous handlers are back in place afterwards. The Blender binary handles SIGINT in C (the
+    first Ctrl-C asks, the second kills Blender): on Linux and macOS that handler is put back too;
+    on Windows, where it could not be, run_forever leaves Blender's SIGINT handling alone and
+    stops on SIGTERM or ``until`` only. Sleeps when there is nothing to do: no busy polling (an
+    Event or a callable is looked at every 50 ms).
 
     Raises:
         NotMainThreadError: called from another thread.
@@ -75,14 +78,44 @@ def run_forever(until: Until = None) -> None:
         signalled.append(signum)
         _scheduler.wake_main()
 
-    previous: dict[signal.Signals, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.getsignal(signum)
-        signal.signal(signum, on_signal)
+    previous: dict[signal.Signals, Callable[[], None]] = {}
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            restore = _handler_restorer(signum)
+            if restore is not None:
+                signal.signal(signum, on_signal)
+                previous[signum] = restore
         slice_seconds = None if wakes else UNTIL_POLL_SECONDS
         while not signalled and not should_stop():
             _scheduler.pump(slice_seconds)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for restore in previous.values():
+            restore()
+
+
+def _handler_restorer(signum: signal.Signals) -> Callable[[], None] | None:
+    """A function that puts back ``signum``'s handler of now, or None if it could not be put back
+    (then it must not be replaced)."""
+    handler = signal.getsignal(signum)
+    if handler is not None:
+        return lambda: signal.signal(signum, handler)
+    # Installed by C code, not through Python (the Blender binary's SIGINT handler): Python cannot
+    # give it back. sigaction(2) can: the whole struct is saved as opaque bytes, its layout differs
+    # between systems. Python's own record then says SIG_IGN, which no Python code calls.
+    if os.name != "posix":
+        return None
+    try:
+        import ctypes
+
+        sigaction = ctypes.CDLL(None, use_errno=True).sigaction
+    except (ImportError, OSError, AttributeError):
+        return None
+    saved = ctypes.create_string_buffer(1024)  # larger than any system's struct sigaction
+    if sigaction(int(signum), None, saved) != 0:
+        return None
+
+    def restore() -> None:
+        signal.signal(signum, signal.SIG_IGN)  # Python's record: never SIG_DFL, not even for a moment
+        sigaction(int(signum), saved, None)
+
+    return restore

@@ -256,3 +256,38 @@ def test_the_task_runner_knows_its_task_line_on_this_python():
     calls = {first + i for i, line in enumerate(lines) if "= fn(*args, **kwargs) if kwargs else fn(*args)" in line}
     assert len(calls) == 1
     assert _interrupts._task_lines[_scheduler._run_batch.__code__] == calls
+
+
+CTRL_C_AFTER_RUN_FOREVER = r"""
+import os, signal, sys, threading, time
+import mainthread_tasks as mt
+
+native = signal.getsignal(signal.SIGINT) is None  # the Blender binary handles SIGINT in C
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+mt.run_forever()
+print("RUN_FOREVER STOPPED BY SIGINT", flush=True)
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+    print("AFTER: NO EXCEPTION", "native" if native else "python", flush=True)
+except KeyboardInterrupt:
+    print("AFTER: KeyboardInterrupt", "native" if native else "python", flush=True)
+"""
+
+
+def test_ctrl_c_after_run_forever_is_handled_as_before_it(tmp_path):
+    """run_forever stops on Ctrl-C and then puts back what handled it before: Python's
+    KeyboardInterrupt, or in the Blender binary Blender's own C handler (the first Ctrl-C prints
+    a message and asks for a second), never the default action that kills Blender outright."""
+    from tests.support import IN_BLENDER_BINARY, run_script
+
+    script = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" * (not IN_BLENDER_BINARY)
+    proc = run_script(script + CTRL_C_AFTER_RUN_FOREVER, tmp_path, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert "RUN_FOREVER STOPPED BY SIGINT" in out, out
+    if IN_BLENDER_BINARY:
+        assert "AFTER: NO EXCEPTION native" in out and "Press ^C again to kill Blender" in out, out
+        assert proc.returncode in (0, 1), out  # Blender ends with 1 after a break event
+    else:
+        assert "AFTER: KeyboardInterrupt python" in out, out
+        assert proc.returncode == 0, out
