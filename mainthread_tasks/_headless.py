@@ -98,7 +98,11 @@ def _handler_restorer(signum: signal.Signals) -> Callable[[], None] | None:
     (then it must not be replaced)."""
     handler = signal.getsignal(signum)
     if handler is not None:
-        return lambda: signal.signal(signum, handler)
+
+        def put_back() -> None:
+            signal.signal(signum, handler)
+
+        return put_back
     # Installed by C code, not through Python (the Blender binary's SIGINT handler): Python cannot
     # give it back. sigaction(2) can: the whole struct is saved as opaque bytes, its layout differs
     # between systems. Python's own record then says SIG_IGN, which no Python code calls.
