@@ -72,12 +72,6 @@ def _counts(xml_path: Path) -> tuple[int, int, int]:
     return tests - failed - skipped, failed, skipped
 
 
-#: Runs of a tier whose interpreter crashed (died by a signal). One crash, seldom seen, in the
-#: pyenv CPython 3.11.7 venvs (a segfault while collecting garbage, the tests' threads at work) is
-#: not understood yet: a tier that crashes is run once more, and the summary says it crashed.
-CRASH_ATTEMPTS = 2
-
-
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -92,20 +86,17 @@ def _pytest_tier(tier: str, command: list[str], env: dict[str, str]) -> Outcome:
     command = [*command, f"--junitxml={xml_path}", "-o", f"junit_suite_name={tier}"]
     print(f"\n===== tier {tier} =====\n$ {_setup.shown(command)}", flush=True)
     started = time.monotonic()
-    for attempt in range(1, CRASH_ATTEMPTS + 1):
-        try:
-            code = subprocess.run(command, cwd=ROOT, env=env, timeout=TIER_TIMEOUT).returncode
-        except subprocess.TimeoutExpired:
-            code = None
-            outcome.notes.append(f"killed after {TIER_TIMEOUT} s")
-        if code is None or code >= 0 or attempt == CRASH_ATTEMPTS:
-            break
-        # The interpreter itself died (faulthandler's dump is above): said in the summary, and the
-        # tier runs once more. A crash in both runs fails the tier.
-        crash = f"CRASHED ({_signal_name(-code)}) in run {attempt}, see the dump above; ran again"
+    try:
+        code: int | None = subprocess.run(command, cwd=ROOT, env=env, timeout=TIER_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        code = None
+        outcome.notes.append(f"killed after {TIER_TIMEOUT} s")
+    if code is not None and code < 0:
+        # The interpreter itself died (faulthandler's dump is above). A crash is a bug to find,
+        # never noise to retry: the tier fails.
+        crash = f"CRASHED ({_signal_name(-code)}), see the dump above"
         outcome.notes.append(crash)
         print(f"\n!!!!! tier {tier}: {crash} !!!!!\n", flush=True)
-        xml_path.unlink(missing_ok=True)
     outcome.seconds = time.monotonic() - started
     if xml_path.exists():
         outcome.passed, outcome.failed, outcome.skipped = _counts(xml_path)
