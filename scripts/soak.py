@@ -64,8 +64,11 @@ def main() -> int:
         if code is not None and code < 0:
             detail = f" ({signal.Signals(-code).name})"
         if outcome != "passed":
-            tail = (proc.stdout or "")[-3000:] + (proc.stderr or "")[-3000:]
-            print(tail, flush=True)
+            log = _setup.ROOT / "test-results" / "soak" / f"run-{run}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text((proc.stdout or "") + (proc.stderr or ""))
+            tail = (proc.stdout or "")[-2000:] + (proc.stderr or "")[-2000:]
+            print(f"{tail}\n(the whole output: {log})", flush=True)
         print(f"run {run:3d}: {outcome}{detail} in {time.monotonic() - begun:.1f} s", flush=True)
     total = time.monotonic() - started
     print(", ".join(f"{n} {name}" for name, n in outcomes.items()) + f" in {args.runs} runs, {total / 60:.1f} min")

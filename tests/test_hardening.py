@@ -215,10 +215,10 @@ def at_exit():  # after Python joined the workers: nothing may be left
 
 import atexit
 atexit.register(at_exit)
-print("READY", flush=True)
 with mt.joined_threads() as scope:
     for i in range(8):
         scope.start(worker, i)
+    print("READY", flush=True)  # every worker started: the SIGINT lands while the block drains
 """
 
 
