@@ -374,7 +374,6 @@ class _Pool:
                 self._finish(child, message)
         if self._closed is None:
             self._dispatch()
-            self._end_retired()
         return done
 
     def stop(self, message: str) -> None:
@@ -456,7 +455,12 @@ class _Pool:
             _count_cancelled(1)
 
     def _dispatch(self) -> None:
-        """Give waiting tasks to idle children, starting children up to the pool's size."""
+        """Give waiting tasks to idle children, starting children up to the pool's size.
+
+        Idle children beyond the size (``set_process_workers`` shrank it) end first: they take no
+        waiting task.
+        """
+        self._end_retired()
         while self._pending and self._closed is None:
             if not self._idle and len(self._children) >= workers():
                 return
@@ -518,6 +522,7 @@ class _Pool:
 
     def _end_retired(self) -> None:
         # Shrunk by set_process_workers: idle children beyond the size end (busy ones finish first).
+        # Oldest first: the most recently used stay.
         while self._idle and len(self._children) > workers():
             self._remove(self._idle.pop(0), ended=False)  # end-of-file on its task pipe: it exits
         if self._ending:
@@ -778,7 +783,7 @@ def set_process_workers(n: int) -> int:
     pool = _pool
     if pool is not None and pool._closed is None:
         if is_main_thread():
-            pool.poll()
+            pool._dispatch()  # (no result is read here: no done-callback runs inside this call)
         else:
             _scheduler.wake_main()
     return previous

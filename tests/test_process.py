@@ -452,6 +452,19 @@ def test_tasks_wait_for_a_free_worker_and_the_pool_grows_and_shrinks():
     _pump_until(lambda: sum(_alive(pid) for pid in pids) <= 1)
 
 
+def test_a_smaller_pool_takes_effect_before_waiting_tasks_are_handed_out():
+    # Issue 18, hole 4: before, every idle worker took waiting tasks until the backlog was gone.
+    mt.set_process_workers(3)
+    running = [mt.run_in_process(work.sleep_then, 0.3, i) for i in range(3)]
+    waiting = [mt.run_in_process(work.busy, 0.05) for _ in range(6)]
+    s = mt.stats()
+    assert (s.processes, s.process_running, s.process_pending) == (3, 3, 6)
+    mt.set_process_workers(1)
+    assert [f.result(30) for f in running] == [0, 1, 2]
+    assert len({f.result(30) for f in waiting}) == 1
+    assert mt.stats().processes == 1
+
+
 # -- stopping -----------------------------------------------------------------------------------
 
 
