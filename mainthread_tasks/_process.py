@@ -13,7 +13,11 @@ and ``pickle`` alone:
   child's stdout and stderr stay Blender's, for prints.
 - One task is in flight per child; tasks wait in ``_Pool._pending`` for a free child. Children
   start lazily, one per task in flight, up to ``set_process_workers`` (default: one less than the
-  CPU count, at least one), and stay until the pool stops.
+  CPU count, at least one), and stay until the pool stops (or it shrinks).
+- A child's death fails only its task (ProcessDied): the main thread sees it as end-of-file on the
+  result pipe. A reply that is not a well-formed reply to the task in flight (a stray write into the
+  pipe, sizes over the limits) fails that task the same way and the child is replaced: no result
+  reaches another task's Future.
 - The pool is a *source* of the scheduler (``_scheduler.add_source``): the main thread reads the
   children's result pipes without blocking wherever it runs queued tasks -- the UI timer,
   ``pump()``, ``joined_threads()``, ``run_forever()``, ``result()`` on the main thread -- and
@@ -76,6 +80,8 @@ _pool_lock = threading.Lock()  # must be held while replacing _pool
 
 _counts_lock = threading.Lock()  # must be held while changing the counters below
 _submitted = _completed = _failed = _cancelled = 0
+
+_task_numbers = 0  # the number of the last task sent to a child (main thread only)
 
 
 _P = ParamSpec("_P")
@@ -273,13 +279,24 @@ class _Task:
 class _Child:
     """One worker process and the parent's ends of its pipes. Main thread only."""
 
-    __slots__ = ("proc", "task_fd", "result_fd", "task", "sys_path", "prefix", "buffer", "got")
+    __slots__ = (
+        "proc",
+        "task_fd",
+        "result_fd",
+        "task",
+        "number",
+        "sys_path",
+        "prefix",
+        "buffer",
+        "got",
+    )
 
     def __init__(self, proc: subprocess.Popen[bytes], task_fd: int, result_fd: int) -> None:
         self.proc = proc
         self.task_fd = task_fd
         self.result_fd = result_fd
         self.task: _Task | None = None  # the _Task in flight
+        self.number = 0  # the number of the task in flight: its reply must repeat it
         self.sys_path: list[str] | None = None  # the sys.path it was sent last
         self.prefix = bytearray()  # the start of the message being read, until its prefix is complete
         self.buffer: bytearray | None = None  # then the whole message
@@ -364,14 +381,8 @@ class _Pool:
                 break
             if child.task is None:  # finished by a nested poll (a done-callback waited on a future)
                 continue
-            message = self._receive(child, deadline)
-            if message is None:
-                continue
-            done += 1
-            if message is _DIED:
-                self._child_died(child)
-            else:
-                self._finish(child, message)
+            if self._collect(child, deadline):
+                done += 1
         if self._closed is None:
             self._dispatch()
         return done
@@ -393,13 +404,14 @@ class _Pool:
         running = [child.task for child in children if child.task is not None]
         for child in children:
             os.close(child.task_fd)  # an idle child ends at end-of-file
+            child.task_fd = -1
             if child.task is not None and child.proc.poll() is None:
                 child.proc.terminate()
             child.task = None
         _end_processes([*(child.proc for child in children), *self._ending], STOP_GRACE)
         self._ending = []
         for child in children:
-            os.close(child.result_fd)
+            _close_pipes(child)
         stopped_running = stopped_pending = 0
         for task in running + pending:
             if task.started:
@@ -462,14 +474,16 @@ class _Pool:
         """
         self._end_retired()
         while self._pending and self._closed is None:
-            if not self._idle and len(self._children) >= workers():
+            child = self._idle.pop() if self._idle else None  # the most recently used: warm caches
+            if child is None and len(self._children) >= workers():
                 return
             task = self._next_task()
             if task is None:
+                if child is not None:
+                    self._idle.append(child)
                 return
             try:
-                # The most recently used idle child (warm caches), else a new one.
-                child = self._idle.pop() if self._idle else self._start_child()
+                child = child or self._start_child()
             except Exception as exc:  # noqa: BLE001 - e.g. too many open files
                 self._fail(
                     task, _errors.process_died()(f"could not start a worker process for {task.name}: {exc}"), exc
@@ -478,12 +492,14 @@ class _Pool:
             self._send(child, task)
 
     def _send(self, child: _Child, task: _Task) -> None:
+        global _task_numbers
         sys_path = list(sys.path)
+        _task_numbers += 1
         header = pickle.dumps(
-            (None if sys_path == child.sys_path else sys_path, task.packages, max_message_bytes),
+            (_task_numbers, None if sys_path == child.sys_path else sys_path, task.packages, max_message_bytes),
             _process_child.PROTOCOL,
         )
-        child.task = task
+        child.task, child.number = task, _task_numbers
         self._busy.append(child)
         try:
             _process_child.write_message(child.task_fd, header, task.body)  # type: ignore[arg-type]  # not sent yet: has its body
@@ -513,8 +529,7 @@ class _Pool:
         self._children.remove(child)
         if child in self._idle:
             self._idle.remove(child)
-        os.close(child.task_fd)
-        os.close(child.result_fd)
+        _close_pipes(child)
         if ended:
             _end_processes([child.proc], 0.2)
         else:
@@ -530,8 +545,30 @@ class _Pool:
 
     # -- main thread: results -------------------------------------------------------------------
 
+    def _collect(self, child: _Child, deadline: float | None) -> bool:
+        """Read from busy ``child``; finish its task if its reply is complete or it is lost.
+
+        Returns True if the task is finished.
+        """
+        try:
+            message = self._receive(child, deadline)
+        except _process_child.BadMessage as exc:
+            self._lose(child, str(exc))
+            return True
+        if message is None:
+            return False
+        if message is _DIED:
+            self._lose(child)
+        else:
+            self._finish(child, message)
+        return True
+
     def _receive(self, child: _Child, deadline: float | None) -> bytearray | Literal[_Died.DIED] | None:
-        """The child's reply once complete, _DIED at end-of-file, else None."""
+        """The child's reply once complete, _DIED at end-of-file, else None.
+
+        Raises:
+            _process_child.BadMessage: what the child sent is no reply (see ``_process_child``).
+        """
         fd = child.result_fd
         while True:
             try:
@@ -542,11 +579,10 @@ class _Pool:
                     child.prefix += chunk
                     if len(child.prefix) < _process_child.PREFIX.size:
                         continue
-                    header_size, body_size = _process_child.PREFIX.unpack_from(child.prefix)
+                    header_size, body_size = _process_child.unpack_prefix(child.prefix, max_message_bytes)
                     total = _process_child.PREFIX.size + header_size + body_size
                     if len(child.prefix) > total:  # a child writes nothing but its one reply
-                        child.proc.kill()
-                        return _DIED
+                        raise _process_child.BadMessage(f"{len(child.prefix) - total:,} bytes more than its reply")
                     if len(child.prefix) == total:  # all in one read: the usual case
                         message, child.prefix = child.prefix, bytearray()
                         return message
@@ -566,38 +602,48 @@ class _Pool:
             if deadline is not None and perf_counter() > deadline:
                 return None
 
-    def _release(self, child: _Child) -> _Task:
-        task, child.task = child.task, None
-        assert task is not None, "only a busy child has a reply"
-        self._busy.remove(child)
-        self._idle.append(child)
-        return task
-
     def _finish(self, child: _Child, message: bytearray) -> None:
-        task = self._release(child)
+        task = child.task
+        assert task is not None, "only a busy child has a reply"
         view = memoryview(message)
-        size = _process_child.PREFIX.size
-        header_size, _ = _process_child.PREFIX.unpack_from(view)
         try:
-            ok, detail = pickle.loads(view[size : size + header_size])
+            size = _process_child.PREFIX.size
+            _, header_size, _ = _process_child.PREFIX.unpack_from(view)  # (_receive checked it)
+            try:
+                number, failure = _process_child.parse_reply_header(view[size : size + header_size])
+            except _process_child.BadMessage as exc:
+                self._lose(child, str(exc))
+                return
+            if number != child.number:
+                self._lose(child, f"the reply of task {number}, not of task {child.number}")
+                return
+            # A whole, well-formed reply to this very task: the child is idle again.
+            child.task = None
+            self._busy.remove(child)
+            self._idle.append(child)
             body = view[size + header_size :]
-            if ok:
+            if failure is None:
+                # Unpickling runs the result's own code. Whatever it raises fails the task, SystemExit
+                # and KeyboardInterrupt too: they come from that code, not from the user (the
+                # scheduler holds Ctrl-C back while it polls), and re-raised by future.result() they
+                # would end a --background script or unwind Blender's timer. So they are wrapped in
+                # the same TypeError as any other result that cannot be unpickled (as __cause__).
                 try:
                     result = pickle.loads(body)
-                except Exception as exc:  # noqa: BLE001 - unpickling runs the result's own code: any failure fails the task
+                except BaseException as exc:  # noqa: BLE001 - see above
                     unpicklable = TypeError(
                         f"the result of {task.name} came back from the worker process but cannot "
-                        f"be unpickled here: {exc}"
+                        f"be unpickled here: {exc!r}"
                     )
                     self._fail(task, unpicklable, exc)
                     return
                 self._succeed(task, result)
                 return
-            type_name, text, tb = detail
+            type_name, text, tb = failure
             error: object
             try:
                 error = pickle.loads(body) if len(body) else None
-            except Exception:  # noqa: BLE001 - e.g. its class is not importable here
+            except BaseException:  # noqa: BLE001 - e.g. its class is not importable here (see above, too)
                 error = None
             if not isinstance(error, BaseException):
                 error = RuntimeError(f"{type_name}: {text} (the exception itself could not be sent back)")
@@ -625,17 +671,23 @@ class _Pool:
         except InvalidStateError:
             pass
 
-    def _child_died(self, child: _Child) -> None:
+    def _lose(self, child: _Child, broken: str | None = None) -> None:
+        """``child`` died (``broken`` is None) or sent what is no reply to its task (``broken`` says
+        what): end the process, forget it, fail its task with ProcessDied."""
         task, child.task = child.task, None
         assert task is not None, "only a busy child is watched"
         self._busy.remove(child)
-        pid = child.proc.pid
+        if broken is not None:
+            child.proc.kill()
         self._remove(child, ended=True)
-        how = _exit_description(child.proc.returncode)
+        if broken is None:
+            how = f"died: {_exit_description(child.proc.returncode)}"
+        else:
+            how = f"sent a reply that cannot be read ({broken}), so it was ended"
         self._fail(
             task,
             _errors.process_died()(
-                f"the worker process (pid {pid}) running {task.name} died: {how}. Only this task is lost; "
+                f"the worker process (pid {child.proc.pid}) running {task.name} {how}. Only this task is lost; "
                 "a new worker process takes the next task"
             ),
         )
@@ -660,6 +712,13 @@ class _Died(enum.Enum):
 
 
 _DIED = _Died.DIED
+
+
+def _close_pipes(child: _Child) -> None:
+    for fd in (child.task_fd, child.result_fd):
+        if fd >= 0:
+            os.close(fd)
+    child.task_fd = child.result_fd = -1
 
 
 def _count_cancelled(n: int) -> None:
@@ -737,9 +796,10 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
 
     The Future fails with:
         the exception ``fn`` raised (or a TypeError/ValueError when the result cannot be pickled
-        or is larger than 1 GiB: the worker survives); ``ProcessDied`` when the worker process
-        died while running it (another one replaces it; other tasks go on); ``SchedulerStopped``
-        when the pool stopped first (last ``unregister()``, exit).
+        there or unpickled here, or is larger than 1 GiB: the worker survives); ``ProcessDied``
+        when the worker process died while running it, or sent back something that is not its
+        reply (another one replaces it; other tasks go
+        on); ``SchedulerStopped`` when the pool stopped first (last ``unregister()``, exit).
     """
     if not callable(fn):
         raise _scheduler._not_callable(fn)

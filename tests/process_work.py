@@ -76,6 +76,10 @@ def fail(kind, text):
     raise RuntimeError(text)
 
 
+def fail_long(size):
+    raise ValueError("x" * size)
+
+
 def exit_hard(code):
     os._exit(code)
 
@@ -98,3 +102,34 @@ def sum_of_squares(n):
     for i in range(n):
         total += i * i
     return total
+
+
+# -- what a task may do to its worker's pipes (the worker runs ``_process_child.py TASK_FD RESULT_FD``) --
+
+
+def _worker_pipes():
+    return int(sys.argv[1]), int(sys.argv[2])
+
+
+def stray_write(data, value):
+    """Write ``data`` into this worker's result pipe (a library writing to the wrong fd), then return ``value``."""
+    os.write(_worker_pipes()[1], data)
+    return value
+
+
+def _raise(name):
+    raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[name]("raised while unpickling")
+
+
+class RaisesWhenUnpickled:
+    """Pickles fine; unpickling it (in Blender) raises the BaseException named ``name``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return _raise, (self.name,)
+
+
+def raises_when_unpickled(name):
+    return RaisesWhenUnpickled(name)
