@@ -14,10 +14,12 @@ and ``pickle`` alone:
 - One task is in flight per child; tasks wait in ``_Pool._pending`` for a free child. Children
   start lazily, one per task in flight, up to ``set_process_workers`` (default: one less than the
   CPU count, at least one), and stay until the pool stops (or it shrinks).
-- A child's death fails only its task (ProcessDied): the main thread sees it as end-of-file on the
-  result pipe. A reply that is not a well-formed reply to the task in flight (a stray write into the
-  pipe, sizes over the limits) fails that task the same way and the child is replaced: no result
-  reaches another task's Future.
+- A child's death fails only its task (ProcessDied). The main thread sees it as end-of-file on the
+  result pipe and, should a process the task started hold that pipe open, by watching the process
+  itself (``_process_exit_fd``: a pidfd, else ``Popen.poll`` while a task runs). The child keeps its
+  pipes out of what its tasks start (``_process_child._keep_pipes_to_ourselves``). A reply that is
+  not a well-formed reply to the task in flight (a stray write into the pipe, sizes over the limits)
+  fails that task the same way and the child is replaced: no result reaches another task's Future.
 - The pool is a *source* of the scheduler (``_scheduler.add_source``): the main thread reads the
   children's result pipes without blocking wherever it runs queued tasks -- the UI timer,
   ``pump()``, ``joined_threads()``, ``run_forever()``, ``result()`` on the main thread -- and
@@ -69,6 +71,9 @@ MAX_WORKERS = 256
 STOP_GRACE = 0.5
 #: How long the version check of a candidate interpreter may take.
 PROBE_TIMEOUT = 10.0
+#: How often the main thread asks whether a busy worker process has ended, where the system gives
+#: no file descriptor to watch for that (see ``_process_exit_fd``).
+EXIT_CHECK_INTERVAL = 0.1
 
 _CHILD_SCRIPT = os.path.abspath(_process_child.__file__)
 _PIPE_SIZE = 1 << 20  # Linux lets a pipe hold 1 MiB (default 64 KiB): big messages need fewer reads
@@ -283,20 +288,24 @@ class _Child:
         "proc",
         "task_fd",
         "result_fd",
+        "exit_fd",
         "task",
         "number",
+        "quiet",
         "sys_path",
         "prefix",
         "buffer",
         "got",
     )
 
-    def __init__(self, proc: subprocess.Popen[bytes], task_fd: int, result_fd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], task_fd: int, result_fd: int, exit_fd: int | None) -> None:
         self.proc = proc
         self.task_fd = task_fd
         self.result_fd = result_fd
+        self.exit_fd = exit_fd  # readable once the process has ended, if the system has such a thing
         self.task: _Task | None = None  # the _Task in flight
         self.number = 0  # the number of the task in flight: its reply must repeat it
+        self.quiet = 0  # polls since the task went out that read nothing from it
         self.sys_path: list[str] | None = None  # the sys.path it was sent last
         self.prefix = bytearray()  # the start of the message being read, until its prefix is complete
         self.buffer: bytearray | None = None  # then the whole message
@@ -310,6 +319,24 @@ def _default_workers() -> int:
 def workers() -> int:
     """How many worker processes the pool may run: ``set_process_workers`` or the default."""
     return _workers if _workers is not None else _default_workers()
+
+
+def _process_exit_fd(proc: subprocess.Popen[bytes]) -> int | None:
+    """A file descriptor that turns readable when ``proc`` ends, or None where there is none.
+
+    How the main thread learns that a busy worker ended even when its result pipe stays open (a
+    process the task started holds it): it sleeps in poll(2) on this fd too. Linux >= 5.3 has
+    pidfds. Elsewhere (None) the pool asks ``proc.poll()`` every ``EXIT_CHECK_INTERVAL`` while a task
+    runs. The one place that knows how a process is watched: another system's variant slots in here.
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(proc.pid)
+    except OSError:  # ENOSYS before Linux 5.3, or forbidden by a seccomp filter
+        return None
+    return fd
 
 
 def _exit_description(code: int | None) -> str:
@@ -359,7 +386,12 @@ class _Pool:
     # -- the source interface: main thread -------------------------------------------------------
 
     def fds(self) -> list[int]:
-        return [child.result_fd for child in self._busy]
+        fds = []
+        for child in self._busy:
+            fds.append(child.result_fd)
+            if child.exit_fd is not None:
+                fds.append(child.exit_fd)
+        return fds
 
     def busy(self) -> bool:
         return bool(self._busy or self._pending)
@@ -369,6 +401,9 @@ class _Pool:
             return 0.0  # submitted from another thread: the main thread dispatches it
         if self._ending or (self._idle and len(self._children) > workers()):
             return 0.01  # children to retire or wait for
+        for child in self._busy:
+            if child.exit_fd is None:
+                return EXIT_CHECK_INTERVAL  # no fd tells when it ends: ask (see _process_exit_fd)
         return None
 
     def poll(self, deadline: float | None = None) -> int:
@@ -382,6 +417,15 @@ class _Pool:
             if child.task is None:  # finished by a nested poll (a done-callback waited on a future)
                 continue
             if self._collect(child, deadline):
+                done += 1
+                continue
+            # Nothing came. The process may have ended with its result pipe still open (something it
+            # started holds it): no end-of-file then, so ask. Not on the first quiet poll after the
+            # task went out, the usual wait for a reply (it saves a system call per task): its exit
+            # fd wakes the main thread for another poll at once (where it has none, due() does).
+            child.quiet += 1
+            if child.quiet > 1 and child.proc.poll() is not None:
+                self._collect(child, None, ended=True)
                 done += 1
         if self._closed is None:
             self._dispatch()
@@ -450,7 +494,7 @@ class _Pool:
             os.close(task_read)
             os.close(result_write)
         os.set_blocking(result_read, False)
-        child = _Child(proc, task_write, result_read)
+        child = _Child(proc, task_write, result_read, _process_exit_fd(proc))
         self._children.append(child)
         return child
 
@@ -474,7 +518,7 @@ class _Pool:
         """
         self._end_retired()
         while self._pending and self._closed is None:
-            child = self._idle.pop() if self._idle else None  # the most recently used: warm caches
+            child = self._usable_idle_child()
             if child is None and len(self._children) >= workers():
                 return
             task = self._next_task()
@@ -491,6 +535,20 @@ class _Pool:
                 continue
             self._send(child, task)
 
+    def _usable_idle_child(self) -> _Child | None:
+        """The most recently used idle child (warm caches) whose process runs; None if there is none.
+
+        One that ended while idle is dropped here: if something its last task started still holds
+        its task pipe, a task written there would wait unread (without, the write fails and the
+        task goes to another child, see _send).
+        """
+        while self._idle:
+            child = self._idle.pop()
+            if child.proc.poll() is None:
+                return child
+            self._remove(child, ended=True)
+        return None
+
     def _send(self, child: _Child, task: _Task) -> None:
         global _task_numbers
         sys_path = list(sys.path)
@@ -499,7 +557,7 @@ class _Pool:
             (_task_numbers, None if sys_path == child.sys_path else sys_path, task.packages, max_message_bytes),
             _process_child.PROTOCOL,
         )
-        child.task, child.number = task, _task_numbers
+        child.task, child.number, child.quiet = task, _task_numbers, 0
         self._busy.append(child)
         try:
             _process_child.write_message(child.task_fd, header, task.body)  # type: ignore[arg-type]  # not sent yet: has its body
@@ -545,10 +603,11 @@ class _Pool:
 
     # -- main thread: results -------------------------------------------------------------------
 
-    def _collect(self, child: _Child, deadline: float | None) -> bool:
+    def _collect(self, child: _Child, deadline: float | None, ended: bool = False) -> bool:
         """Read from busy ``child``; finish its task if its reply is complete or it is lost.
 
-        Returns True if the task is finished.
+        Returns True if the task is finished. ``ended``: the process is known to have ended, so
+        what it wrote is all there is.
         """
         try:
             message = self._receive(child, deadline)
@@ -556,7 +615,9 @@ class _Pool:
             self._lose(child, str(exc))
             return True
         if message is None:
-            return False
+            if not ended:
+                return False
+            message = _DIED
         if message is _DIED:
             self._lose(child)
         else:
@@ -715,10 +776,11 @@ _DIED = _Died.DIED
 
 
 def _close_pipes(child: _Child) -> None:
-    for fd in (child.task_fd, child.result_fd):
-        if fd >= 0:
+    for fd in (child.task_fd, child.result_fd, child.exit_fd):
+        if fd is not None and fd >= 0:
             os.close(fd)
     child.task_fd = child.result_fd = -1
+    child.exit_fd = None
 
 
 def _count_cancelled(n: int) -> None:
@@ -797,8 +859,8 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
     The Future fails with:
         the exception ``fn`` raised (or a TypeError/ValueError when the result cannot be pickled
         there or unpickled here, or is larger than 1 GiB: the worker survives); ``ProcessDied``
-        when the worker process died while running it, or sent back something that is not its
-        reply (another one replaces it; other tasks go
+        when the worker process died while running it, even if a process it started still runs,
+        or sent back something that is not its reply (another one replaces it; other tasks go
         on); ``SchedulerStopped`` when the pool stopped first (last ``unregister()``, exit).
     """
     if not callable(fn):

@@ -25,6 +25,9 @@ another task's.
 The parent reads anything else in the result pipe (a task writing into it, a wrong number, sizes
 over the limits) as the worker's fault: it fails that task and replaces the worker.
 
+The worker's two pipes are its own: a process that a task starts never holds them (see
+``_keep_pipes_to_ourselves``).
+
 The child ends when its task pipe reaches end-of-file (the parent closed it, or died) or when the
 parent stops it with SIGTERM/SIGKILL. It ignores SIGINT: Ctrl-C in Blender's terminal is for
 Blender, which stops its workers itself.
@@ -314,8 +317,33 @@ def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, 
     return reply_header(number), data
 
 
+def _keep_pipes_to_ourselves(fds: tuple[int, int]) -> None:
+    """Make sure no process a task starts holds the worker's pipes.
+
+    One that did would outlive the worker with them: the parent would never see end-of-file on the
+    result pipe, and a task written to a dead worker's task pipe would wait there unread. The parent
+    passed them with ``pass_fds``, which makes them inheritable: now programs that a task runs
+    (``os.system``, ``subprocess`` with ``close_fds=False``, a C library that forks and execs) lose
+    them at exec, and a fork made by Python (``os.fork``, multiprocessing's fork workers) closes
+    them at once. A fork made in C that never execs keeps them: the parent watches the worker
+    process itself too (``_process._process_exit_fd``).
+    """
+    for fd in fds:
+        os.set_inheritable(fd, False)
+
+    def close_in_fork() -> None:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=close_in_fork)
+
+
 def main(argv: list[str]) -> int:
     task_fd, result_fd = int(argv[1]), int(argv[2])
+    _keep_pipes_to_ourselves((task_fd, result_fd))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.meta_path.insert(0, _NoBlender())
     state = {"limit": 0}

@@ -345,6 +345,80 @@ def test_an_idle_worker_that_died_does_not_cost_the_next_task():
     assert mt.run_in_process(work.square, 6).result(60) == 36
 
 
+# A worker whose task started a process that outlives it (issue 18, hole 1). The pool watches the
+# process itself (a pidfd on Linux; elsewhere waitpid while a task runs) and keeps its pipes out of
+# what the task starts.
+
+
+def _watch(kind, monkeypatch):
+    if kind == "waitpid":  # as where no pidfd exists (Linux < 5.3, macOS, Windows)
+        monkeypatch.setattr(_process, "_process_exit_fd", lambda proc: None)
+
+
+def _kill_helper(pidfile):
+    try:
+        helper = int(pidfile.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        os.kill(helper, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "how, watch", [("os.system", "pidfd"), ("fork", "pidfd"), ("handed on", "pidfd"), ("handed on", "waitpid")]
+)
+def test_a_worker_that_dies_while_a_process_it_started_runs_fails_its_task(how, watch, tmp_path, monkeypatch):
+    _watch(watch, monkeypatch)
+    mt.set_process_workers(1)
+    pidfile = tmp_path / "helper.pid"
+    doomed = mt.run_in_process(work.start_helper_then_exit, how, str(pidfile), 5)
+    later = mt.run_in_process(work.square, 4)
+    try:
+        with pytest.raises(mt.ProcessDied, match="exited with status 5"):
+            doomed.result(20)  # before: cf.TimeoutError, the helper kept the result pipe open
+        assert later.result(20) == 16
+        s = mt.stats()
+        assert (s.processes, s.process_running, s.process_failed, s.process_completed) == (1, 0, 1, 1)
+    finally:
+        _kill_helper(pidfile)
+
+
+@pytest.mark.parametrize("watch", ["pidfd", "waitpid"])
+def test_a_sleeping_pump_wakes_when_a_worker_dies_while_a_process_it_started_runs(watch, tmp_path, monkeypatch):
+    _watch(watch, monkeypatch)
+    pidfile = tmp_path / "helper.pid"
+    doomed = mt.run_in_process(work.start_helper_then_exit, "handed on", str(pidfile), 5, 0.3)
+    try:
+        started = time.monotonic()
+        while not doomed.done():
+            mt.pump(10.0)
+            assert time.monotonic() - started < 5, "pump slept through the worker's death"
+        assert isinstance(doomed.exception(0), mt.ProcessDied)
+    finally:
+        _kill_helper(pidfile)
+
+
+@pytest.mark.parametrize("how", ["os.system", "fork", "handed on"])
+def test_an_idle_worker_killed_after_its_task_started_a_process_takes_no_task_with_it(how, tmp_path):
+    pidfile = tmp_path / "helper.pid"
+    try:
+        victim = mt.run_in_process(work.start_helper, how, str(pidfile)).result(20)
+        os.kill(victim, signal.SIGKILL)
+        _pump_until(lambda: not _alive(victim), 10)
+        # Before: written into the dead worker's task pipe (the helper held it open), then a hang.
+        assert mt.run_in_process(work.square, 6).result(20) == 36
+        assert mt.stats().processes == 1
+    finally:
+        _kill_helper(pidfile)
+
+
+@pytest.mark.parametrize("how", ["exec", "fork"])
+def test_what_a_task_starts_never_holds_the_workers_pipes(how):
+    assert mt.run_in_process(work.pipes_held_by, how).result(20) == []
+
+
 # Replies the pool cannot read (issue 18, hole 2): the task fails, the worker is replaced, and no
 # result reaches another task's Future.
 
