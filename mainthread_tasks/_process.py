@@ -13,7 +13,13 @@ and ``pickle`` alone:
   child's stdout and stderr stay Blender's, for prints.
 - One task is in flight per child; tasks wait in ``_Pool._pending`` for a free child. Children
   start lazily, one per task in flight, up to ``set_process_workers`` (default: one less than the
-  CPU count, at least one), and stay until the pool stops.
+  CPU count, at least one), and stay until the pool stops (or it shrinks).
+- A child's death fails only its task (ProcessDied). The main thread sees it as end-of-file on the
+  result pipe and, should a process the task started hold that pipe open, by watching the process
+  itself (``_process_exit_fd``: a pidfd, else ``Popen.poll`` while a task runs). The child keeps its
+  pipes out of what its tasks start (``_process_child._keep_pipes_to_ourselves``). A reply that is
+  not a well-formed reply to the task in flight (a stray write into the pipe, sizes over the limits)
+  fails that task the same way and the child is replaced: no result reaches another task's Future.
 - The pool is a *source* of the scheduler (``_scheduler.add_source``): the main thread reads the
   children's result pipes without blocking wherever it runs queued tasks -- the UI timer,
   ``pump()``, ``joined_threads()``, ``run_forever()``, ``result()`` on the main thread -- and
@@ -65,6 +71,9 @@ MAX_WORKERS = 256
 STOP_GRACE = 0.5
 #: How long the version check of a candidate interpreter may take.
 PROBE_TIMEOUT = 10.0
+#: How often the main thread asks whether a busy worker process has ended, where the system gives
+#: no file descriptor to watch for that (see ``_process_exit_fd``).
+EXIT_CHECK_INTERVAL = 0.1
 
 _CHILD_SCRIPT = os.path.abspath(_process_child.__file__)
 _PIPE_SIZE = 1 << 20  # Linux lets a pipe hold 1 MiB (default 64 KiB): big messages need fewer reads
@@ -76,6 +85,8 @@ _pool_lock = threading.Lock()  # must be held while replacing _pool
 
 _counts_lock = threading.Lock()  # must be held while changing the counters below
 _submitted = _completed = _failed = _cancelled = 0
+
+_task_numbers = 0  # the number of the last task sent to a child (main thread only)
 
 
 _P = ParamSpec("_P")
@@ -273,13 +284,28 @@ class _Task:
 class _Child:
     """One worker process and the parent's ends of its pipes. Main thread only."""
 
-    __slots__ = ("proc", "task_fd", "result_fd", "task", "sys_path", "prefix", "buffer", "got")
+    __slots__ = (
+        "proc",
+        "task_fd",
+        "result_fd",
+        "exit_fd",
+        "task",
+        "number",
+        "quiet",
+        "sys_path",
+        "prefix",
+        "buffer",
+        "got",
+    )
 
-    def __init__(self, proc: subprocess.Popen[bytes], task_fd: int, result_fd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], task_fd: int, result_fd: int, exit_fd: int | None) -> None:
         self.proc = proc
         self.task_fd = task_fd
         self.result_fd = result_fd
+        self.exit_fd = exit_fd  # readable once the process has ended, if the system has such a thing
         self.task: _Task | None = None  # the _Task in flight
+        self.number = 0  # the number of the task in flight: its reply must repeat it
+        self.quiet = 0  # polls since the task went out that read nothing from it
         self.sys_path: list[str] | None = None  # the sys.path it was sent last
         self.prefix = bytearray()  # the start of the message being read, until its prefix is complete
         self.buffer: bytearray | None = None  # then the whole message
@@ -293,6 +319,24 @@ def _default_workers() -> int:
 def workers() -> int:
     """How many worker processes the pool may run: ``set_process_workers`` or the default."""
     return _workers if _workers is not None else _default_workers()
+
+
+def _process_exit_fd(proc: subprocess.Popen[bytes]) -> int | None:
+    """A file descriptor that turns readable when ``proc`` ends, or None where there is none.
+
+    How the main thread learns that a busy worker ended even when its result pipe stays open (a
+    process the task started holds it): it sleeps in poll(2) on this fd too. Linux >= 5.3 has
+    pidfds. Elsewhere (None) the pool asks ``proc.poll()`` every ``EXIT_CHECK_INTERVAL`` while a task
+    runs. The one place that knows how a process is watched: another system's variant slots in here.
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(proc.pid)
+    except OSError:  # ENOSYS before Linux 5.3, or forbidden by a seccomp filter
+        return None
+    return fd
 
 
 def _exit_description(code: int | None) -> str:
@@ -342,7 +386,12 @@ class _Pool:
     # -- the source interface: main thread -------------------------------------------------------
 
     def fds(self) -> list[int]:
-        return [child.result_fd for child in self._busy]
+        fds = []
+        for child in self._busy:
+            fds.append(child.result_fd)
+            if child.exit_fd is not None:
+                fds.append(child.exit_fd)
+        return fds
 
     def busy(self) -> bool:
         return bool(self._busy or self._pending)
@@ -352,6 +401,9 @@ class _Pool:
             return 0.0  # submitted from another thread: the main thread dispatches it
         if self._ending or (self._idle and len(self._children) > workers()):
             return 0.01  # children to retire or wait for
+        for child in self._busy:
+            if child.exit_fd is None:
+                return EXIT_CHECK_INTERVAL  # no fd tells when it ends: ask (see _process_exit_fd)
         return None
 
     def poll(self, deadline: float | None = None) -> int:
@@ -364,17 +416,19 @@ class _Pool:
                 break
             if child.task is None:  # finished by a nested poll (a done-callback waited on a future)
                 continue
-            message = self._receive(child, deadline)
-            if message is None:
+            if self._collect(child, deadline):
+                done += 1
                 continue
-            done += 1
-            if message is _DIED:
-                self._child_died(child)
-            else:
-                self._finish(child, message)
+            # Nothing came. The process may have ended with its result pipe still open (something it
+            # started holds it): no end-of-file then, so ask. Not on the first quiet poll after the
+            # task went out, the usual wait for a reply (it saves a system call per task): its exit
+            # fd wakes the main thread for another poll at once (where it has none, due() does).
+            child.quiet += 1
+            if child.quiet > 1 and child.proc.poll() is not None:
+                self._collect(child, None, ended=True)
+                done += 1
         if self._closed is None:
             self._dispatch()
-            self._end_retired()
         return done
 
     def stop(self, message: str) -> None:
@@ -394,13 +448,14 @@ class _Pool:
         running = [child.task for child in children if child.task is not None]
         for child in children:
             os.close(child.task_fd)  # an idle child ends at end-of-file
+            child.task_fd = -1
             if child.task is not None and child.proc.poll() is None:
                 child.proc.terminate()
             child.task = None
         _end_processes([*(child.proc for child in children), *self._ending], STOP_GRACE)
         self._ending = []
         for child in children:
-            os.close(child.result_fd)
+            _close_pipes(child)
         stopped_running = stopped_pending = 0
         for task in running + pending:
             if task.started:
@@ -439,7 +494,7 @@ class _Pool:
             os.close(task_read)
             os.close(result_write)
         os.set_blocking(result_read, False)
-        child = _Child(proc, task_write, result_read)
+        child = _Child(proc, task_write, result_read, _process_exit_fd(proc))
         self._children.append(child)
         return child
 
@@ -456,16 +511,23 @@ class _Pool:
             _count_cancelled(1)
 
     def _dispatch(self) -> None:
-        """Give waiting tasks to idle children, starting children up to the pool's size."""
+        """Give waiting tasks to idle children, starting children up to the pool's size.
+
+        Idle children beyond the size (``set_process_workers`` shrank it) end first: they take no
+        waiting task.
+        """
+        self._end_retired()
         while self._pending and self._closed is None:
-            if not self._idle and len(self._children) >= workers():
+            child = self._usable_idle_child()
+            if child is None and len(self._children) >= workers():
                 return
             task = self._next_task()
             if task is None:
+                if child is not None:
+                    self._idle.append(child)
                 return
             try:
-                # The most recently used idle child (warm caches), else a new one.
-                child = self._idle.pop() if self._idle else self._start_child()
+                child = child or self._start_child()
             except Exception as exc:  # noqa: BLE001 - e.g. too many open files
                 self._fail(
                     task, _errors.process_died()(f"could not start a worker process for {task.name}: {exc}"), exc
@@ -473,13 +535,29 @@ class _Pool:
                 continue
             self._send(child, task)
 
+    def _usable_idle_child(self) -> _Child | None:
+        """The most recently used idle child (warm caches) whose process runs; None if there is none.
+
+        One that ended while idle is dropped here: if something its last task started still holds
+        its task pipe, a task written there would wait unread (without, the write fails and the
+        task goes to another child, see _send).
+        """
+        while self._idle:
+            child = self._idle.pop()
+            if child.proc.poll() is None:
+                return child
+            self._remove(child, ended=True)
+        return None
+
     def _send(self, child: _Child, task: _Task) -> None:
+        global _task_numbers
         sys_path = list(sys.path)
+        _task_numbers += 1
         header = pickle.dumps(
-            (None if sys_path == child.sys_path else sys_path, task.packages, max_message_bytes),
+            (_task_numbers, None if sys_path == child.sys_path else sys_path, task.packages, max_message_bytes),
             _process_child.PROTOCOL,
         )
-        child.task = task
+        child.task, child.number, child.quiet = task, _task_numbers, 0
         self._busy.append(child)
         try:
             _process_child.write_message(child.task_fd, header, task.body)  # type: ignore[arg-type]  # not sent yet: has its body
@@ -509,8 +587,7 @@ class _Pool:
         self._children.remove(child)
         if child in self._idle:
             self._idle.remove(child)
-        os.close(child.task_fd)
-        os.close(child.result_fd)
+        _close_pipes(child)
         if ended:
             _end_processes([child.proc], 0.2)
         else:
@@ -518,6 +595,7 @@ class _Pool:
 
     def _end_retired(self) -> None:
         # Shrunk by set_process_workers: idle children beyond the size end (busy ones finish first).
+        # Oldest first: the most recently used stay.
         while self._idle and len(self._children) > workers():
             self._remove(self._idle.pop(0), ended=False)  # end-of-file on its task pipe: it exits
         if self._ending:
@@ -525,8 +603,33 @@ class _Pool:
 
     # -- main thread: results -------------------------------------------------------------------
 
+    def _collect(self, child: _Child, deadline: float | None, ended: bool = False) -> bool:
+        """Read from busy ``child``; finish its task if its reply is complete or it is lost.
+
+        Returns True if the task is finished. ``ended``: the process is known to have ended, so
+        what it wrote is all there is.
+        """
+        try:
+            message = self._receive(child, deadline)
+        except _process_child.BadMessage as exc:
+            self._lose(child, str(exc))
+            return True
+        if message is None:
+            if not ended:
+                return False
+            message = _DIED
+        if message is _DIED:
+            self._lose(child)
+        else:
+            self._finish(child, message)
+        return True
+
     def _receive(self, child: _Child, deadline: float | None) -> bytearray | Literal[_Died.DIED] | None:
-        """The child's reply once complete, _DIED at end-of-file, else None."""
+        """The child's reply once complete, _DIED at end-of-file, else None.
+
+        Raises:
+            _process_child.BadMessage: what the child sent is no reply (see ``_process_child``).
+        """
         fd = child.result_fd
         while True:
             try:
@@ -537,11 +640,10 @@ class _Pool:
                     child.prefix += chunk
                     if len(child.prefix) < _process_child.PREFIX.size:
                         continue
-                    header_size, body_size = _process_child.PREFIX.unpack_from(child.prefix)
+                    header_size, body_size = _process_child.unpack_prefix(child.prefix, max_message_bytes)
                     total = _process_child.PREFIX.size + header_size + body_size
                     if len(child.prefix) > total:  # a child writes nothing but its one reply
-                        child.proc.kill()
-                        return _DIED
+                        raise _process_child.BadMessage(f"{len(child.prefix) - total:,} bytes more than its reply")
                     if len(child.prefix) == total:  # all in one read: the usual case
                         message, child.prefix = child.prefix, bytearray()
                         return message
@@ -561,38 +663,48 @@ class _Pool:
             if deadline is not None and perf_counter() > deadline:
                 return None
 
-    def _release(self, child: _Child) -> _Task:
-        task, child.task = child.task, None
-        assert task is not None, "only a busy child has a reply"
-        self._busy.remove(child)
-        self._idle.append(child)
-        return task
-
     def _finish(self, child: _Child, message: bytearray) -> None:
-        task = self._release(child)
+        task = child.task
+        assert task is not None, "only a busy child has a reply"
         view = memoryview(message)
-        size = _process_child.PREFIX.size
-        header_size, _ = _process_child.PREFIX.unpack_from(view)
         try:
-            ok, detail = pickle.loads(view[size : size + header_size])
+            size = _process_child.PREFIX.size
+            _, header_size, _ = _process_child.PREFIX.unpack_from(view)  # (_receive checked it)
+            try:
+                number, failure = _process_child.parse_reply_header(view[size : size + header_size])
+            except _process_child.BadMessage as exc:
+                self._lose(child, str(exc))
+                return
+            if number != child.number:
+                self._lose(child, f"the reply of task {number}, not of task {child.number}")
+                return
+            # A whole, well-formed reply to this very task: the child is idle again.
+            child.task = None
+            self._busy.remove(child)
+            self._idle.append(child)
             body = view[size + header_size :]
-            if ok:
+            if failure is None:
+                # Unpickling runs the result's own code. Whatever it raises fails the task, SystemExit
+                # and KeyboardInterrupt too: they come from that code, not from the user (the
+                # scheduler holds Ctrl-C back while it polls), and re-raised by future.result() they
+                # would end a --background script or unwind Blender's timer. So they are wrapped in
+                # the same TypeError as any other result that cannot be unpickled (as __cause__).
                 try:
                     result = pickle.loads(body)
-                except Exception as exc:  # noqa: BLE001 - unpickling runs the result's own code: any failure fails the task
+                except BaseException as exc:  # noqa: BLE001 - see above
                     unpicklable = TypeError(
                         f"the result of {task.name} came back from the worker process but cannot "
-                        f"be unpickled here: {exc}"
+                        f"be unpickled here: {exc!r}"
                     )
                     self._fail(task, unpicklable, exc)
                     return
                 self._succeed(task, result)
                 return
-            type_name, text, tb = detail
+            type_name, text, tb = failure
             error: object
             try:
                 error = pickle.loads(body) if len(body) else None
-            except Exception:  # noqa: BLE001 - e.g. its class is not importable here
+            except BaseException:  # noqa: BLE001 - e.g. its class is not importable here (see above, too)
                 error = None
             if not isinstance(error, BaseException):
                 error = RuntimeError(f"{type_name}: {text} (the exception itself could not be sent back)")
@@ -620,17 +732,23 @@ class _Pool:
         except InvalidStateError:
             pass
 
-    def _child_died(self, child: _Child) -> None:
+    def _lose(self, child: _Child, broken: str | None = None) -> None:
+        """``child`` died (``broken`` is None) or sent what is no reply to its task (``broken`` says
+        what): end the process, forget it, fail its task with ProcessDied."""
         task, child.task = child.task, None
         assert task is not None, "only a busy child is watched"
         self._busy.remove(child)
-        pid = child.proc.pid
+        if broken is not None:
+            child.proc.kill()
         self._remove(child, ended=True)
-        how = _exit_description(child.proc.returncode)
+        if broken is None:
+            how = f"died: {_exit_description(child.proc.returncode)}"
+        else:
+            how = f"sent a reply that cannot be read ({broken}), so it was ended"
         self._fail(
             task,
             _errors.process_died()(
-                f"the worker process (pid {pid}) running {task.name} died: {how}. Only this task is lost; "
+                f"the worker process (pid {child.proc.pid}) running {task.name} {how}. Only this task is lost; "
                 "a new worker process takes the next task"
             ),
         )
@@ -655,6 +773,14 @@ class _Died(enum.Enum):
 
 
 _DIED = _Died.DIED
+
+
+def _close_pipes(child: _Child) -> None:
+    for fd in (child.task_fd, child.result_fd, child.exit_fd):
+        if fd is not None and fd >= 0:
+            os.close(fd)
+    child.task_fd = child.result_fd = -1
+    child.exit_fd = None
 
 
 def _count_cancelled(n: int) -> None:
@@ -732,9 +858,10 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
 
     The Future fails with:
         the exception ``fn`` raised (or a TypeError/ValueError when the result cannot be pickled
-        or is larger than 1 GiB: the worker survives); ``ProcessDied`` when the worker process
-        died while running it (another one replaces it; other tasks go on); ``SchedulerStopped``
-        when the pool stopped first (last ``unregister()``, exit).
+        there or unpickled here, or is larger than 1 GiB: the worker survives); ``ProcessDied``
+        when the worker process died while running it, even if a process it started still runs,
+        or sent back something that is not its reply (another one replaces it; other tasks go
+        on); ``SchedulerStopped`` when the pool stopped first (last ``unregister()``, exit).
     """
     if not callable(fn):
         raise _scheduler._not_callable(fn)
@@ -778,7 +905,7 @@ def set_process_workers(n: int) -> int:
     pool = _pool
     if pool is not None and pool._closed is None:
         if is_main_thread():
-            pool.poll()
+            pool._dispatch()  # (no result is read here: no done-callback runs inside this call)
         else:
             _scheduler.wake_main()
     return previous

@@ -5,17 +5,28 @@ its own Python version. Run by path, this file is the child's ``__main__``: the 
 the parent's ``__main__`` (Blender's ``--python`` script) and never imports ``bpy``. The parent
 also imports this module, for the wire format below.
 
-Wire format, both ways: a message is a 16-byte prefix (header length, body length; little-endian
-unsigned 64-bit), the header (a small pickle of built-in types) and the body (a pickle, or empty).
-One task is in flight per child, so no message carries an id.
+Wire format, both ways: a message is a 16-byte prefix (the magic ``MAGIC``, the header length as
+an unsigned 32-bit and the body length as an unsigned 64-bit integer, little-endian), the header and
+the body (a pickle, or empty). Headers hold built-in data only: the parent reads a reply's with
+``parse_reply_header``, which runs no code, whatever junk the result pipe holds. One task is in
+flight per child; each task carries a number that its reply repeats, so a reply is never taken for
+another task's.
 
-- parent -> child: header ``(sys_path or None, packages, max_result_bytes)``, body the pickled
-  ``(fn, args, kwargs)``. ``sys_path`` is sent when it differs from what the child has (the first
-  task, and after the parent's ``sys.path`` changed). ``packages`` maps the names of the packages
-  that contain the modules the body refers to, to their ``__path__`` in the parent (see
+- parent -> child: header ``(number, sys_path or None, packages, max_result_bytes)``, body the
+  pickled ``(fn, args, kwargs)``. ``sys_path`` is sent when it differs from what the child has (the
+  first task, and after the parent's ``sys.path`` changed). ``packages`` maps the names of the
+  packages that contain the modules the body refers to, to their ``__path__`` in the parent (see
   ``import_module``).
-- child -> parent: header ``(True, None)`` and the pickled result, or ``(False, (type name,
-  message, traceback text))`` and the pickled exception (empty when it cannot be pickled).
+- child -> parent (``reply_header``): header ``REPLY.pack(number, 1)`` and the pickled result, or
+  ``REPLY.pack(number, 0)`` followed by the pickled ``(type name, message, traceback text)``, and
+  the pickled exception (empty when it cannot be pickled or is larger than ``max_result_bytes``).
+  A header never exceeds ``MAX_HEADER_BYTES``.
+
+The parent reads anything else in the result pipe (a task writing into it, a wrong number, sizes
+over the limits) as the worker's fault: it fails that task and replaces the worker.
+
+The worker's two pipes are its own: a process that a task starts never holds them (see
+``_keep_pipes_to_ourselves``).
 
 The child ends when its task pipe reaches end-of-file (the parent closed it, or died) or when the
 parent stops it with SIGTERM/SIGKILL. It ignores SIGINT: Ctrl-C in Blender's terminal is for
@@ -37,7 +48,11 @@ from collections.abc import Iterable
 from importlib.machinery import ModuleSpec
 from typing import IO, Any
 
-PREFIX = struct.Struct("<QQ")
+PREFIX = struct.Struct("<4sIQ")
+MAGIC = b"MTp1"  # what every message starts with (p: process, 1: this format)
+REPLY = struct.Struct("<QB")  # how a reply's header starts: the task's number, 1 (a result) or 0 (a failure)
+#: The largest header either side sends; the child shortens long exception texts to stay below it.
+MAX_HEADER_BYTES = 1 << 20
 PROTOCOL = pickle.HIGHEST_PROTOCOL  # the same on both sides: parent and child run one Python version
 
 #: Top-level modules that exist only inside Blender. The child blocks ``bpy`` itself (the bpy wheel
@@ -70,10 +85,69 @@ BLENDER_MODULES = frozenset(
 _SMALL = 1 << 16  # a body this small goes out in the same write as its prefix and header
 
 
+class BadMessage(ValueError):
+    """What is in a pipe is not a message of this format (or is over its limits)."""
+
+
+def pack_prefix(header_size: int, body_size: int) -> bytes:
+    return PREFIX.pack(MAGIC, header_size, body_size)
+
+
+def unpack_prefix(data: bytes | bytearray | memoryview, max_body: int | None = None) -> tuple[int, int]:
+    """``(header size, body size)`` from a message's first ``PREFIX.size`` bytes.
+
+    Raises:
+        BadMessage: the magic is wrong, the header is over ``MAX_HEADER_BYTES``, or the body over
+            ``max_body`` (when given).
+    """
+    magic, header_size, body_size = PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise BadMessage(f"it starts with {bytes(data[: PREFIX.size])!r}, not a message")
+    if header_size > MAX_HEADER_BYTES:
+        raise BadMessage(f"it announces a header of {header_size:,} bytes, more than {MAX_HEADER_BYTES:,}")
+    if max_body is not None and body_size > max_body:
+        raise BadMessage(f"it announces a body of {body_size:,} bytes, more than {max_body:,}")
+    return header_size, body_size
+
+
+class _DataOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a header may hold built-in data only, not {module}.{name}")
+
+
+def load_header(data: bytes | bytearray | memoryview) -> Any:
+    """Unpickle a header: built-in data only, so no code runs. Raises BadMessage."""
+    try:
+        return _DataOnly(io.BytesIO(data)).load()
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes make pickle raise, it is not a header
+        raise BadMessage(f"its header does not unpickle: {exc!r}") from None
+
+
+def reply_header(number: int, failure: tuple[str, str, str] | None = None) -> bytes:
+    """The header of the reply to task ``number``: a result, or the ``failure``'s (type name,
+    message, traceback text)."""
+    if failure is None:
+        return REPLY.pack(number, 1)
+    return REPLY.pack(number, 0) + pickle.dumps(failure, PROTOCOL)
+
+
+def parse_reply_header(data: bytes | bytearray | memoryview) -> tuple[int, tuple[str, str, str] | None]:
+    """``(number, failure)`` from a reply's header (see ``reply_header``). Raises BadMessage."""
+    if len(data) >= REPLY.size:
+        number, ok = REPLY.unpack_from(data)
+        if ok == 1 and len(data) == REPLY.size:
+            return number, None
+        if ok == 0:
+            failure = load_header(data[REPLY.size :])
+            if isinstance(failure, tuple) and len(failure) == 3 and all(isinstance(x, str) for x in failure):
+                return number, failure
+    raise BadMessage(f"its header {bytes(data[:40])!r} is no reply's")
+
+
 def write_message(fd: int, header: bytes, body: bytes = b"") -> None:
     """Write one message to the pipe ``fd`` (blocking). Raises OSError (BrokenPipeError) if the
     reader is gone."""
-    data = PREFIX.pack(len(header), len(body)) + header
+    data = pack_prefix(len(header), len(body)) + header
     if len(body) <= _SMALL:
         data += body
         body = b""
@@ -95,11 +169,15 @@ def _read_exact(fd: int, size: int) -> bytes | None:
 
 
 def read_message(fd: int) -> tuple[bytes, bytes] | None:
-    """Read one message from ``fd`` (blocking): ``(header, body)``, or None at end-of-file."""
+    """Read one message from ``fd`` (blocking): ``(header, body)``, or None at end-of-file.
+
+    Raises:
+        BadMessage: what came is not a message.
+    """
     prefix = _read_exact(fd, PREFIX.size)
     if prefix is None:
         return None
-    header_size, body_size = PREFIX.unpack(prefix)
+    header_size, body_size = unpack_prefix(prefix)
     header = _read_exact(fd, header_size)
     body = _read_exact(fd, body_size)
     if header is None or body is None:
@@ -180,7 +258,19 @@ def _type_name(exc: BaseException) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _failure(exc: BaseException) -> tuple[bytes, bytes]:
+# How many characters of an exception's message and traceback go back: at most 4 bytes each, the
+# header stays within MAX_HEADER_BYTES.
+_MAX_TEXT = 100_000
+
+
+def _clip(text: str, limit: int = _MAX_TEXT) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters left out ...]\n{text[-half:]}"
+
+
+def _failure(number: int, exc: BaseException, limit: int) -> tuple[bytes, bytes]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         message = str(exc)
@@ -191,21 +281,23 @@ def _failure(exc: BaseException) -> tuple[bytes, bytes]:
         pickle.loads(body)  # e.g. a required __init__ argument missing from args: fails here, not in Blender
     except BaseException:  # noqa: BLE001 - the parent then raises a stand-in with the same text
         body = b""
-    return pickle.dumps((False, (_type_name(exc), message, tb)), PROTOCOL), body
+    if len(body) > limit:  # the parent refuses bodies over its limit: the stand-in carries the text
+        body = b""
+    return reply_header(number, (_clip(_type_name(exc), 1000), _clip(message), _clip(tb))), body
 
 
 def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, bytes]:
     """Run one task; return the reply ``(header, body)``. Never raises."""
+    number = 0
     try:
-        sys_path, packages, limit = pickle.loads(header)
+        number, sys_path, packages, state["limit"] = pickle.loads(header)  # (from the parent only)
         if sys_path is not None:
             sys.path[:] = sys_path
-        state["limit"] = limit
         fn, args, kwargs = _Unpickler(io.BytesIO(body), packages).load()
         del body
         result = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - like ProcessPoolExecutor: every failure goes back
-        return _failure(exc)
+        return _failure(number, exc, state["limit"])
     del fn, args, kwargs
     try:
         data = pickle.dumps(result, PROTOCOL)
@@ -215,23 +307,54 @@ def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, 
             f"{exc}; return plain data (numbers, strings, lists, tuples, dicts, bytes)"
         )
         error.__cause__ = exc
-        return _failure(error)
+        return _failure(number, error, state["limit"])
     if len(data) > state["limit"]:
         error = ValueError(
             f"the result pickles to {len(data):,} bytes, more than the {state['limit']:,} bytes a result "
             "may take; write large data to a file and return its path"
         )
-        return _failure(error)
-    return pickle.dumps((True, None), PROTOCOL), data
+        return _failure(number, error, state["limit"])
+    return reply_header(number), data
+
+
+def _keep_pipes_to_ourselves(fds: tuple[int, int]) -> None:
+    """Make sure no process a task starts holds the worker's pipes.
+
+    One that did would outlive the worker with them: the parent would never see end-of-file on the
+    result pipe, and a task written to a dead worker's task pipe would wait there unread. The parent
+    passed them with ``pass_fds``, which makes them inheritable: now programs that a task runs
+    (``os.system``, ``subprocess`` with ``close_fds=False``, a C library that forks and execs) lose
+    them at exec, and a fork made by Python (``os.fork``, multiprocessing's fork workers) closes
+    them at once. A fork made in C that never execs keeps them: the parent watches the worker
+    process itself too (``_process._process_exit_fd``).
+    """
+    for fd in fds:
+        os.set_inheritable(fd, False)
+
+    def close_in_fork() -> None:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=close_in_fork)
 
 
 def main(argv: list[str]) -> int:
     task_fd, result_fd = int(argv[1]), int(argv[2])
+    _keep_pipes_to_ourselves((task_fd, result_fd))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.meta_path.insert(0, _NoBlender())
     state = {"limit": 0}
     while True:
-        message = read_message(task_fd)
+        try:
+            message = read_message(task_fd)
+        except BadMessage as exc:  # not from our parent: nothing sensible to do but end
+            print(
+                f"mainthread_tasks worker process {os.getpid()}: its task pipe holds no task ({exc})", file=sys.stderr
+            )
+            return 2
         if message is None:  # the parent closed the pipe or is gone
             return 0
         reply = run_task(*message, state)

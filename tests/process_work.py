@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
 
@@ -76,6 +78,10 @@ def fail(kind, text):
     raise RuntimeError(text)
 
 
+def fail_long(size):
+    raise ValueError("x" * size)
+
+
 def exit_hard(code):
     os._exit(code)
 
@@ -98,3 +104,119 @@ def sum_of_squares(n):
     for i in range(n):
         total += i * i
     return total
+
+
+# -- what a task may do to its worker's pipes (the worker runs ``_process_child.py TASK_FD RESULT_FD``) --
+
+
+def _worker_pipes():
+    return int(sys.argv[1]), int(sys.argv[2])
+
+
+_helpers = []  # the helper processes started here, kept so no Popen is collected while they run
+
+HELPER_SECONDS = 60
+
+
+def start_helper(how, pidfile):
+    """Start a process that outlives this task; write its pid to ``pidfile``; return this worker's pid.
+
+    ``how``: "os.system" (a shell runs it in the background: it inherits what is inheritable),
+    "fork" (a copy of this process, as multiprocessing's fork makes), "handed on" (the worker's
+    pipes passed to it on purpose: what a C library that forks without exec would keep).
+    """
+    if how == "os.system":
+        os.system(f"sleep {HELPER_SECONDS} & echo $! > {shlex.quote(pidfile)}")
+        return os.getpid()
+    if how == "fork":
+        helper = os.fork()
+        if helper == 0:
+            time.sleep(HELPER_SECONDS)
+            os._exit(0)
+    elif how == "handed on":
+        proc = subprocess.Popen(["sleep", str(HELPER_SECONDS)], pass_fds=_worker_pipes())
+        _helpers.append(proc)
+        helper = proc.pid
+    else:
+        raise ValueError(how)
+    with open(pidfile, "w") as fh:
+        fh.write(str(helper))
+    return os.getpid()
+
+
+def start_helper_then_exit(how, pidfile, code, delay=0.0):
+    """``start_helper``, then this worker ends with status ``code`` (after ``delay`` seconds)."""
+    start_helper(how, pidfile)
+    time.sleep(delay)
+    os._exit(code)
+
+
+_HOLDS = """
+import os, sys
+held = []
+for arg in sys.argv[1:]:
+    name, fd, dev, ino = arg.split(":")
+    try:
+        st = os.fstat(int(fd))
+    except OSError:
+        continue
+    if (st.st_dev, st.st_ino) == (int(dev), int(ino)):
+        held.append(name)
+print(" ".join(held))
+"""
+
+
+def pipes_held_by(how):
+    """Which of this worker's pipes ("task", "result") a process that the task starts holds.
+
+    ``how``: "exec" (what os.system, subprocess with close_fds=False and C libraries that exec do)
+    or "fork" (a copy of this process, as multiprocessing's fork makes).
+    """
+    pipes = [(name, fd, os.fstat(fd)) for name, fd in zip(("task", "result"), _worker_pipes(), strict=True)]
+    if how == "exec":
+        args = [f"{name}:{fd}:{st.st_dev}:{st.st_ino}" for name, fd, st in pipes]
+        command = [sys.executable, "-I", "-c", _HOLDS, *args]
+        return subprocess.run(command, close_fds=False, capture_output=True, text=True, check=True).stdout.split()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        held = [name for name, fd, st in pipes if _same_file(fd, st)]
+        os.write(write_end, " ".join(held).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        out = fh.read().decode()
+    os.waitpid(child, 0)
+    return out.split()
+
+
+def _same_file(fd, st):
+    try:
+        now = os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+def stray_write(data, value):
+    """Write ``data`` into this worker's result pipe (a library writing to the wrong fd), then return ``value``."""
+    os.write(_worker_pipes()[1], data)
+    return value
+
+
+def _raise(name):
+    raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[name]("raised while unpickling")
+
+
+class RaisesWhenUnpickled:
+    """Pickles fine; unpickling it (in Blender) raises the BaseException named ``name``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return _raise, (self.name,)
+
+
+def raises_when_unpickled(name):
+    return RaisesWhenUnpickled(name)
