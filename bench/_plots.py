@@ -21,9 +21,6 @@ import sys
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 
@@ -35,21 +32,20 @@ ANCHOR_LIGHT = "#eba184"
 TARGET = "#2a9d4b"
 GREY = "#6b6b6b"
 
-plt.rcParams.update(
-    {
-        "figure.dpi": 110,
-        "savefig.dpi": 110,
-        "font.size": 10,
-        "axes.titlesize": 11,
-        "axes.titleweight": "bold",
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "grid.color": "#e4e4e4",
-        "grid.linewidth": 0.8,
-        "legend.frameon": False,
-    }
-)
+#: The plots' style, set by main().
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 110,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e4e4e4",
+    "grid.linewidth": 0.8,
+    "legend.frameon": False,
+}
 
 
 def milliseconds(seconds: float) -> str:
@@ -230,6 +226,8 @@ def throughput(results: dict, out: Path, prefix: str = "") -> Path:
 
 
 def main(argv: list[str]) -> int:
+    matplotlib.use("Agg")  # files only, no display
+    plt.rcParams.update(STYLE)
     source, out = Path(argv[0]), Path(argv[1])
     prefix = argv[2] if len(argv) > 2 else ""
     results = json.loads(source.read_text())

@@ -6,8 +6,8 @@
     python3 bench/bench_async.py --blender-5.2   # Debian sid's Blender 5.2 LTS (the chroot)
 
 ``bench/run.py`` runs it too (``--skip-async`` leaves it out). Blender's UI under Xvfb
-(``xvfb-run blender --factory-startup --python bench/bench_async.py -- --inside-ui OUT.json``); the
-steps run from a timer, one per event-loop pass, and a heartbeat timer keeps the time of every pass.
+(``xvfb-run blender --factory-startup --python bench/_harness.py -- bench_async inside_ui OUT.json``);
+the steps run from a timer, one per event-loop pass, and a heartbeat timer keeps the time of every pass.
 
 1. ``await asyncio.sleep(0)``: the event-loop passes between two steps of a coroutine (2,000 steps of
    0.2 ms, and 2,000 empty ones). Goal: at most one pass. Next to it, a task that re-posts itself
@@ -25,19 +25,18 @@ Writes bench/results/async.json (async-blender-5.2.json). Exit status 1 if a goa
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from itertools import pairwise
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-COMMAND = "python3 bench/bench_async.py"
+import _harness
+import _idle_cpu
+from _harness import duration, overhead_row, row
+
+KEY = "async"
+IN_SID_CHROOT = True
 TIMEOUT = 600  # seconds
 
 STEP_SECONDS = 0.0002  # a short step: the queue bench's task
@@ -49,25 +48,6 @@ CPU_CYCLES = 30  # 9 s of windows per state
 SLEEPERS = 3
 
 
-def _busy(seconds: float) -> float:
-    """Holds the main thread like a short bpy call would. Returns how far past its end it noticed
-    the time: a few µs, unless the thread was paused (bench/_pauses.py)."""
-    end = time.perf_counter() + seconds
-    now = time.perf_counter()
-    while now < end:
-        now = time.perf_counter()
-    return now - end
-
-
-def _percentiles(values: list[float]) -> dict:
-    ordered = sorted(values)
-
-    def pick(q):
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered)}
-
-
 # -- inside Blender's UI ---------------------------------------------------------------------------
 
 
@@ -75,15 +55,14 @@ def inside_ui(out: Path, quick: bool) -> None:
     """Runs in Blender's UI: registers the timers and returns; Blender quits when the steps are done."""
     import asyncio
     import gc
-    import traceback
 
     import bpy
 
-    import _idle_cpu
     import mainthread_tasks as mt
     from mainthread_tasks import _async, _blender, _pacing, _scheduler
 
     perf_counter = time.perf_counter
+    busy_wait = _harness.busy_wait
     hops, coroutines, steps_each = (200, 20, 50) if quick else (HOPS, COROUTINES, STEPS_EACH)
     rounds, cycles = (1, 3) if quick else (ROUNDS, CPU_CYCLES)
     times: list[float] = []
@@ -123,12 +102,12 @@ def inside_ui(out: Path, quick: bool) -> None:
     def idle_pass():
         mark = len(times)
         yield 3.0
-        result["idle_pass"] = _percentiles(gaps(mark))
+        result["idle_pass"] = _harness.percentiles(gaps(mark))
 
     async def hop(count: int, seconds: float, marks: list[int]) -> None:
         for _ in range(count):
             marks.append(len(times))
-            _busy(seconds)
+            busy_wait(seconds)
             await asyncio.sleep(0)
 
     def repost(count: int, marks: list[int]) -> None:
@@ -170,7 +149,7 @@ def inside_ui(out: Path, quick: bool) -> None:
         ran = [0]
 
         def step():
-            paused[0] += _busy(STEP_SECONDS)
+            paused[0] += busy_wait(STEP_SECONDS)
             ran[0] += 1
 
         yield 1.5  # a second after the previous round: the timer polls as after a short quiet spell
@@ -192,8 +171,8 @@ def inside_ui(out: Path, quick: bool) -> None:
             yield from wait_for(lambda: times[-1] > end, "the pass after the last step")
         finally:
             gc.callbacks.remove(on_gc)
-        figures = _percentiles(gaps(mark[0]))
-        figures["net"] = _percentiles(net_gaps(mark[0]))
+        figures = _harness.percentiles(gaps(mark[0]))
+        figures["net"] = _harness.percentiles(net_gaps(mark[0]))
         figures["gc"] = {
             "runs": len(collections),
             "longest": max(collections, default=0.0),
@@ -268,40 +247,16 @@ def inside_ui(out: Path, quick: bool) -> None:
             yield from step()
             result.setdefault("step_seconds", {})[step.__name__] = perf_counter() - started
 
-    run = steps()
-
-    def drive():
-        try:
-            return next(run)
-        except StopIteration:
-            pass
-        except BaseException:  # noqa: BLE001 - reported through the file
-            result["error"] = traceback.format_exc()
-        out.write_text(json.dumps(result, indent=2))
-        bpy.context.preferences.view.use_save_prompt = False
-        bpy.ops.wm.quit_blender()
-        return None
-
     bpy.app.timers.register(heartbeat, first_interval=0.0, persistent=True)
-    bpy.app.timers.register(drive, first_interval=0.0, persistent=True)
+    _harness.step_in_ui(steps(), out, result)
 
 
 # -- the driver ------------------------------------------------------------------------------------
 
 
-def run(blender: list[str], xvfb_run: list[str], scratch: Path, quick: bool) -> dict:
-    """The UI part in Blender under Xvfb; returns its results (for bench/run.py too)."""
-    from bench_process import _shell_path
-    from run import _run_blender, ui_command
-
-    out = scratch / "async_ui.json"
-    user = scratch / "async_user"  # keep the user's own Blender config untouched
-    user.mkdir(exist_ok=True)
-    command = ui_command(
-        xvfb_run, blender, Path(__file__).resolve(), "--inside-ui", str(out), *(["--quick"] if quick else [])
-    )
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PATH=_shell_path())
-    return _run_blender("coroutines in the UI", command, out, TIMEOUT, env=env)
+def run(context: _harness.Context) -> dict:
+    """The UI part in Blender under Xvfb; returns its results."""
+    return context.ui("coroutines in the UI", inside_ui, TIMEOUT, from_shell=True)
 
 
 def _passes(value: float) -> str:
@@ -309,9 +264,6 @@ def _passes(value: float) -> str:
 
 
 def rows(result: dict) -> list[dict]:
-    """Table rows in bench/run.py's format."""
-    from run import _overhead_row, _row, _time
-
     where = f"Blender {result['blender']} under Xvfb"
     hop, empty, repost = (result["sleep0"][key] for key in ("steps_0.2ms", "empty_steps", "repost"))
     one_pass = result["idle_pass"]["p50"]
@@ -319,9 +271,9 @@ def rows(result: dict) -> list[dict]:
     longest = {name: [r["max"] for r in runs] for name, runs in stall.items()}
     n = len(longest["queue"])
     cpu = result["idle_cpu"]
-    no_loop = "the add-on's timer without a loop, same windows"
+    no_loop = "the add-on's timer without a loop, same windows (vs disabled)"
     return [
-        _row(
+        row(
             f"await asyncio.sleep(0): most event-loop passes between two steps of a coroutine "
             f"({hop['steps']:,} steps of 0.2 ms; {where})",
             hop["most"],
@@ -330,7 +282,7 @@ def rows(result: dict) -> list[dict]:
             1,
             1.0,
         ),
-        _row(
+        row(
             f"await asyncio.sleep(0), empty steps: most passes between two ({empty['steps']:,} steps)",
             empty["most"],
             _passes,
@@ -338,110 +290,70 @@ def rows(result: dict) -> list[dict]:
             1,
             1.0,
         ),
-        _row(
+        row(
             "await asyncio.sleep(0), steps of 0.2 ms: mean passes per step",
             hop["mean"],
             _passes,
             "a task re-posting itself with post_on_main: mean passes per hop",
             repost["mean"],
         ),
-        _row(
+        row(
             f"longest UI stall, {result['coroutines']} coroutines × {result['steps_each']} steps of 0.2 ms "
             f"(median of {n} rounds' longest)",
             statistics.median(longest["coroutines"]),
-            _time,
+            duration,
             f"the queue: {result['coroutines'] * result['steps_each']:,} post_on_main tasks of 0.2 ms, same",
             statistics.median(longest["queue"]),
             1.0,
         ),
-        _row(
+        row(
             "longest UI stall, coroutines, every gap less the pauses measured in its steps (median of rounds)",
             statistics.median(r["net"]["max"] for r in stall["coroutines"]),
-            _time,
+            duration,
             "the queue, the same way",
             statistics.median(r["net"]["max"] for r in stall["queue"]),
             1.0,
         ),
-        _row(
+        row(
             f"longest UI stall, coroutines, over all {n} rounds",
             max(longest["coroutines"]),
-            _time,
+            duration,
             "the queue, over all rounds",
             max(longest["queue"]),
         ),
-        _row(
+        row(
             "p99 UI stall, coroutines (median of rounds)",
             statistics.median(r["p99"] for r in stall["coroutines"]),
-            _time,
+            duration,
             "the queue, p99 (median of rounds)",
             statistics.median(r["p99"] for r in stall["queue"]),
         ),
-        _row(
+        row(
             "longest UI stall, coroutines (median of rounds)",
             statistics.median(longest["coroutines"]),
-            _time,
+            duration,
             "tick budget + one pass (idle p50)",
             result["tick_budget"] + one_pass,
         ),
-        _overhead_row(
+        overhead_row(
             "idle CPU overhead, asyncio loop alive but idle (Blender idling, > 10 s after work)",
             cpu["loop_idle_vs_no_loop"],
-            cpu["no_loop"],
-            "≤ 0.2 pp",
-            anchor=no_loop + " (vs disabled)",
+            no_loop,
+            cpu["no_loop"]["pp"],
+            bound=0.2,
         ),
-        _overhead_row(
+        overhead_row(
             f"idle CPU overhead, {SLEEPERS} coroutines asleep",
             cpu["loop_asleep_vs_no_loop"],
-            cpu["no_loop"],
-            anchor=no_loop + " (vs disabled)",
+            no_loop,
+            cpu["no_loop"]["pp"],
         ),
     ]
 
 
-def main(argv: list[str]) -> int:
-    quick = "--quick" in argv
-    if "--inside-ui" in argv:
-        inside_ui(Path(argv[argv.index("--inside-ui") + 1]), quick)
-        return 0
-    from run import blender_commands, print_table
-
-    blender, xvfb_run = blender_commands(argv)
-    name = "async-blender-5.2" if "--blender-5.2" in argv else "async"
-    load_before = os.getloadavg()
-    print(f"[bench] load average at start: {load_before}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="mainthread_tasks-bench-async-") as scratch:
-        result = run(blender, xvfb_run, Path(scratch), quick)
-    table = rows(result)
-    print_table(table)
-    print(
-        f"\nBlender {result['blender']} (Python {result['python']}); load average {load_before} before, "
-        f"{os.getloadavg()} after"
-    )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "command": " ".join([COMMAND, *argv]),
-                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                "quick": quick,
-                "load_average": [load_before, os.getloadavg()],
-                "rows": table,
-                "results": result,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {RESULTS / name}.json")
-    missed = [r["figure"] for r in table if r["result"] == "MISS"]
-    if missed:
-        print(f"MISSED {len(missed)} goal(s): " + "; ".join(missed))
-    return 1 if missed else 0
+def notes(_result: dict) -> list[str]:
+    return []
 
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(ROOT), str(BENCH), str(ROOT / "scripts")]
-    args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
-    code = main(args)
-    if "--inside-ui" not in args:  # in the UI the steps run from timers after this script returns
-        sys.exit(code)
+    sys.exit(_harness.main(sys.argv[1:], __file__, __doc__, [sys.modules[__name__]], "async"))

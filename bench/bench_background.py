@@ -1,6 +1,7 @@
-"""Background-mode benchmarks, run inside ``blender --background`` by ``bench/run.py``.
+"""Background-mode benchmarks, inside ``blender --background``; run by ``bench/run.py`` as
 
-    blender --background --factory-startup --python bench/bench_background.py -- OUT.json [--quick]
+    blender --background --factory-startup --python-exit-code 1 \\
+        --python bench/_harness.py -- bench_background inside_blender OUT.json [--quick]
 
 Every figure is measured next to its anchor in this same process, interleaved (repeat 1 of every
 case, then repeat 2, ...) so that noise from other processes hits all of them alike; the best
@@ -14,6 +15,7 @@ import asyncio
 import concurrent.futures as cf
 import gc
 import json
+import statistics
 import sys
 import threading
 import time
@@ -21,11 +23,12 @@ import tracemalloc
 from pathlib import Path
 from queue import Empty, SimpleQueue
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import _harness
+from _harness import duration, rate, row, size
 
-import mainthread_tasks as mt  # noqa: E402 - after the sys.path entry above
+KEY = "background"
+IN_SID_CHROOT = True
+TIMEOUT = 900  # seconds
 
 perf_counter = time.perf_counter
 
@@ -173,6 +176,8 @@ def _asyncio_threadsafe():
 
 
 def _ours(submit_name):
+    import mainthread_tasks as mt
+
     def produce(n, marker):
         submit = getattr(mt, submit_name)
         for i in range(n):
@@ -209,15 +214,6 @@ def bench_throughput() -> dict:
 # -- round trip: worker -> main -> worker, one at a time -------------------------------------------
 
 
-def _percentiles(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    return {
-        "p50": ordered[len(ordered) // 2],
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "n": len(ordered),
-    }
-
-
 def _round_trips(one_trip, drain) -> dict:
     samples: list[float] = []
     finished = threading.Event()
@@ -235,10 +231,12 @@ def _round_trips(one_trip, drain) -> dict:
     thread.start()
     drain(finished)
     thread.join()
-    return _percentiles(samples)
+    return _harness.percentiles(samples)
 
 
 def _ours_round_trip():
+    import mainthread_tasks as mt
+
     call_on_main = mt.call_on_main
 
     def one_trip(i):
@@ -313,6 +311,8 @@ def _bytes_per_pending(submit, drain) -> float:
 
 
 def bench_memory() -> dict:
+    import mainthread_tasks as mt
+
     def ours(submit):
         def queue_them(n):
             for _ in range(n):
@@ -359,6 +359,8 @@ def bench_memory() -> dict:
 def _growth_after_many() -> dict:
     """Traced bytes still held after NO_GROWTH_TASKS tasks went through (after a warm-up run of the
     same shape): post_on_main, run_on_main (Futures dropped) and call_on_main from 4 workers."""
+    import mainthread_tasks as mt
+
     workers = 4
 
     def worker(n):
@@ -398,10 +400,10 @@ def _growth_after_many() -> dict:
     }
 
 
-def main(argv: list[str]) -> None:
+def inside_blender(out: Path, quick: bool) -> None:
+    """Runs in ``blender --background``: every case, then writes ``out``."""
     global PER_PRODUCER, THROUGHPUT_REPEATS, ROUND_TRIPS, ROUND_TRIP_REPEATS, NO_GROWTH_TASKS
-    out = Path(argv[0])
-    if "--quick" in argv:  # a smoke run of the whole pipeline, not for figures
+    if quick:  # a smoke run of the whole pipeline, not for figures
         PER_PRODUCER, THROUGHPUT_REPEATS, ROUND_TRIPS, ROUND_TRIP_REPEATS = 2_000, 1, 200, 1
         NO_GROWTH_TASKS = 20_000
     import bpy
@@ -424,5 +426,121 @@ def main(argv: list[str]) -> None:
     out.write_text(json.dumps(results, indent=2))
 
 
-if __name__ == "__main__":
-    main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else [])
+# -- the driver: outside Blender -------------------------------------------------------------------
+
+
+def run(context: _harness.Context) -> dict:
+    return context.background("background", inside_blender, TIMEOUT)
+
+
+def rows(bg: dict) -> list[dict]:
+    tp = {name: case["best"] for name, case in bg["throughput"].items()}
+    rt = bg["round_trip"]
+    memory = bg["memory"]["bytes_per_pending_task"]
+    growth = bg["memory"]["growth"]
+    n = f"{bg['producers']} producers"
+    median = {name: statistics.median(case["runs"]) for name, case in bg["throughput"].items()}
+    return [
+        row(
+            f"post_on_main throughput ({n})",
+            tp["post_on_main"],
+            rate,
+            "raw SimpleQueue put → get_nowait+call (floor)",
+            tp["raw_simplequeue"],
+            0.5,
+            True,
+        ),
+        row(
+            f"post_on_main throughput, median of {bg['throughput_repeats']}",
+            median["post_on_main"],
+            rate,
+            "raw SimpleQueue floor, median",
+            median["raw_simplequeue"],
+            None,
+            True,
+        ),
+        row(
+            f"run_on_main throughput ({n})",
+            tp["run_on_main"],
+            rate,
+            "asyncio loop.call_soon_threadsafe",
+            tp["asyncio_call_soon_threadsafe"],
+            1.2,
+            True,
+        ),
+        row(
+            f"run_on_main throughput, median of {bg['throughput_repeats']}",
+            median["run_on_main"],
+            rate,
+            "asyncio call_soon_threadsafe, median",
+            median["asyncio_call_soon_threadsafe"],
+            None,
+            True,
+        ),
+        row(
+            f"run_on_main throughput ({n})",
+            tp["run_on_main"],
+            rate,
+            "one stock concurrent.futures.Future per task",
+            tp["plain_future"],
+            None,
+            True,
+        ),
+        row(
+            f"stock Future per task ({n})",
+            tp["plain_future"],
+            rate,
+            "asyncio loop.call_soon_threadsafe",
+            tp["asyncio_call_soon_threadsafe"],
+            None,
+            True,
+        ),
+        row(
+            "call_on_main round trip p50 (background)",
+            rt["call_on_main"]["p50"],
+            duration,
+            "stock Future + SimpleQueue round trip p50",
+            rt["raw_future_simplequeue"]["p50"],
+            1.3,
+        ),
+        row(
+            "call_on_main round trip p99 (background)",
+            rt["call_on_main"]["p99"],
+            duration,
+            "stock Future + SimpleQueue round trip p99",
+            rt["raw_future_simplequeue"]["p99"],
+        ),
+        row(
+            "bytes per pending post_on_main task",
+            memory["post_on_main"],
+            size,
+            "raw SimpleQueue (fn, args) item",
+            memory["raw_simplequeue"],
+        ),
+        row(
+            "bytes per pending run_on_main task",
+            memory["run_on_main"],
+            size,
+            "stock Future + (future, fn, args) item",
+            memory["plain_future"],
+        ),
+        row(
+            "bytes per pending run_on_main task",
+            memory["run_on_main"],
+            size,
+            "asyncio call_soon_threadsafe Handle",
+            memory["asyncio_call_soon_threadsafe"],
+        ),
+        row(
+            f"traced memory growth after {growth['tasks']:,} tasks",
+            max(growth["growth_bytes"], 0),
+            size,
+            "bound",
+            growth["bound_bytes"],
+            1.0,
+        ),
+    ]
+
+
+def notes(_bg: dict) -> list[str]:
+    return []

@@ -34,17 +34,16 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from itertools import pairwise
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-COMMAND = "python3 bench/bench_process.py"
+import _harness
+from _harness import duration, row
+
+KEY = "process"
+IN_SID_CHROOT = False  # it starts the host's Blender binary and the bpy 5.0.1 venv itself
 
 TASKS = 16  # CPU-bound tasks per repeat
 TASK_SECONDS = 0.05
@@ -233,7 +232,7 @@ def inside_ui(out: Path, quick: bool) -> None:
                 yield
             for label, busy in ((f"idle, {workers} worker(s) alive", False), (f"{workers} worker(s) computing", True)):
                 mark, polls[:] = len(passes), []
-                futures = [mt.run_in_process(_spin, seconds) for _ in range(workers)] if busy else []
+                futures = [mt.run_in_process(_harness.busy_wait, seconds) for _ in range(workers)] if busy else []
                 began = perf_counter()
                 while perf_counter() - began < seconds or not all(f.done() for f in futures):
                     yield
@@ -251,104 +250,21 @@ def inside_ui(out: Path, quick: bool) -> None:
         passes.append(perf_counter())
         return 0.0
 
-    run = steps()
-
-    def drive():
-        try:
-            next(run)
-            return 0.0
-        except StopIteration:
-            pass
-        except BaseException:  # noqa: BLE001 - reported through the file
-            import traceback
-
-            result["error"] = traceback.format_exc()
-        out.write_text(json.dumps(result, indent=2))
-        bpy.ops.wm.quit_blender()
-        return None
-
     bpy.app.timers.register(heartbeat, first_interval=0.0, persistent=True)
-    bpy.app.timers.register(drive, first_interval=0.0, persistent=True)
-
-
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+    _harness.step_in_ui(steps(), out, result)
 
 
 # -- the driver ------------------------------------------------------------------------------------
 
 
-def _shell_path() -> str:
-    # A pyenv python3 runs this script with its own bin folder put first on PATH ("pyenv exec").
-    # Blender inherits PATH, and Debian's Blender then takes its standard library from there (and
-    # so its workers that interpreter: an unoptimized build here, a third slower than Debian's).
-    # Blender started from a shell sees the PATH without it.
-    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if "/.pyenv/versions/" not in p)
-
-
-def _run(label: str, command: list[str], out: Path, **env_extra: str) -> dict:
-    print(f"[bench] {label}: {' '.join(command)}", flush=True)
-    started = time.monotonic()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=_shell_path(), **env_extra)
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{label}: killed after {TIMEOUT} s") from None
-    if proc.returncode != 0 or not out.exists():
-        raise RuntimeError(f"{label}: exit {proc.returncode}, no result\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    print(f"[bench] {label}: done in {time.monotonic() - started:.0f} s", flush=True)
-    return json.loads(out.read_text())
-
-
-def run(blender: str, scratch: Path, quick: bool) -> dict:
-    """Both parts; returns their results (for bench/run.py too)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import _setup
-    from run import ui_command
-
-    flags = ["--quick"] if quick else []
-    cpu = _run(
-        "process speed-up (Blender)",
-        [
-            blender,
-            "--background",
-            "--factory-startup",
-            "--python-exit-code",
-            "1",
-            "--python",
-            str(Path(__file__).resolve()),
-            "--",
-            "--inside-blender",
-            str(scratch / "process_cpu.json"),
-            *flags,
-        ],
-        scratch / "process_cpu.json",
-    )
-    python = str(_setup.bpy_python("5.0.1"))
-    per_task = _run(
-        "process overhead (bpy 5.0.1)",
-        [python, str(Path(__file__).resolve()), "--overhead", str(scratch / "process_overhead.json"), *flags],
-        scratch / "process_overhead.json",
-    )
-    (scratch / "ui_user").mkdir(exist_ok=True)
-    ui = _run(
-        "process UI (Blender under Xvfb)",
-        ui_command(
-            [_setup.xvfb_run()],
-            [blender],
-            Path(__file__).resolve(),
-            "--inside-ui",
-            str(scratch / "process_ui.json"),
-            *flags,
-        ),
-        scratch / "process_ui.json",
-        BLENDER_USER_RESOURCES=str(scratch / "ui_user"),
-    )
-    if ui.get("error"):
-        raise RuntimeError(f"process UI failed inside Blender:\n{ui['error']}")
-    return {"cpu": cpu, "overhead": per_task, "ui": ui}
+def run(context: _harness.Context) -> dict:
+    """The three parts; returns their results."""
+    # Blender as started from a shell: its workers run Debian's python3.11 (_harness.shell_path)
+    cpu = context.background("process speed-up (Blender)", inside_blender, TIMEOUT, from_shell=True)
+    python = _harness.setup().bpy_python("5.0.1")
+    per_task = context.python("process overhead (bpy 5.0.1)", python, overhead, TIMEOUT, from_shell=True)
+    ui = context.ui("process UI (Blender under Xvfb)", inside_ui, TIMEOUT, from_shell=True)
+    return {"blender": cpu["blender"], "python": cpu["python"], "cpu": cpu, "overhead": per_task, "ui": ui}
 
 
 def _spread(values: list[float]) -> str:
@@ -356,9 +272,6 @@ def _spread(values: list[float]) -> str:
 
 
 def rows(result: dict) -> list[dict]:
-    """Table rows in bench/run.py's format."""
-    from run import _row, _time
-
     cpu, ovh = result["cpu"], result["overhead"]
     runs = cpu["runs"]
     tasks = cpu["tasks"]
@@ -374,7 +287,7 @@ def rows(result: dict) -> list[dict]:
     median = {name: statistics.median(values) for name, values in runs.items()}
     label = f"{tasks} tasks of {cpu['task_seconds_on_main'] * 1e3:.0f} ms, Blender {cpu['blender']} --background"
     table = [
-        _row(
+        row(
             f"run_in_process, 2 workers: {label} (repeats {_spread(speedups)})",
             tasks / median["run_in_process"],
             rate,
@@ -383,7 +296,7 @@ def rows(result: dict) -> list[dict]:
             1.7,
             True,
         ),
-        _row(
+        row(
             f"2 threads: {label} (repeats {_spread(thread_ratios)})",
             tasks / median["threads"],
             rate,
@@ -392,19 +305,19 @@ def rows(result: dict) -> list[dict]:
             None,
             True,
         ),
-        _row(
+        row(
             f"run_in_process time per task, {ovh['tasks']} in flight, 2 workers (repeats {_spread(per_task_ratios)}; "
             f"{ovh['where']})",
             statistics.median(ovh["per_task"]["run_in_process"]),
-            _time,
+            duration,
             "ProcessPoolExecutor (spawn), 2 workers",
             statistics.median(ovh["per_task"]["process_pool_executor"]),
             1.0,
         ),
-        _row(
+        row(
             "run_in_process round trip p50, one task at a time",
             ovh["round_trip_p50"]["run_in_process"],
-            _time,
+            duration,
             "ProcessPoolExecutor (spawn) round trip p50",
             ovh["round_trip_p50"]["process_pool_executor"],
             None,
@@ -414,20 +327,20 @@ def rows(result: dict) -> list[dict]:
     for workers in (1, 2):
         idle, busy = ui[f"idle, {workers} worker(s) alive"], ui[f"{workers} worker(s) computing"]
         table += [
-            _row(
-                f"UI pass while {workers} worker(s) compute, median (max {_time(busy['gap_max'])}), "
+            row(
+                f"UI pass while {workers} worker(s) compute, median (max {duration(busy['gap_max'])}), "
                 f"Blender {result['ui']['blender']} under Xvfb",
                 busy["gap_median"],
-                _time,
+                duration,
                 "idle UI pass, median",
                 idle["gap_median"],
                 None,
             ),
-            _row(
+            row(
                 f"the pool's poll per UI pass while {workers} worker(s) compute, "
-                f"median (max {_time(busy['poll_max'])})",
+                f"median (max {duration(busy['poll_max'])})",
                 busy["poll_median"],
-                _time,
+                duration,
                 "UI pass while they compute, median",
                 busy["gap_median"],
                 None,
@@ -436,65 +349,14 @@ def rows(result: dict) -> list[dict]:
     return table
 
 
-def main(argv: list[str]) -> int:
-    quick = "--quick" in argv
-    if "--inside-blender" in argv:
-        inside_blender(Path(argv[argv.index("--inside-blender") + 1]), quick)
-        return 0
-    if "--overhead" in argv:
-        overhead(Path(argv[argv.index("--overhead") + 1]), quick)
-        return 0
-    if "--inside-ui" in argv:
-        inside_ui(Path(argv[argv.index("--inside-ui") + 1]), quick)
-        return 0
-    sys.path.insert(0, str(BENCH))
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import _setup
-    from run import print_table
-
-    print(f"[bench] load average at start: {os.getloadavg()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="mainthread_tasks-bench-process-") as scratch:
-        result = run(_setup.blender_executable(), Path(scratch), quick)
-    table = rows(result)
-    print_table(table)
+def notes(result: dict) -> list[str]:
     cpu = result["cpu"]
-    print(
-        f"\ninterpreter of the workers: {cpu['interpreter']}; Blender's Python {cpu['python']}; "
-        f"load average {cpu['load_before']} before, {result['overhead']['load_after']} after"
-    )
-    for name, values in cpu["runs"].items():
-        print(f"  {name:<16} " + " ".join(f"{v:.3f}" for v in values) + " s")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "process.json").write_text(
-        json.dumps(
-            {
-                "command": " ".join([COMMAND, *argv]),
-                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                "quick": quick,
-                "rows": table,
-                "results": result,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {RESULTS / 'process.json'}")
-    missed = [r["figure"] for r in table if r["result"] == "MISS"]
-    if missed:
-        print(f"MISSED {len(missed)} goal(s): " + "; ".join(missed))
-    return 1 if missed else 0
+    return [
+        f"interpreter of the workers: {cpu['interpreter']}; Blender's Python {cpu['python']}; "
+        f"load average {cpu['load_before']} before, {result['overhead']['load_after']} after",
+        *(f"  {name:<16} " + " ".join(f"{v:.3f}" for v in values) + " s" for name, values in cpu["runs"].items()),
+    ]
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
-    if "--inside-blender" in args or "--inside-ui" in args:
-        # Inside Blender this file is __main__, which workers cannot import: run it as bench_process.
-        sys.path.insert(0, str(BENCH))
-        import bench_process
-
-        code = bench_process.main(args)
-        if "--inside-blender" in args:
-            sys.exit(code)
-        # In the UI the steps run from timers after this script returns; Blender quits itself.
-    else:
-        sys.exit(main(args))
+    sys.exit(_harness.main(sys.argv[1:], __file__, __doc__, [sys.modules[__name__]], "process"))

@@ -17,16 +17,16 @@
     python3 bench/bench_progress.py --blender-5.2  # Debian sid's Blender 5.2 LTS (see bench/run.py)
     BLENDER=/opt/blender/blender python3 bench/bench_progress.py
 
-Run with python3 it is the driver: it starts Blender with this same file (the way bench/run.py
-does), in ``--background`` for the threads and the timer (Blender's own Python) and in its UI under
+It starts Blender on this file's parts (through bench/_harness.py, as bench/run.py does), in
+``--background`` for the threads and the timer (Blender's own Python) and in its UI under
 ``xvfb-run`` for the idle CPU, prints the table and writes bench/results/progress.json and .md
-(progress-blender-5.2.* with ``--blender-5.2``). Exit status 1 if a goal was missed.
+(progress-blender-5.2.* with ``--blender-5.2``; nothing with ``--quick``). Exit status 1 if a goal
+was missed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import sys
@@ -34,10 +34,11 @@ import threading
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-RESULTS = BENCH / "results"
-COMMAND = "python3 bench/bench_progress.py"
+import _harness
+from _harness import duration, overhead_row, percent, rate, row
+
+KEY = "progress"
+IN_SID_CHROOT = True
 THREADS = 8
 ADVANCE_GOAL = 0.5  # Progress.advance() calls/s ≥ 0.5 × those of a plain attribute increment
 IDLE_CPU_GOAL_PP = 0.3  # a progress shown costs ≤ +0.3 percentage points of idle CPU
@@ -177,7 +178,6 @@ def timer_costs(mt, repeats: int) -> dict:
 
 
 def threads_in_blender(out: Path, quick: bool) -> None:
-    sys.path.insert(0, str(ROOT))
     import mainthread_tasks as mt
 
     seconds, repeats = (0.2, 2) if quick else (1.0, 9)
@@ -213,7 +213,6 @@ GUI_STATES = ("none", "shown", "changing")
 def gui_in_blender(out: Path, quick: bool) -> None:
     import bpy
 
-    sys.path.insert(0, str(ROOT))
     import mainthread_tasks as mt
     from mainthread_tasks import _blender, _progress_ui
 
@@ -245,6 +244,7 @@ def gui_in_blender(out: Path, quick: bool) -> None:
         _blender._pass_end = perf_counter() - _blender.LONG_IDLE_AFTER  # Blender idling, as most of the time
 
     def steps():
+        yield 1.0  # Blender's start-up
         mt.register()
         started = perf_counter()
         while perf_counter() - started < 5.0:  # the first draws after start-up are slow
@@ -291,185 +291,92 @@ def gui_in_blender(out: Path, quick: bool) -> None:
                 figures.update(pp=difference(state, everything), stderr=statistics.stdev(replicas))
             result[state] = figures
 
-    generator = steps()
-
-    def drive():
-        try:
-            return next(generator)
-        except StopIteration:
-            out.write_text(json.dumps(result, indent=2))
-        except BaseException:  # noqa: BLE001 - reported through the JSON file
-            import traceback
-
-            out.write_text(json.dumps({"error": traceback.format_exc()}))
-        bpy.context.preferences.view.use_save_prompt = False
-        bpy.ops.wm.quit_blender()
-        return None
-
-    bpy.app.timers.register(drive, first_interval=1.0)
+    _harness.step_in_ui(steps(), out, result)
 
 
 # -- the driver (plain python3) ---------------------------------------------------------------------
 
 
-def _rate(value: float) -> str:
-    return f"{value / 1e6:.2f} M/s"
+def run(context: _harness.Context) -> dict:
+    threads = context.background("threads", threads_in_blender, TIMEOUT)
+    gui = None if "gui" in context.skip else context.ui("gui", gui_in_blender, TIMEOUT)
+    return {"blender": threads["blender"], "python": threads["python"], "threads": threads, "gui": gui}
 
 
-def rows(threads: dict | None, gui: dict | None) -> list[dict]:
-    table = []
-    if threads:
-        m = threads["median"]
-        n = f"{threads['threads']} threads, median of {threads['repeats']}"
+def _nanoseconds(seconds: float) -> str:
+    return f"{seconds * 1e9:.0f} ns" if seconds < 1e-6 else duration(seconds)
 
-        def row(figure, value, anchor, anchor_value, goal=None):
-            ratio = value / anchor_value
-            verdict = "info" if goal is None else ("PASS" if ratio >= goal else "MISS")
-            table.append(
-                {
-                    "figure": figure,
-                    "value": _rate(value),
-                    "anchor": anchor,
-                    "anchor_value": _rate(anchor_value),
-                    "ratio": f"{ratio:.2f}×",
-                    "goal": "" if goal is None else f"≥ {goal:g}×",
-                    "result": verdict,
-                }
-            )
 
+def rows(result: dict) -> list[dict]:
+    threads, gui = result["threads"], result["gui"]
+    m = threads["median"]
+    n = f"{threads['threads']} threads, median of {threads['repeats']}"
+    racy = "plain attribute increment in a method (racy)"
+    table = [
+        row(f"Progress.advance() ({n})", m["advance"], rate, racy, m["plain_method"], ADVANCE_GOAL, True),
         row(
             f"Progress.advance() ({n})",
             m["advance"],
-            "plain attribute increment in a method (racy)",
-            m["plain_method"],
-            ADVANCE_GOAL,
-        )
-        row(
-            f"Progress.advance() ({n})",
-            m["advance"],
+            rate,
             "plain attribute increment inline, no call (racy)",
             m["plain_inline"],
-        )
+            None,
+            True,
+        ),
+        row(f"Progress.advance(3) ({n})", m["advance_n"], rate, racy, m["plain_method"], None, True),
+        row(f"Progress.update(i) ({n})", m["update"], rate, racy, m["plain_method"], None, True),
+    ]
+    timer = {name: ns / 1e9 for name, ns in threads["timer"]["median_ns"].items()}
+    table += [
         row(
-            f"Progress.advance(3) ({n})",
-            m["advance_n"],
-            "plain attribute increment in a method (racy)",
-            m["plain_method"],
-        )
-        row(f"Progress.update(i) ({n})", m["update"], "plain attribute increment in a method (racy)", m["plain_method"])
-        timer = threads["timer"]["median_ns"]
-        table.append(
-            {
-                "figure": "UI timer call, queue empty (holding compiled in)",
-                "value": f"{timer['idle_call']:.0f} ns",
-                "anchor": "the same call without the hold's check",
-                "anchor_value": f"{timer['idle_call_without_hold']:.0f} ns",
-                "ratio": f"{timer['idle_call'] - timer['idle_call_without_hold']:+.0f} ns",
-                "goal": "",
-                "result": "info",
-            }
-        )
-        budget = threads["timer"]["tick_budget_ns"]
-        table.append(
-            {
-                "figure": "job check of a pass with tasks (3 × bpy.app.is_job_running, no job)",
-                "value": f"{timer['job_check']:.0f} ns",
-                "anchor": "tick budget of the pass",
-                "anchor_value": f"{budget / 1e6:.0f} ms",
-                "ratio": f"{timer['job_check'] / budget:.1e}×",
-                "goal": "",
-                "result": "info",
-            }
-        )
+            "UI timer call, queue empty (holding compiled in)",
+            timer["idle_call"],
+            _nanoseconds,
+            "the same call without the hold's check",
+            timer["idle_call_without_hold"],
+        ),
+        row(
+            "job check of a pass with tasks (3 × bpy.app.is_job_running, no job)",
+            timer["job_check"],
+            _nanoseconds,
+            "tick budget of the pass",
+            threads["timer"]["tick_budget_ns"] / 1e9,
+        ),
+    ]
     if gui:
-        none = gui["none"]["percent"]
         for state, what, goal in (
             ("shown", "a progress shown, not changing", IDLE_CPU_GOAL_PP),
             ("changing", "a progress changing all the time", None),
         ):
             figures = gui[state]
-            verdict = "info" if goal is None else ("PASS" if figures["pp"] <= goal else "MISS")
             table.append(
-                {
-                    "figure": f"idle CPU of Blender's UI, {what} ({figures['redraws_per_second']:.1f} redraws/s)",
-                    "value": f"{figures['percent']:.2f} %",
-                    "anchor": "no progress",
-                    "anchor_value": f"{none:.2f} %",
-                    "ratio": f"{figures['pp']:+.2f} ± {figures['stderr']:.2f} pp",
-                    "goal": "" if goal is None else f"≤ +{goal:g} pp",
-                    "result": verdict,
-                }
+                overhead_row(
+                    f"idle CPU of Blender's UI, {what} ({percent(figures['percent'])}, "
+                    f"{figures['redraws_per_second']:.1f} redraws/s)",
+                    figures,
+                    "no progress",
+                    gui["none"]["percent"],
+                    percent,
+                    goal,
+                )
             )
     return table
 
 
-def markdown(table: list[dict], meta: dict) -> str:
-    lines = [
-        f"Command: `{COMMAND}`; {meta['when']}; {meta['machine']}; "
-        + "; ".join(f"{k}: Blender {v}" for k, v in meta["blender"].items()),
-        "",
-        "| figure | value | anchor | anchor value | ratio / difference | goal | result |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    columns = ("figure", "value", "anchor", "anchor_value", "ratio", "goal", "result")
-    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in table]
-    return "\n".join(lines) + "\n"
+def notes(_result: dict) -> list[str]:
+    return []
 
 
-def main(argv: list[str]) -> int:
-    import tempfile
-
-    sys.path.insert(0, str(BENCH))
-    import run  # bench/run.py: how Blender is started, here and in the sid chroot
-
-    quick = "--quick" in argv
-    blender, xvfb_run = run.blender_commands(argv)
-    extra = ["--quick"] if quick else []
-    threads = gui = None
-    with tempfile.TemporaryDirectory(prefix="bench-progress-") as scratch:
-        scratch = Path(scratch)
-        out = scratch / "threads.json"
-        threads = run._run_blender(
-            "threads",
-            [*blender, "--background", "--factory-startup", "--python", __file__, "--", "threads", str(out), *extra],
-            out,
-            TIMEOUT,
+if __name__ == "__main__":
+    sys.exit(
+        _harness.main(
+            sys.argv[1:],
+            __file__,
+            __doc__,
+            [sys.modules[__name__]],
+            "progress",
+            skips=("gui",),
+            table=True,
+            quick_writes=False,
         )
-        if "--skip-gui" not in argv:
-            out = scratch / "gui.json"
-            user = scratch / "user"
-            user.mkdir()
-            gui = run._run_blender(
-                "gui",
-                run.ui_command(xvfb_run, blender, __file__, "gui", str(out), *extra),
-                out,
-                TIMEOUT,
-                env=dict(os.environ, BLENDER_USER_RESOURCES=str(user)),
-            )
-    table = rows(threads, gui)
-    meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the end",
-        "blender": {part: data["blender"] for part, data in (("threads", threads), ("gui", gui)) if data},
-        "quick": quick,
-    }
-    text = markdown(table, meta)
-    print("\n" + text)
-    if not quick:
-        name = "progress-blender-5.2" if "--blender-5.2" in argv else "progress"
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{name}.json").write_text(
-            json.dumps({"meta": meta, "threads": threads, "gui": gui, "table": table}, indent=2)
-        )
-        (RESULTS / f"{name}.md").write_text(text)
-    return 1 if any(r["result"] == "MISS" for r in table) else 0
-
-
-if "--" in sys.argv:  # inside Blender
-    _mode, _out, *_rest = sys.argv[sys.argv.index("--") + 1 :]
-    if _mode == "threads":
-        threads_in_blender(Path(_out), "--quick" in _rest)
-    else:
-        gui_in_blender(Path(_out), "--quick" in _rest)
-elif __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    )

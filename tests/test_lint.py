@@ -6,7 +6,9 @@ commands. The package ships ``py.typed``: a user's type checker sees the public 
 check types a user's call the way the API documents it, and one shows mypy failing on a wrong call
 (the tier can fail). And no module of the package imports, directly or through others, a module
 that imports it back (at module level or inside a function): the timer and its preferences panel
-once did.
+once did. The same holds for the bench's scripts (bench/run.py and bench_process.py once imported
+each other), and importing one of them does no work (two registered Blender timers as they were
+imported).
 """
 
 from __future__ import annotations
@@ -109,8 +111,10 @@ def test_a_wrong_call_fails(tmp_path):
     assert "Incompatible types in assignment" in proc.stdout, proc.stdout
 
 
-def _package_imports(path: Path) -> set[str]:
-    """The package's modules that ``path`` imports, at module level or inside its functions."""
+def _local_imports(path: Path, siblings: set[str]) -> set[str]:
+    """The modules of ``path``'s folder that it imports, at module level or inside its functions:
+    relative imports (the package's) and absolute imports of ``siblings`` (the bench's scripts, which
+    import each other by their folder on sys.path)."""
     import ast
 
     names = set()
@@ -120,13 +124,20 @@ def _package_imports(path: Path) -> set[str]:
                 names.add(node.module)
             else:
                 names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in siblings:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name in siblings)
     return names
 
 
-def test_the_package_has_no_import_circle():
-    package = ROOT / "mainthread_tasks"
-    graph = {path.stem: _package_imports(path) for path in package.glob("*.py")}
-    assert graph["_preferences"] and graph["_scheduler"], "the parser finds the package's imports"
+def _import_graph(folder: Path) -> dict[str, set[str]]:
+    siblings = {path.stem for path in folder.glob("*.py")}
+    return {path.stem: _local_imports(path, siblings) for path in folder.glob("*.py")}
+
+
+def _import_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A chain of imports that leads back to where it started, or None."""
 
     def circle_from(module: str, path: list[str]) -> list[str] | None:
         for imported in sorted(graph.get(module, ())):
@@ -139,4 +150,108 @@ def test_the_package_has_no_import_circle():
 
     for module in sorted(graph):
         circle = circle_from(module, [module])
-        assert circle is None, " -> ".join(circle or ())
+        if circle:
+            return circle
+    return None
+
+
+def test_the_package_has_no_import_circle():
+    graph = _import_graph(ROOT / "mainthread_tasks")
+    assert graph["_preferences"] and graph["_scheduler"], "the parser finds the package's imports"
+    assert _import_circle(graph) is None, " -> ".join(_import_circle(graph) or ())
+
+
+def test_the_bench_has_no_import_circle():
+    graph = _import_graph(ROOT / "bench")
+    assert graph["run"], "the parser finds the bench's imports"
+    assert _import_circle(graph) is None, " -> ".join(_import_circle(graph) or ())
+
+
+#: What a module of bench/ may not import at module level: they exist inside Blender only (bpy), or
+#: once bench/_harness.py has put the repository on sys.path (the package). bench/run.py imports
+#: every bench_*.py for its table, outside Blender.
+_IN_BLENDER_ONLY = {"bpy", "mainthread_tasks"}
+
+
+def _runs_at_import(body: list) -> list[tuple[int, str]]:
+    """The statements of a module (or class) body that do work when it is imported: anything but a
+    docstring, imports, definitions, ``if __name__ == "__main__":`` and assignments that call
+    nothing (``Path(__file__).resolve()...`` aside). Returns (line, why) pairs; class bodies too."""
+    import ast
+
+    def allowed_call(node: ast.AST) -> bool:  # Path(...), and attributes and methods chained on it
+        if isinstance(node, ast.Call):
+            func = node.func
+            return (isinstance(func, ast.Name) and func.id == "Path") or (
+                isinstance(func, ast.Attribute) and allowed_call(func.value)
+            )
+        return isinstance(node, ast.Attribute) and allowed_call(node.value)
+
+    def calls(node: ast.AST) -> bool:
+        if isinstance(node, ast.Call) and not allowed_call(node):
+            return True
+        return any(calls(child) for child in ast.iter_child_nodes(node))
+
+    found = []
+    for node in body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # a docstring
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            blender_only = sorted(m for m in modules if m.split(".")[0] in _IN_BLENDER_ONLY)
+            if blender_only:
+                found.append((node.lineno, f"imports {', '.join(blender_only)} at module level"))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        elif isinstance(node, ast.ClassDef):
+            found += _runs_at_import(node.body)
+        elif isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
+            continue  # runs only when the file is the script
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and not (node.value and calls(node.value)):
+            continue
+        else:
+            found.append((node.lineno, f"runs {ast.unparse(node).splitlines()[0]!r}"))
+    return found
+
+
+def test_the_bench_runs_nothing_at_import():
+    """Importing a module of bench/ defines things and does nothing else: no timer registered, no
+    argv read, no sys.path changed, no bpy imported. What runs inside Blender is started by
+    bench/_harness.py; a script does its work under ``if __name__ == "__main__":``."""
+    import ast
+
+    found = [
+        f"bench/{path.name}:{line}: {why}"
+        for path in sorted((ROOT / "bench").glob("*.py"))
+        for line, why in _runs_at_import(ast.parse(path.read_text()).body)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_import_check_catches_work_at_import():
+    import ast
+
+    code = textwrap.dedent(
+        """
+        "A docstring."
+        import sys
+        from pathlib import Path
+        import bpy
+        HERE = Path(__file__).resolve().parent
+        LIMITS = {"quick": 1, "full": 2}
+        sys.path.insert(0, str(HERE))
+        ARGS = sys.argv[sys.argv.index("--") + 1 :]
+
+        class Sizes:
+            steps = 3
+            started = bpy.app.timers.register(print)
+
+        def main():
+            bpy.app.timers.register(main)
+
+        if __name__ == "__main__":
+            main()
+        """
+    )
+    found = [line for line, _why in _runs_at_import(ast.parse(code).body)]
+    assert found == [5, 8, 9, 13], _runs_at_import(ast.parse(code).body)
