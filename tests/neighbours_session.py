@@ -28,8 +28,28 @@ RESULT, SECONDS, ROOT, REAL = Path(args[0]), float(args[1]), Path(args[2]), args
 JOIN = 20.0  # seconds: any join longer than this is a hang
 
 
+def import_two_copies():
+    """The add-on's copy, and a copy another add-on bundles, under its own package name."""
+    sys.path.insert(0, str(ROOT))
+    import mainthread_tasks as addon
+
+    vendor = Path(tempfile.mkdtemp(prefix="mtt-neighbour-"))
+    try:
+        package = vendor / "neighbour_addon" / "_vendor"
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / "mainthread_tasks", package / "mainthread_tasks", ignore=ignore)
+        (package.parent / "__init__.py").write_text("")
+        (package / "__init__.py").write_text("")
+        sys.path.insert(0, str(vendor))
+        from neighbour_addon._vendor import mainthread_tasks as bundled
+    finally:
+        sys.path.remove(str(vendor))
+        shutil.rmtree(vendor)
+    assert bundled._threads is not addon._threads and bundled._scheduler is not addon._scheduler
+    return addon, bundled
+
+
 def session():
-    facts = {}
     lock = threading.Lock()
     reported = collections.Counter()  # failures that reached the application's excepthook
 
@@ -41,28 +61,38 @@ def session():
     before = set(threading.enumerate())
     pool_before = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool-before")
     pool_before.submit(int).result()  # idle workers from before the imports
-
     if REAL:
         import bpy  # noqa: F401 - in the bpy wheel, Blender is loaded by this import
-
-    sys.path.insert(0, str(ROOT))
-    import mainthread_tasks as addon  # the add-on
-
-    vendor = Path(tempfile.mkdtemp(prefix="mtt-neighbour-"))
-    try:
-        package = vendor / "neighbour_addon" / "_vendor"
-        shutil.copytree(ROOT / "mainthread_tasks", package / "mainthread_tasks", ignore=shutil.ignore_patterns("__pycache__"))
-        (package.parent / "__init__.py").write_text("")
-        (package / "__init__.py").write_text("")
-        sys.path.insert(0, str(vendor))
-        from neighbour_addon._vendor import mainthread_tasks as bundled  # another add-on's copy
-    finally:
-        sys.path.remove(str(vendor))
-        shutil.rmtree(vendor)
-    assert bundled._threads is not addon._threads and bundled._scheduler is not addon._scheduler
+    addon, bundled = import_two_copies()
     pool_after = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pool-after")
-    pools = (pool_before, pool_after)
+    try:
+        facts, outsiders = side_by_side(addon, bundled, pool_before, pool_after)
+    finally:
+        pool_before.shutdown()
+        pool_after.shutdown()
+    del pool_before, pool_after  # they keep their ended workers' Thread objects
 
+    # Every failure of a thread no block owns reached the application's hook once; no block's did.
+    expected = collections.Counter(outsiders)
+    assert reported == expected, (sorted((reported - expected).items())[:5], sorted((expected - reported).items())[:5])
+    assert threading.excepthook is application_hook
+
+    # Nothing leaks: no thread, no queued task, no block's bookkeeping, no Thread object.
+    left = [t.name for t in threading.enumerate() if t not in before]
+    assert not left, left
+    for lib in (addon, bundled):
+        assert lib.stats().pending == 0, lib.stats()
+    gc.collect()
+    scopes = [o for o in gc.get_objects() if isinstance(o, (addon.ThreadScope, bundled.ThreadScope))]
+    assert not scopes, f"{len(scopes)} blocks outlive their end"
+    dead = [o.name for o in gc.get_objects() if isinstance(o, threading.Thread) and o.ident and not o.is_alive()]
+    assert not dead, f"{len(dead)} ended threads are kept: {dead[:5]}"
+    return facts
+
+
+def side_by_side(addon, bundled, pool_before, pool_after):
+    """SECONDS of neighbours and blocks; returns facts and the failures that no block owns."""
+    pools = (pool_before, pool_after)
     stop = threading.Event()
     problems = []
     outsiders = []  # names of the failures of threads no block owns: each must reach the hook once
@@ -181,31 +211,15 @@ def session():
         stop.set()
         for thread in neighbours:
             thread.join(JOIN)
-        for pool in pools:
-            pool.shutdown(wait=True)
-    del neighbours, pools, pool_before, pool_after  # they keep their ended Thread objects
-    facts["seconds"] = round(time.monotonic() - started, 2)
-    facts["blocks"] = blocks
-    facts["outsider_failures"] = len(outsiders)
-    facts["their_hook_calls"] = their_calls[0]
     assert not problems, "\n".join(problems[:5])
+    facts = {
+        "seconds": round(time.monotonic() - started, 2),
+        "blocks": blocks,
+        "outsider_failures": len(outsiders),
+        "their_hook_calls": their_calls[0],
+    }
     assert blocks > 50 and len(outsiders) > 20, facts  # the neighbours really ran beside the blocks
-
-    # Every failure of a thread no block owns reached the application's hook once; no block's did.
-    assert reported == collections.Counter(outsiders), sorted((reported - collections.Counter(outsiders)).items())[:5]
-    assert threading.excepthook is application_hook
-
-    # Nothing leaks: no thread, no queued task, no block's bookkeeping, no Thread object.
-    left = [t.name for t in threading.enumerate() if t not in before]
-    assert not left, left
-    for lib in (addon, bundled):
-        assert lib.stats().pending == 0, lib.stats()
-    gc.collect()
-    scopes = [o for o in gc.get_objects() if isinstance(o, (addon.ThreadScope, bundled.ThreadScope))]
-    assert not scopes, f"{len(scopes)} blocks outlive their end"
-    dead = [o.name for o in gc.get_objects() if isinstance(o, threading.Thread) and o.ident and not o.is_alive()]
-    assert not dead, f"{len(dead)} ended threads are kept: {dead[:5]}"
-    return facts
+    return facts, outsiders
 
 
 def main():
