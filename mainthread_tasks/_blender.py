@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import types
 from time import perf_counter
 from typing import Any
 
 from . import _hold, _pacing, _scheduler, _strict
+from ._shared import shared_record
 
 __all__ = ("register", "unregister")
 
@@ -47,18 +47,14 @@ SHARED_PASS_RECORD = "_mainthread_tasks_shared_pass_1"
 SAME_PASS_WITHIN = 0.0005
 
 
-def _shared_pass_record() -> Any:
-    # Any: a module object whose attributes (above) are ours.
-    record: Any = sys.modules.get(SHARED_PASS_RECORD)
-    if record is None:
-        record = types.ModuleType(SHARED_PASS_RECORD, "What the copies of mainthread_tasks spent in this pass.")
-        record.end = record.spent = 0.0
-        record.count = record.previous = 0
-        record = sys.modules.setdefault(SHARED_PASS_RECORD, record)
-    return record
-
-
-_shared = _shared_pass_record()
+_shared = shared_record(
+    SHARED_PASS_RECORD,
+    "What the copies of mainthread_tasks spent in this pass.",
+    end=0.0,
+    spent=0.0,
+    count=0,
+    previous=0,
+)
 _clock = perf_counter
 _qsize = _scheduler._qsize
 _held = _scheduler._held  # tasks held during a render/bake/composite job (see _hold)

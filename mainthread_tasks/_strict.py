@@ -30,13 +30,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import threading
 import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ._errors import MainThreadTasksError, NotMainThreadError
+from ._shared import shared_record
 from ._threadinfo import MAIN_THREAD_IDENT
 
 __all__ = ("strict_mode",)
@@ -60,12 +60,7 @@ Patches = list[tuple[Any, str, Any]]
 
 def _shared_record() -> Any:
     # Any: a module object whose ``patches`` attribute is ours (Patches, or None while off).
-    record: Any = sys.modules.get(SHARED_RECORD)
-    if record is None:
-        record = types.ModuleType(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.")
-        record.patches = None
-        record = sys.modules.setdefault(SHARED_RECORD, record)
-    return record
+    return shared_record(SHARED_RECORD, "mainthread_tasks strict mode: what to put back.", patches=None)
 
 
 def _offending_thread() -> str | None:

@@ -1,33 +1,44 @@
 """``joined_threads``: start worker threads and join them, draining the queue meanwhile (no bpy).
 
 Which threads a block owns -- the rule its docstring states -- is decided by lineage, recorded
-when a thread starts: while a block is open, ``threading.Thread.start`` notes which open block the
-starting thread works for (the main thread works for the innermost open block; a thread the block
-owns works for that block; any other thread for none). So a block owns what the code inside it
-started, however deep, and nothing that threads from before the block start (a server's
-per-connection threads, say). Two kinds of threads are never waited for, as they never end on
-their own: threads Python did not start (``_DummyThread``: C callbacks, ``_thread`` threads), and
-idle workers of a ``concurrent.futures.ThreadPoolExecutor`` (also behind asyncio's default
-executor), which belong to their executor. The work given to such an executor inside the block is
-the block's, whichever worker runs it: while blocks are open ``ThreadPoolExecutor.submit`` notes
-the Futures it returns the same way, and the block waits for them.
+when a thread starts: the main thread works for the innermost open block, a thread the block owns
+works for that block, and so does an executor's worker while it runs work given to the executor
+for the block; any other thread works for none. So a block owns what the code inside it started,
+however deep, and nothing that threads from before the block start (a server's per-connection
+threads, say). Two kinds of threads are never the block's, as they never end on their own: threads
+Python did not start (``_DummyThread``: C callbacks, ``_thread`` threads), and the workers of a
+``concurrent.futures.ThreadPoolExecutor`` (also behind asyncio's default executor), which belong to
+their executor. The work given to an executor for the block is the block's, whichever worker runs
+it: the block waits for the Futures it recorded.
+
+How it learns this without disturbing the rest of the process (other add-ons' threads, another copy
+of this library with its own module state, libraries that patch the same methods):
+
+- Two layers, put in by the first block and kept for the process's life, one over
+  ``threading.Thread.start`` and one over ``ThreadPoolExecutor.submit``. With no block open they
+  pass straight through to what they wrap. They are never taken out, so no thread can be inside
+  one while it goes, and a layer that somebody else (another copy too) puts over ours keeps
+  working. A block that finds ours gone from the chain -- somebody put back what they had found
+  before us -- puts a new one in. Our layers do what they do once per thread, however many of them
+  are in the chain.
+- ``threading.excepthook`` is left alone: an owned thread's ``run`` is wrapped, at its start, so
+  that its failure goes to its block, or on to the excepthook once that block is over.
 """
 
 from __future__ import annotations
 
-import sys
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from concurrent.futures import thread as _pool_module
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from time import monotonic
-from types import FrameType
 from typing import Any, ParamSpec
 
 from . import _scheduler
 from ._errors import NotMainThreadError, ThreadsStillRunning
+from ._shared import shared_record
 from ._threadinfo import is_main_thread
 
 __all__ = ("ThreadScope", "joined_threads")
@@ -55,135 +66,185 @@ _JOIN_POLL_SECONDS = 0.002
 _owners: weakref.WeakKeyDictionary[threading.Thread, ThreadScope] = weakref.WeakKeyDictionary()
 # The open blocks, innermost last. Only the main thread changes it (blocks are main-thread only).
 _open_scopes: list[ThreadScope] = []
+# The same for every copy of the library (``open``: their blocks, innermost last): a thread the
+# main thread starts is the innermost block's, of whichever copy; the other copies leave it alone.
+_every_copy = shared_record(
+    "_mainthread_tasks_blocks_1", "The joined_threads blocks open in every copy of mainthread_tasks.", open=[]
+)
 _P = ParamSpec("_P")
 
-# What the hooks below stand in for while blocks are open. Main thread only.
-_previous_excepthook: Callable[[threading.ExceptHookArgs], object] | None = None
-_original_start: Callable[[threading.Thread], None] | None = None
-_original_submit: Callable[..., Future[Any]] | None = None
-_hook_state = threading.local()  # .active: this thread is inside _excepthook (a chain came back)
+# Per thread: .submitting -- inside our submit layer (a thread started now is the executor's
+# worker); .working_for -- the block whose executor work this worker runs now.
+_local = threading.local()
+# Our layers (main thread only): the newest of each we put in, to find it again in the chain.
+_start_layer: Callable[[threading.Thread], None] | None = None
+_submit_layer: Callable[..., Future[Any]] | None = None
+# How far down a chain of wrappers (``__wrapped__``, as functools.wraps sets it) to look for ours.
+_MAX_CHAIN = 64
+# Set on a Thread that no block may own, whichever copy of the library opened the block.
+_UNOWNED = "_mainthread_tasks_unowned"
 
 
 def unowned(thread: threading.Thread) -> threading.Thread:
     """Mark ``thread``, not started yet, as the library's own: no block owns it or waits for it
     (the progress printer, which may outlive the block that started it). Any thread."""
-    _owners[thread] = None  # type: ignore[assignment]  # present, so _recording_start records nothing
+    setattr(thread, _UNOWNED, True)  # an attribute, not our module's state: every copy sees it
     return thread
 
 
 def _owner_for_new_thread() -> ThreadScope | None:
-    current = threading.current_thread()
-    if current is threading.main_thread():
-        return _open_scopes[-1] if _open_scopes else None
-    scope = _owners.get(current)
+    scope: ThreadScope | None = getattr(_local, "working_for", None)
+    if scope is None:
+        if is_main_thread():
+            innermost = _every_copy.open[-1] if _every_copy.open else None
+            return innermost if _open_scopes and innermost is _open_scopes[-1] else None
+        scope = _owners.get(threading.current_thread())
     return scope if scope is not None and not scope._closed else None
 
 
-def _recording_start(self: threading.Thread) -> None:
-    # Stands in for threading.Thread.start while blocks are open: note the new thread's block.
-    if self not in _owners:
-        scope = _owner_for_new_thread()
-        if scope is not None:
-            _owners[self] = scope
-    _original_start(self)  # type: ignore[misc]
+def _adopt(thread: threading.Thread) -> ThreadScope | None:
+    """Called as ``thread`` starts while blocks are open: note the block it works for, if any.
 
-
-def _recording_submit(
-    self: _pool_module.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-) -> Future[Any]:
-    # Stands in for ThreadPoolExecutor.submit while blocks are open: the work is the block's.
-    future = _original_submit(self, fn, *args, **kwargs)  # type: ignore[misc]
-    scope = _owner_for_new_thread()
-    if scope is not None:
-        scope._record_work(future)
-    return future
-
-
-def _excepthook(args: threading.ExceptHookArgs) -> None:
-    # Stands in for threading.excepthook while blocks are open: a thread's failure goes to the
-    # block that owns it, if that block is still collecting; anything else goes on to the hook we
-    # replaced. Never to ourselves: another library's hook installed over ours may chain back here.
-    if getattr(_hook_state, "active", False):
-        threading.__excepthook__(args)
-        return
-    _hook_state.active = True
+    Never raises for somebody else's thread: its start() must not fail because of us."""
     try:
-        if args.exc_type is SystemExit:
-            return  # as threading does: sys.exit() just ends the thread
-        scope = _owners.get(args.thread) if args.thread is not None else None
-        if scope is not None and args.exc_value is not None and scope._record(args.exc_value):
-            return
-        _report(args)
-    finally:
-        _hook_state.active = False
+        if thread in _owners or getattr(thread, _UNOWNED, False) or getattr(_local, "submitting", False):
+            return None  # scope.start's (noted already), the library's own, or an executor's worker
+        scope = _owner_for_new_thread()
+        if scope is None:
+            return None
+        _owners[thread] = scope  # before the block counts it: a failure here leaves nothing behind
+    except Exception:  # noqa: BLE001 - a thread we cannot note is nobody's
+        return None
+    if not scope._adopt(thread):
+        return None  # the block is over
+    try:
+        thread.run = _OwnedRun(scope, thread.run)  # type: ignore[method-assign]  # this thread only
+    except Exception:  # noqa: BLE001 - a run that cannot be replaced: its failure goes to the excepthook
+        pass
+    return scope
+
+
+class _OwnedRun:
+    """Stands in for an owned thread's ``run``: its failure goes to its block while that collects."""
+
+    __slots__ = ("run", "scope")
+
+    def __init__(self, scope: ThreadScope, run: Callable[[], object]) -> None:
+        self.scope: ThreadScope | None = scope
+        self.run: Callable[[], object] | None = run
+
+    def __call__(self) -> None:
+        scope, run = self.scope, self.run
+        self.scope = self.run = None  # the Thread no longer refers to itself through us
+        assert scope is not None and run is not None, "a thread runs once"
+        try:
+            run()
+        except SystemExit:
+            pass  # as threading does: sys.exit() just ends the thread
+        except BaseException as exc:
+            if not scope._record(exc, threading.current_thread()):
+                raise  # the block is over: threading.excepthook reports it
+
+
+class _BlockWork:
+    """What executor work given for a block runs as: ``fn``, the worker working for the block."""
+
+    __slots__ = ("fn", "scope", "thread")
+
+    def __init__(self, scope: ThreadScope, fn: Callable[..., Any]) -> None:
+        self.scope = scope
+        self.fn = fn
+        self.thread: threading.Thread | None = None  # the worker running it now (for the timeout's message)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        previous = getattr(_local, "working_for", None)
+        _local.working_for = self.scope
+        self.thread = threading.current_thread()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.thread = None
+            _local.working_for = previous
+
+
+def _layer_over_start(original: Callable[[threading.Thread], None]) -> Callable[[threading.Thread], None]:
+    @functools.wraps(original)
+    def start(self: threading.Thread) -> None:
+        if not _open_scopes:
+            return original(self)
+        scope = _adopt(self)
+        started = False
+        try:
+            original(self)
+            started = True
+        finally:
+            if scope is not None:
+                scope._begun(self, started)
+
+    return start
+
+
+def _layer_over_submit(original: Callable[..., Future[Any]]) -> Callable[..., Future[Any]]:
+    @functools.wraps(original)
+    def submit(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        scope = _owner_for_new_thread() if _open_scopes and not getattr(_local, "submitting", False) else None
+        if scope is None:
+            return original(self, fn, *args, **kwargs)
+        work = _BlockWork(scope, fn)
+        _local.submitting = True
+        try:
+            future = original(self, work, *args, **kwargs)
+        finally:
+            _local.submitting = False
+        scope._record_work(future, work)
+        return future
+
+    return submit
+
+
+def _in_chain(found: object, ours: object) -> bool:
+    """True if ``ours`` is ``found`` or something it wraps (``__wrapped__``)."""
+    for _ in range(_MAX_CHAIN):
+        if ours is None or found is None:
+            return False
+        if found is ours:
+            return True
+        try:
+            found = getattr(found, "__wrapped__", None)
+        except Exception:  # noqa: BLE001 - somebody else's object: not ours, whatever it raises
+            return False
+    return False
+
+
+def _install_layers() -> None:
+    """Put our layers in if they are not in the chain (the first block, or somebody took them out)."""
+    global _start_layer, _submit_layer
+    if not _in_chain(threading.Thread.start, _start_layer):
+        _start_layer = _layer_over_start(threading.Thread.start)
+        threading.Thread.start = _start_layer  # type: ignore[assignment,method-assign]  # the same call, noted
+    if not _in_chain(ThreadPoolExecutor.submit, _submit_layer):
+        _submit_layer = _layer_over_submit(ThreadPoolExecutor.submit)
+        ThreadPoolExecutor.submit = _submit_layer  # type: ignore[method-assign]  # the same call, noted
 
 
 def _report(args: threading.ExceptHookArgs) -> None:
-    previous = _previous_excepthook
-    if previous is None or previous is _excepthook:
-        threading.__excepthook__(args)
-    else:
-        previous(args)
-
-
-def _install_hooks() -> None:
-    global _previous_excepthook, _original_start, _original_submit
-    if threading.excepthook is not _excepthook:
-        _previous_excepthook = threading.excepthook
-        threading.excepthook = _excepthook
-    if threading.Thread.start is not _recording_start:
-        _original_start = threading.Thread.start
-        threading.Thread.start = _recording_start  # type: ignore[method-assign]
-    pool = _pool_module.ThreadPoolExecutor
-    if pool.submit is not _recording_submit:
-        _original_submit = pool.submit
-        pool.submit = _recording_submit  # type: ignore[assignment,method-assign]  # same call, recorded
-
-
-def _remove_hooks() -> None:
-    # Only where ours is still the one installed. If another library installed its own over ours,
-    # ours stays in its chain and, with no block open, passes everything on.
-    global _previous_excepthook, _original_start, _original_submit
-    if threading.excepthook is _excepthook:
-        threading.excepthook = _previous_excepthook  # type: ignore[assignment]  # what _install_hooks found
-        _previous_excepthook = None
-    if threading.Thread.start is _recording_start:
-        threading.Thread.start = _original_start  # type: ignore[assignment,method-assign]  # as found
-        _original_start = None
-    pool = _pool_module.ThreadPoolExecutor
-    if pool.submit is _recording_submit:
-        pool.submit = _original_submit  # type: ignore[assignment,method-assign]  # as found
-        _original_submit = None
-
-
-def _idle_pool_worker(thread: threading.Thread, frames: dict[int, FrameType]) -> bool:
-    """True for a ThreadPoolExecutor worker waiting for work: it belongs to its executor."""
-    if thread not in getattr(_pool_module, "_threads_queues", ()):
-        return False
-    frame = frames.get(thread.ident) if thread.ident is not None else None
-    if frame is None or frame.f_code.co_name != "_worker" or frame.f_globals.get("__name__") != _pool_module.__name__:
-        return False  # running a work item (its frame is deeper), or not started yet
-    return frame.f_locals.get("work_item") is None  # none in hand: blocked on the work queue
-
-
-def _busy_pool_workers() -> list[threading.Thread]:
-    frames = sys._current_frames()
-    return [
-        t
-        for t in list(getattr(_pool_module, "_threads_queues", ()))
-        if t.is_alive() and not _idle_pool_worker(t, frames)
-    ]
+    threading.excepthook(args)
 
 
 class ThreadScope:
     """What ``joined_threads()`` yields: start threads with ``.start()``; all are joined at exit."""
 
     def __init__(self) -> None:
-        self._started: list[threading.Thread] = []
-        self._work: list[Future[Any]] = []  # Futures of ThreadPoolExecutor work submitted for this block
+        # The block's threads: from .start() and the ones it owns. Those whose start() is under
+        # way count as alive: a thread's is_alive() is False until it has begun (its ident comes
+        # first, so nothing public tells "not begun yet" from "over" before start() returns).
+        self._starting: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # started: alive while is_alive()
+        self._work: list[tuple[Future[Any], _BlockWork]] = []  # executor work given for the block
         self._failures: list[tuple[BaseException, threading.Thread | None]] = []
         self._closed = False  # no longer collecting failures: they go to the excepthook
-        self._lock = threading.Lock()  # must be held while mutating _started/_failures/_closed
+        self._numbered = 0  # threads .start() made: their names count up
+        self._lock = threading.Lock()  # held while changing any of the above
 
     def start(self, fn: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> threading.Thread:
         """Start ``fn(*args, **kwargs)`` in a new thread, joined when the block ends. Any thread.
@@ -207,12 +268,33 @@ class ThreadScope:
                     raise  # the block is over: threading.excepthook reports it
 
         with self._lock:
-            number = len(self._started) + 1
-            thread = threading.Thread(target=run, name=f"{getattr(fn, '__name__', 'worker')}-{number}")
-            self._started.append(thread)
+            self._numbered += 1
+            thread = threading.Thread(target=run, name=f"{getattr(fn, '__name__', 'worker')}-{self._numbered}")
+            self._starting.append(thread)
         _owners[thread] = self
-        thread.start()
+        started = False
+        try:
+            thread.start()
+            started = True
+        finally:
+            self._begun(thread, started)
         return thread
+
+    def _adopt(self, thread: threading.Thread) -> bool:
+        """``thread``, starting now, is the block's, unless the block is over."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._starting.append(thread)
+            return True
+
+    def _begun(self, thread: threading.Thread, started: bool) -> None:
+        """``thread.start()`` returned (``started``) or raised: then it never ran, nothing to wait for."""
+        with self._lock:
+            if thread in self._starting:
+                self._starting.remove(thread)
+                if started and not self._closed:
+                    self._threads.append(thread)
 
     def _record(self, exc: BaseException, thread: threading.Thread | None = None) -> bool:
         with self._lock:
@@ -221,47 +303,52 @@ class ThreadScope:
             self._failures.append((exc, thread))
             return True
 
-    def _record_work(self, future: Future[Any]) -> None:
+    def _record_work(self, future: Future[Any], work: _BlockWork) -> None:
         with self._lock:
-            self._work = [f for f in self._work if not f.done()]  # keep it short
-            self._work.append(future)
+            self._work = [(f, w) for f, w in self._work if not f.done()]  # keep it short
+            self._work.append((future, work))
 
     def _work_pending(self) -> bool:
         with self._lock:
-            return any(not f.done() for f in self._work)
+            return any(not f.done() for f, _work in self._work)
 
-    def _close(self) -> list[BaseException]:
-        """Stop collecting; return the failures collected. Each failure is handed out once."""
+    def _workers_busy_with_work(self) -> list[threading.Thread]:
+        """The executor workers running the block's work now."""
+        with self._lock:
+            work = list(self._work)
+        return [t for f, w in work if not f.done() and (t := w.thread) is not None]
+
+    def _take_failures(self) -> list[tuple[BaseException, threading.Thread | None]]:
+        """Stop collecting: each failure is handed out once. Drop the rest (it may refer to us)."""
         with self._lock:
             self._closed = True
             failures, self._failures = self._failures, []
-        return [exc for exc, _thread in failures]
+            self._starting, self._threads, self._work = [], [], []
+        return failures
+
+    def _close(self) -> list[BaseException]:
+        """Stop collecting; return the failures collected."""
+        return [exc for exc, _thread in self._take_failures()]
 
     def _abandon(self) -> None:
         """The block ends without raising its threads' failures (Ctrl-C): report them instead."""
-        with self._lock:
-            self._closed = True
-            failures, self._failures = self._failures, []
-        for exc, thread in failures:
+        for exc, thread in self._take_failures():
             _report(threading.ExceptHookArgs([type(exc), exc, exc.__traceback__, thread]))
 
     def _alive_threads(self) -> list[threading.Thread]:
-        current = threading.current_thread()
         with self._lock:
-            started = list(self._started)
-        owned = [t for t in threading.enumerate() if _owners.get(t) is self and t not in started]
-        alive = [t for t in started + owned if t is not current and t.is_alive()]
-        if any(t not in started for t in alive):
-            frames = sys._current_frames()
-            alive = [t for t in alive if t in started or not _idle_pool_worker(t, frames)]
-        return alive
+            self._threads = [t for t in self._threads if t.is_alive()]
+            return self._starting + self._threads
 
     def _join(self, timeout: float | None) -> None:
         deadline = None if timeout is None else monotonic() + timeout
         drained = False
         while True:
+            # The work first: a thread the block's executor work starts is the block's before
+            # the work's Future is done, so the threads, looked at next, include it.
+            work_pending = self._work_pending()
             alive = self._alive_threads()
-            if not alive and not self._work_pending():
+            if not alive and not work_pending:
                 if drained:
                     return
                 # What the threads queued just before they ended (a post_on_main as their last
@@ -276,8 +363,8 @@ class ThreadScope:
             else:
                 remaining = deadline - monotonic()
                 if remaining <= 0:
-                    if self._work_pending():  # name the pool threads running the block's work too
-                        alive += [t for t in _busy_pool_workers() if t not in alive]
+                    # Name the executor workers running the block's work too.
+                    alive += [t for t in self._workers_busy_with_work() if t not in alive]
                     raise ThreadsStillRunning(alive, timeout)
                 wait = min(remaining, _JOIN_POLL_SECONDS)
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
@@ -298,9 +385,10 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     The block owns: threads from ``scope.start``, ``threading.Thread``\\ s (daemon or not)
     started inside the block by the main thread or by threads the block owns, however deep, and
     the work they give a ``ThreadPoolExecutor`` (asyncio's ``run_in_executor`` too), whichever
-    worker runs it. It does not own, and never waits for: threads started by threads from before
-    the block (a server's per-connection threads), idle workers of a ``ThreadPoolExecutor`` (they
-    are the executor's, wherever it was made), and threads Python did not start.
+    worker runs it, with the threads that work starts. It does not own, and never waits for:
+    threads started by threads from before the block (a server's per-connection threads), the
+    workers of a ``ThreadPoolExecutor`` (they are the executor's, wherever it was made; the block
+    waits for its work, not for them), and threads Python did not start.
     Start long-lived service threads before the block, or it waits for them. A failure of an
     owned thread is raised by its block only; once the block is over (timeout, Ctrl-C) it goes to
     ``threading.excepthook``, as does any failure of a thread no open block owns.
@@ -318,8 +406,9 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     if timeout is not None:
         timeout = _scheduler._check_timeout(timeout, "joined_threads()")
     scope = ThreadScope()
-    _install_hooks()
+    _install_layers()
     _open_scopes.append(scope)
+    _every_copy.open.append(scope)
     body_error: BaseException | None = None
     finished = False
     try:
@@ -344,9 +433,8 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     finally:
         if not finished:  # Ctrl-C or exit: the block's failures will not be raised
             scope._abandon()
+        _every_copy.open.remove(scope)
         _open_scopes.remove(scope)
-        if not _open_scopes:
-            _remove_hooks()
     if body_error is not None:
         failures.insert(0, body_error)  # the block's own error first, as asyncio.TaskGroup does
     if failures:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,3 +137,14 @@ def wait_until(predicate, timeout=10.0, step=0.001):
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(step)
+
+
+@contextmanager
+def fast_switching(interval: float = 1e-5):
+    """Threads take turns every ``interval`` seconds instead of 5 ms: races show up within a test's time."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
