@@ -18,7 +18,6 @@ Standard library only: this runs before anything is installed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -327,6 +326,8 @@ exec chroot "$root" /usr/bin/env PATH={SID_PATH} /bin/sh -c 'cd "$0" 2>/dev/null
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    import fcntl  # POSIX only, like the chroot: tests import this module on Windows too
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
