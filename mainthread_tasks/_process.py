@@ -32,8 +32,13 @@ and ``pickle`` alone:
   terminated (killed if they do not end within half a second) and waited for, and the futures of
   unfinished tasks fail with SchedulerStopped. The next use after ``register()`` starts a new pool.
 
-Windows is not supported (``run_in_process`` raises NotImplementedError there): it has no
-``pass_fds``, and ``select``/``poll`` do not work on its pipes.
+The same pipes on every system (issue 21): what differs is how a child gets its ends and how
+the main thread asks a pipe for data without blocking -- non-blocking reads on POSIX, and on Windows,
+where a pipe cannot be made non-blocking nor polled, ``PeekNamedPipe`` (as ``multiprocessing``'s
+``Connection.poll`` does) before each read. Windows passes the children their pipes as handles in
+a handle list (``_start_child``), and the pool there sleeps in short slices (``_scheduler``), asking
+the pipes at each. Workers end with Blender even when it dies in the middle of their task: a Job
+Object on Windows (``_windows``), PR_SET_PDEATHSIG on Linux (``_process_child._end_with_parent``).
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ PROBE_TIMEOUT = 10.0
 EXIT_CHECK_INTERVAL = 0.1
 
 _CHILD_SCRIPT = os.path.abspath(_process_child.__file__)
-_PIPE_SIZE = 1 << 20  # Linux lets a pipe hold 1 MiB (default 64 KiB): big messages need fewer reads
+_PIPE_SIZE = 1 << 20  # Linux lets a pipe hold 1 MiB (default 64 KiB), Windows any size (4 KiB): fewer reads
+_WINDOWS = sys.platform == "win32"
 
 _workers: int | None = None  # set_process_workers(); None: the default
 
@@ -118,9 +124,11 @@ _PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.prefix)"
 
 def _candidates() -> list[str]:
     version = "{}.{}".format(*sys.version_info[:2])
-    names = (f"python{version}", "python3")
+    names = ("python.exe",) if _WINDOWS else (f"python{version}", "python3")
     found = [sys.executable, getattr(sys, "_base_executable", None)]
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
+        if _WINDOWS:  # python.org's layout, then Blender's (<version>\python\bin\python.exe)
+            found.append(os.path.join(prefix, "python.exe"))
         found.extend(os.path.join(prefix, "bin", name) for name in names)
     found.extend(shutil.which(name) for name in names)
     return list(dict.fromkeys(path for path in found if path))
@@ -150,7 +158,9 @@ def _find_interpreter() -> tuple[str | None, str]:
     It must run Blender's Python version (major.minor: pickles and compiled modules must match);
     one with Blender's own ``sys.prefix`` is preferred (the same standard library), else the first
     of the right version. Candidates: ``sys.executable``, ``sys._base_executable``, ``pythonX.Y``
-    and ``python3`` in ``<prefix>/bin`` and on ``PATH``.
+    and ``python3`` in ``<prefix>/bin`` and on ``PATH`` (Windows: ``python.exe`` in ``<prefix>``,
+    ``<prefix>\bin`` and on ``PATH``). Blender's official builds for Windows and macOS set
+    ``sys.executable`` to the Python they bundle.
     """
     version = "{}.{}".format(*sys.version_info[:2])
     prefix = os.path.realpath(sys.prefix)
@@ -339,6 +349,10 @@ def _process_exit_fd(proc: subprocess.Popen[bytes]) -> int | None:
     return fd
 
 
+#: Windows' exit statuses of a crash (NTSTATUS codes), as ProcessDied names them.
+_CRASHES = {0xC0000005: "an access violation", 0xC00000FD: "a stack overflow", 0xC0000409: "a fail-fast exception"}
+
+
 def _exit_description(code: int | None) -> str:
     if code is None:
         return "it closed its result pipe"
@@ -347,7 +361,88 @@ def _exit_description(code: int | None) -> str:
             return f"killed by signal {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
+    if _WINDOWS and code >= 0xC0000000:  # an NTSTATUS error: Windows ended it
+        return f"it crashed with status 0x{code:08X} ({_CRASHES.get(code, 'an error')})"
     return f"it exited with status {code}"
+
+
+# -- the pipes: the one place that knows how each system makes them, hands them over and reads them
+
+if sys.platform == "win32":
+    import _winapi
+    import msvcrt
+
+    from . import _windows
+
+    def _make_pipe() -> tuple[int, int]:
+        """A new pipe ``(read fd, write fd)``, not inheritable."""
+        read_handle, write_handle = _winapi.CreatePipe(None, _PIPE_SIZE)
+        return (
+            msvcrt.open_osfhandle(read_handle, os.O_RDONLY | os.O_BINARY),
+            msvcrt.open_osfhandle(write_handle, os.O_WRONLY | os.O_BINARY),
+        )
+
+    def _spawn(command: list[str], task_read: int, result_write: int) -> subprocess.Popen[bytes]:
+        """Start ``command`` + the child's pipes as handles in a handle list + our pid; add it to the job."""
+        handles = [msvcrt.get_osfhandle(fd) for fd in (task_read, result_write)]
+        for handle in handles:
+            # Inheritable for this CreateProcess, whose handle list lets this child alone inherit them
+            # (closed in the parent right after). A process that another thread starts meanwhile with
+            # every inheritable handle (os.system) could get them too: the pool watches its workers'
+            # processes themselves for that case (see _Pool.poll).
+            os.set_handle_inheritable(handle, True)
+        proc = subprocess.Popen(
+            [*command, *map(str, handles), str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+            startupinfo=subprocess.STARTUPINFO(lpAttributeList={"handle_list": handles}),
+            creationflags=0 if _windows.has_console() else subprocess.CREATE_NO_WINDOW,
+        )
+        _windows.add_to_job(proc)
+        return proc
+
+    def _read(fd: int, size: int) -> bytes:
+        """Up to ``size`` bytes the pipe holds now; b"" at end-of-file. Raises BlockingIOError if it
+        holds nothing yet (a read would wait for the child)."""
+        try:
+            available: int = _winapi.PeekNamedPipe(msvcrt.get_osfhandle(fd))[0]
+        except BrokenPipeError:  # the writer is gone and everything it wrote was read
+            return b""
+        if not available:
+            raise BlockingIOError
+        return os.read(fd, min(size, available))
+
+    def _read_into(fd: int, view: memoryview) -> int:
+        """Like ``os.readv(fd, [view])`` on a non-blocking pipe (``_read``)."""
+        data = _read(fd, len(view))
+        view[: len(data)] = data
+        return len(data)
+
+else:
+
+    def _make_pipe() -> tuple[int, int]:
+        """A new pipe ``(read fd, write fd)``, not inheritable, of _PIPE_SIZE bytes where Linux allows."""
+        read_fd, write_fd = os.pipe()
+        try:
+            import fcntl
+
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        except (ImportError, AttributeError, OSError):  # not Linux, or over the system's limit
+            pass
+        return read_fd, write_fd
+
+    def _spawn(command: list[str], task_read: int, result_write: int) -> subprocess.Popen[bytes]:
+        """Start ``command`` + the child's pipes as file descriptors + our pid."""
+        return subprocess.Popen(
+            [*command, str(task_read), str(result_write), str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            pass_fds=(task_read, result_write),
+        )
+
+    _read = os.read  # the result pipe is non-blocking (_start_child): BlockingIOError when empty
+
+    def _read_into(fd: int, view: memoryview) -> int:
+        return os.readv(fd, [view])
 
 
 class _Pool:
@@ -476,16 +571,10 @@ class _Pool:
 
     def _start_child(self) -> _Child:
         python = _interpreter()
-        task_read, task_write = os.pipe()
-        result_read, result_write = os.pipe()
+        task_read, task_write = _make_pipe()
+        result_read, result_write = _make_pipe()
         try:
-            for fd in (task_write, result_write):
-                _enlarge_pipe(fd)
-            proc = subprocess.Popen(
-                [python, "-I", _CHILD_SCRIPT, str(task_read), str(result_write)],
-                stdin=subprocess.DEVNULL,
-                pass_fds=(task_read, result_write),
-            )
+            proc = _spawn([python, "-I", _CHILD_SCRIPT], task_read, result_write)
         except BaseException:
             for fd in (task_write, result_read):
                 os.close(fd)
@@ -493,7 +582,8 @@ class _Pool:
         finally:
             os.close(task_read)
             os.close(result_write)
-        os.set_blocking(result_read, False)
+        if not _WINDOWS:  # (Windows cannot; _read asks the pipe first)
+            os.set_blocking(result_read, False)
         child = _Child(proc, task_write, result_read, _process_exit_fd(proc))
         self._children.append(child)
         return child
@@ -634,7 +724,7 @@ class _Pool:
         while True:
             try:
                 if child.buffer is None:
-                    chunk = os.read(fd, _PIPE_SIZE)
+                    chunk = _read(fd, _PIPE_SIZE)
                     if not chunk:
                         return _DIED
                     child.prefix += chunk
@@ -651,7 +741,7 @@ class _Pool:
                     child.buffer[: len(child.prefix)] = child.prefix
                     child.got, child.prefix = len(child.prefix), bytearray()
                 else:
-                    count = os.readv(fd, [memoryview(child.buffer)[child.got :]])
+                    count = _read_into(fd, memoryview(child.buffer)[child.got :])
                     if not count:
                         return _DIED
                     child.got += count
@@ -789,15 +879,6 @@ def _count_cancelled(n: int) -> None:
         _cancelled += n
 
 
-def _enlarge_pipe(fd: int) -> None:
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-    except (ImportError, AttributeError, OSError):  # not Linux, or over the system's limit
-        pass
-
-
 def _end_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
     """Wait up to ``grace`` seconds for ``procs`` to end, then kill the rest and wait for them."""
     deadline = monotonic() + grace
@@ -853,7 +934,6 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
         ValueError: the pickled arguments are larger than 1 GiB.
         RuntimeError: no Python interpreter of Blender's version was found for the workers (the
             message says which were tried).
-        NotImplementedError: on Windows.
         SchedulerStopped: after the last ``unregister()``, or while Python exits.
 
     The Future fails with:
@@ -865,10 +945,6 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
     """
     if not callable(fn):
         raise _scheduler._not_callable(fn)
-    if os.name != "posix":
-        raise NotImplementedError(
-            "run_in_process needs Linux or macOS: on Windows Blender's main thread cannot poll the workers' pipes"
-        )
     if _scheduler._stopped is not None:
         raise SchedulerStopped(_scheduler._stopped)
     body, packages = _pickle_call(fn, args, kwargs)

@@ -1,7 +1,7 @@
 """The worker process of ``run_in_process``: its entry point and the wire format (standard library only).
 
-The parent (``_process``) starts ``python -I <this file> TASK_FD RESULT_FD`` with an interpreter of
-its own Python version. Run by path, this file is the child's ``__main__``: the child never runs
+The parent (``_process``) starts ``python -I <this file> TASK_PIPE RESULT_PIPE PARENT_PID`` with an
+interpreter of its own Python version; the pipes are file descriptors, on Windows handles. Run by path, this file is the child's ``__main__``: the child never runs
 the parent's ``__main__`` (Blender's ``--python`` script) and never imports ``bpy``. The parent
 also imports this module, for the wire format below.
 
@@ -317,19 +317,33 @@ def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, 
     return reply_header(number), data
 
 
+def _open_pipes(task_pipe: str, result_pipe: str) -> tuple[int, int]:
+    """The file descriptors of the pipes named on the command line (Windows passes handles)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        return (
+            msvcrt.open_osfhandle(int(task_pipe), os.O_RDONLY | os.O_BINARY),
+            msvcrt.open_osfhandle(int(result_pipe), os.O_WRONLY | os.O_BINARY),
+        )
+    return int(task_pipe), int(result_pipe)
+
+
 def _keep_pipes_to_ourselves(fds: tuple[int, int]) -> None:
     """Make sure no process a task starts holds the worker's pipes.
 
     One that did would outlive the worker with them: the parent would never see end-of-file on the
     result pipe, and a task written to a dead worker's task pipe would wait there unread. The parent
-    passed them with ``pass_fds``, which makes them inheritable: now programs that a task runs
-    (``os.system``, ``subprocess`` with ``close_fds=False``, a C library that forks and execs) lose
-    them at exec, and a fork made by Python (``os.fork``, multiprocessing's fork workers) closes
-    them at once. A fork made in C that never execs keeps them: the parent watches the worker
-    process itself too (``_process._process_exit_fd``).
+    passed them as inheritable (``pass_fds``; on Windows a handle list): now programs that a task runs
+    (``os.system``, ``subprocess`` with ``close_fds=False``, a C library that forks and execs or calls
+    CreateProcess) do not get them, and a fork made by Python (``os.fork``, multiprocessing's fork
+    workers) closes them at once. A fork made in C that never execs keeps them: the parent watches
+    the worker process itself too (``_process._process_exit_fd``).
     """
     for fd in fds:
-        os.set_inheritable(fd, False)
+        os.set_inheritable(fd, False)  # (on Windows: the handle behind the fd)
+    if sys.platform == "win32":  # no fork there
+        return
 
     def close_in_fork() -> None:
         for fd in fds:
@@ -341,9 +355,42 @@ def _keep_pipes_to_ourselves(fds: tuple[int, int]) -> None:
     os.register_at_fork(after_in_child=close_in_fork)
 
 
+#: PR_SET_PDEATHSIG, from <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """On Linux, be killed (SIGKILL) when the parent dies, even in the middle of a task.
+
+    An idle worker ends by itself when the parent dies (end-of-file on its task pipe), but a busy
+    one would finish its task first, minutes maybe, for nobody. Windows does the same with the
+    parent's Job Object (``_windows``); macOS has no such thing (the task runs to its end, then
+    the worker sees the pipe closed and exits). The parent is the thread that started this process:
+    the main thread, which lives as long as the parent does.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (ImportError, OSError, AttributeError):  # a Python without ctypes, a libc without prctl
+        return
+    if os.getppid() != parent_pid:  # the parent died before the line above: nobody would signal us
+        os._exit(0)
+
+
+#: This worker's ``(task fd, result fd)`` (the tests write into them as a misbehaving task would).
+pipes = (-1, -1)
+
+
 def main(argv: list[str]) -> int:
-    task_fd, result_fd = int(argv[1]), int(argv[2])
-    _keep_pipes_to_ourselves((task_fd, result_fd))
+    global pipes
+    _end_with_parent(int(argv[3]))
+    task_fd, result_fd = pipes = _open_pipes(argv[1], argv[2])
+    _keep_pipes_to_ourselves(pipes)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.meta_path.insert(0, _NoBlender())
     state = {"limit": 0}

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+WINDOWS = sys.platform == "win32"
 
 try:
     import bpy
@@ -82,12 +83,59 @@ def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedPro
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except BaseException as exc:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
         stdout, stderr = proc.communicate()
         if isinstance(exc, subprocess.TimeoutExpired):
             raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
         raise
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` and, on POSIX, its process group (``start_new_session=True``). Windows has no
+    process groups to kill: its Job Objects hold what the library's workers start; the rest is the
+    test's to end."""
+    if WINDOWS:
+        proc.kill()
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+#: How ``ProcessDied`` describes a worker that ``kill_hard`` ended.
+KILLED_HARD = "exited with status 9" if WINDOWS else "killed by signal SIGKILL"
+
+
+def kill_hard(pid: int) -> None:
+    """End process ``pid`` at once, as a crash or the task manager would (SIGKILL; on Windows
+    TerminateProcess with exit status 9). No error if it has ended already."""
+    try:
+        os.kill(pid, 9 if WINDOWS else signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # gone (Windows: access denied to a dead pid)
+        pass
+    except OSError as exc:  # Windows: the pid no longer names a process
+        if getattr(exc, "winerror", None) != 87:  # ERROR_INVALID_PARAMETER
+            raise
+
+
+def process_alive(pid: int) -> bool:
+    """Process ``pid`` exists and has not ended (a zombie, ended but not waited for, counts as ended)."""
+    if WINDOWS:
+        import ctypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.restype = ctypes.c_void_p
+        handle = kernel32.OpenProcess(0x00100000, False, pid)  # SYNCHRONIZE
+        if not handle:
+            return False
+        try:
+            return kernel32.WaitForSingleObject(ctypes.c_void_p(handle), 0) == 0x102  # WAIT_TIMEOUT
+        finally:
+            kernel32.CloseHandle(ctypes.c_void_p(handle))
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def load_script(name: str):

@@ -22,7 +22,8 @@ import pytest
 import mainthread_tasks as mt
 from mainthread_tasks import _errors, _process, _process_child, _scheduler
 from tests import process_work as work
-from tests.support import ROOT, run_script, start_thread
+from tests import support
+from tests.support import ROOT, process_alive as _alive, run_script, start_thread
 
 
 @pytest.fixture(autouse=True)
@@ -41,15 +42,6 @@ def _stop_pool():
         _scheduler.remove_source(pool)
         pool.stop("test over")
         _process._pool = None
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphaned or unreaped child would show here)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _pump_until(predicate, timeout=30.0):
@@ -800,33 +792,46 @@ def test_importing_the_package_does_not_import_multiprocessing(tmp_path):
     assert proc.returncode == 0 and "MP ADDED False" in proc.stdout, proc.stdout + proc.stderr
 
 
-def test_an_idle_worker_ends_when_its_parent_is_killed(tmp_path):
-    # Even if Blender is killed (no exit code runs), an idle worker ends: its task pipe closes.
+PARENT_OF_WORKERS = r"""
+import sys, time
+sys.path.insert(0, {root!r})
+import mainthread_tasks as mt
+from tests import process_work as work
+mt.set_process_workers(2)
+busy = mt.run_in_process(work.sleep_then, 120)  # the first worker takes it at once
+idle = mt.run_in_process(work.pid).result(60)  # a second one
+(busy_child,) = mt._process._pool._busy
+print("CHILDREN", idle, busy_child.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    # Even if Blender is killed (no exit code runs), its workers end: an idle one at end-of-file on
+    # its task pipe, a busy one -- whose task would go on for minutes -- through PR_SET_PDEATHSIG on
+    # Linux, the pool's Job Object on Windows.
     script = tmp_path / "parent.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(ROOT)!r})
-        import mainthread_tasks as mt
-        from tests import process_work as work
-        print("CHILD", mt.run_in_process(work.pid).result(60), flush=True)
-        time.sleep(120)
-    """)
-    )
+    script.write_text(PARENT_OF_WORKERS.format(root=str(ROOT)))
     parent = subprocess.Popen([_process._interpreter(), str(script)], stdout=subprocess.PIPE, text=True)
+    pids = []
     try:
-        pid = int(parent.stdout.readline().split()[1])
+        line = parent.stdout.readline()
+        assert line.startswith("CHILDREN"), line
+        pids = [int(pid) for pid in line.split()[1:]]
+        assert all(_alive(pid) for pid in pids)
         parent.kill()
         parent.wait(30)
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(pid)
+        assert [pid for pid in pids if _alive(pid)] == [], "worker processes outlived their parent (idle, busy)"
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait(30)
         parent.stdout.close()
+        for pid in pids:
+            support.kill_hard(pid)
 
 
 def test_process_died_is_made_once():
