@@ -58,7 +58,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from time import monotonic, perf_counter
-from typing import IO, Any, Literal, ParamSpec, TypeVar
+from typing import IO, Any, Literal, ParamSpec, TypeVar, cast
 
 from . import _errors, _process_child, _scheduler
 from ._errors import SchedulerStopped
@@ -405,7 +405,8 @@ if sys.platform == "win32":
         """Up to ``size`` bytes the pipe holds now; b"" at end-of-file. Raises BlockingIOError if it
         holds nothing yet (a read would wait for the child)."""
         try:
-            available: int = _winapi.PeekNamedPipe(msvcrt.get_osfhandle(fd))[0]
+            # Without a size to read: (bytes available, bytes left in the message).
+            available, _ = cast("tuple[int, int]", _winapi.PeekNamedPipe(msvcrt.get_osfhandle(fd)))
         except BrokenPipeError:  # the writer is gone and everything it wrote was read
             return b""
         if not available:
@@ -423,12 +424,13 @@ else:
     def _make_pipe() -> tuple[int, int]:
         """A new pipe ``(read fd, write fd)``, not inheritable, of _PIPE_SIZE bytes where Linux allows."""
         read_fd, write_fd = os.pipe()
-        try:
+        if sys.platform == "linux":
             import fcntl
 
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        except (ImportError, AttributeError, OSError):  # not Linux, or over the system's limit
-            pass
+            try:
+                fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+            except OSError:  # over the system's limit (/proc/sys/fs/pipe-max-size)
+                pass
         return read_fd, write_fd
 
     def _spawn(command: list[str], task_read: int, result_write: int) -> subprocess.Popen[bytes]:
@@ -582,7 +584,7 @@ class _Pool:
         finally:
             os.close(task_read)
             os.close(result_write)
-        if not _WINDOWS:  # (Windows cannot; _read asks the pipe first)
+        if sys.platform != "win32":  # (Windows cannot; _read asks the pipe first)
             os.set_blocking(result_read, False)
         child = _Child(proc, task_write, result_read, _process_exit_fd(proc))
         self._children.append(child)

@@ -1,9 +1,10 @@
 """The worker process of ``run_in_process``: its entry point and the wire format (standard library only).
 
 The parent (``_process``) starts ``python -I <this file> TASK_PIPE RESULT_PIPE PARENT_PID`` with an
-interpreter of its own Python version; the pipes are file descriptors, on Windows handles. Run by path, this file is the child's ``__main__``: the child never runs
-the parent's ``__main__`` (Blender's ``--python`` script) and never imports ``bpy``. The parent
-also imports this module, for the wire format below.
+interpreter of its own Python version; the pipes are file descriptors, on Windows handles. Run by
+path, this file is the child's ``__main__``: the child never runs the parent's ``__main__``
+(Blender's ``--python`` script) and never imports ``bpy``. The parent also imports this module,
+for the wire format below.
 
 Wire format, both ways: a message is a 16-byte prefix (the magic ``MAGIC``, the header length as
 an unsigned 32-bit and the body length as an unsigned 64-bit integer, little-endian), the header and

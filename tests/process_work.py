@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -87,7 +86,10 @@ def exit_hard(code):
 
 
 def crash():
-    os.kill(os.getpid(), signal.SIGSEGV)
+    """A real crash: SIGSEGV on POSIX, an access violation (0xC0000005) on Windows."""
+    import ctypes
+
+    ctypes.c_char.from_address(16).value  # noqa: B018 - a read at address 16 (0 reads as NULL; not a foreign call, whose fault ctypes would catch on Windows)
 
 
 def unpicklable_result():
@@ -106,11 +108,20 @@ def sum_of_squares(n):
     return total
 
 
-# -- what a task may do to its worker's pipes (the worker runs ``_process_child.py TASK_FD RESULT_FD``) --
+# -- what a task may do to its worker's pipes -----------------------------------------------------
+
+WINDOWS = sys.platform == "win32"
 
 
 def _worker_pipes():
-    return int(sys.argv[1]), int(sys.argv[2])
+    """This worker's ``(task fd, result fd)``."""
+    return sys.modules["__main__"].pipes
+
+
+def _python_sleeping(seconds, pidfile=None):
+    """A command: Python sleeping ``seconds`` (writing its pid to ``pidfile`` first, if given)."""
+    code = f"import os, time\nif {pidfile!r}: open({pidfile!r}, 'w').write(str(os.getpid()))\ntime.sleep({seconds})"
+    return [sys.executable, "-I", "-c", code]
 
 
 _helpers = []  # the helper processes started here, kept so no Popen is collected while they run
@@ -122,11 +133,15 @@ def start_helper(how, pidfile):
     """Start a process that outlives this task; write its pid to ``pidfile``; return this worker's pid.
 
     ``how``: "os.system" (a shell runs it in the background: it inherits what is inheritable),
-    "fork" (a copy of this process, as multiprocessing's fork makes), "handed on" (the worker's
-    pipes passed to it on purpose: what a C library that forks without exec would keep).
+    "fork" (a copy of this process, as multiprocessing's fork makes; POSIX), "handed on" (the
+    worker's pipes passed to it on purpose: what a C library that forks without exec would keep).
     """
     if how == "os.system":
-        os.system(f"sleep {HELPER_SECONDS} & echo $! > {shlex.quote(pidfile)}")
+        if WINDOWS:  # cmd.exe's background start; the helper writes its own pid
+            os.system(subprocess.list2cmdline(["start", "/b", "", *_python_sleeping(HELPER_SECONDS, pidfile)]))
+            _wait_for_file(pidfile)
+        else:
+            os.system(f"sleep {HELPER_SECONDS} & echo $! > {shlex.quote(pidfile)}")
         return os.getpid()
     if how == "fork":
         helper = os.fork()
@@ -134,7 +149,7 @@ def start_helper(how, pidfile):
             time.sleep(HELPER_SECONDS)
             os._exit(0)
     elif how == "handed on":
-        proc = subprocess.Popen(["sleep", str(HELPER_SECONDS)], pass_fds=_worker_pipes())
+        proc = _popen_holding(_python_sleeping(HELPER_SECONDS), _worker_pipes())
         _helpers.append(proc)
         helper = proc.pid
     else:
@@ -142,6 +157,31 @@ def start_helper(how, pidfile):
     with open(pidfile, "w") as fh:
         fh.write(str(helper))
     return os.getpid()
+
+
+def _popen_holding(command, fds, **kwargs):
+    """Start ``command`` holding the pipes ``fds`` (inherited on purpose)."""
+    if not WINDOWS:
+        return subprocess.Popen(command, pass_fds=fds, **kwargs)
+    import msvcrt
+
+    handles = [msvcrt.get_osfhandle(fd) for fd in fds]
+    for handle in handles:
+        os.set_handle_inheritable(handle, True)
+    try:
+        info = subprocess.STARTUPINFO(lpAttributeList={"handle_list": handles})
+        return subprocess.Popen(command, close_fds=True, startupinfo=info, **kwargs)
+    finally:
+        for handle in handles:
+            os.set_handle_inheritable(handle, False)
+
+
+def _wait_for_file(path, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) or not open(path).read():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was not written")
+        time.sleep(0.01)
 
 
 def start_helper_then_exit(how, pidfile, code, delay=0.0):
@@ -170,8 +210,14 @@ def pipes_held_by(how):
     """Which of this worker's pipes ("task", "result") a process that the task starts holds.
 
     ``how``: "exec" (what os.system, subprocess with close_fds=False and C libraries that exec do)
-    or "fork" (a copy of this process, as multiprocessing's fork makes).
+    or "fork" (a copy of this process, as multiprocessing's fork makes). On Windows, where a new
+    process gets a handle only by inheriting it, "exec" names the pipes whose handle is inheritable.
     """
+    if WINDOWS and how == "exec":
+        import msvcrt
+
+        pipes = zip(("task", "result"), _worker_pipes(), strict=True)
+        return [name for name, fd in pipes if os.get_handle_inheritable(msvcrt.get_osfhandle(fd))]
     pipes = [(name, fd, os.fstat(fd)) for name, fd in zip(("task", "result"), _worker_pipes(), strict=True)]
     if how == "exec":
         args = [f"{name}:{fd}:{st.st_dev}:{st.st_ino}" for name, fd, st in pipes]

@@ -155,6 +155,12 @@ def discard_queued() -> None:
     _scheduler._reject_queued()
 
 
+def threads() -> list[threading.Thread]:
+    """``threading.enumerate()`` without pytest-timeout's watchdog: where there is no SIGALRM
+    (Windows) it times each test with a Timer thread of its own."""
+    return [t for t in threading.enumerate() if not t.name.startswith("pytest_timeout ")]
+
+
 def start_thread(target, *args, name=None) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
     thread.start()

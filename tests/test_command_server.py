@@ -71,7 +71,7 @@ def serve(private_dir, caplog):
             assert server.connections == 0
         _scheduler._stop_sources("test over")  # closes the loop: a pending task would be reported now
         gc.collect()
-    assert threading.enumerate() == [threading.main_thread()]
+    assert support.threads() == [threading.main_thread()]
     noise = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
     assert not noise, noise
 
@@ -462,7 +462,7 @@ def test_stop_closes_open_connections_and_leaves_no_thread(serve):
     async def open_then_stopped():
         client = await Client.connect(server)
         await client.send({"command": "ping"})
-        seen.update(threading.enumerate())
+        seen.update(support.threads())
         server.stop()
         closed = await client.closed_by_server()
         await client.close()
@@ -517,7 +517,7 @@ def test_bpy_commands_run_on_the_main_thread(serve):
                 {"command": "list_objects"},
             )
         ]
-        threads.update(threading.enumerate())
+        threads.update(support.threads())
         answers.append(tuple(bpy.data.objects["mt_bridge"].location))
         answers.append(await client.send({"command": "delete_object", "params": {"name": "mt_bridge"}}))
         answers.append(await client.send({"command": "delete_object", "params": {"name": "mt_bridge"}}))

@@ -46,6 +46,29 @@ def test_mypy_strict():
     _ok(_tool("mypy", "--no-incremental", "--cache-dir", "/dev/null"))
 
 
+#: The modules with code for one system only (``if sys.platform == ...``), which mypy checks only
+#: when told that system.
+PLATFORM_MODULES = ["_process.py", "_process_child.py", "_windows.py"]
+
+
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
+def test_mypy_strict_on_other_systems(platform):
+    # (The modules they import are checked, as Linux sees them, above.)
+    paths = [str(ROOT / "mainthread_tasks" / name) for name in PLATFORM_MODULES]
+    _ok(
+        _tool(
+            "mypy",
+            "--platform",
+            platform,
+            "--follow-imports=silent",
+            "--no-incremental",
+            "--cache-dir",
+            "/dev/null",
+            *paths,
+        )
+    )
+
+
 def _user_code(tmp_path: Path, code: str):
     """mypy --strict on a user's module that imports the package (the package's own config does not
     apply: the user's does)."""

@@ -9,10 +9,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import types
@@ -23,7 +21,8 @@ import mainthread_tasks as mt
 from mainthread_tasks import _errors, _process, _process_child, _scheduler
 from tests import process_work as work
 from tests import support
-from tests.support import ROOT, process_alive as _alive, run_script, start_thread
+from tests.support import ROOT, run_script, start_thread
+from tests.support import process_alive as _alive
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +58,7 @@ def test_result_arrives_with_only_the_main_thread_alive():
     assert isinstance(future, cf.Future)
     seen = set()
     while not future.done():
-        seen.update(threading.enumerate())
+        seen.update(support.threads())
         mt.pump(0.01)
     assert seen == {threading.main_thread()}, seen
     assert future.result(0) != os.getpid()
@@ -260,9 +259,13 @@ def test_the_interpreter_runs_blenders_python_version_and_installation():
 
 
 def test_no_matching_interpreter_says_what_was_tried(monkeypatch, tmp_path):
-    fake = tmp_path / "python3"
-    fake.write_text("#!/bin/sh\necho 2.7; echo /nowhere\n")
-    fake.chmod(0o755)
+    if support.WINDOWS:
+        fake = tmp_path / "python.bat"
+        fake.write_text("@echo 2.7\n@echo C:\\nowhere\n")
+    else:
+        fake = tmp_path / "python3"
+        fake.write_text("#!/bin/sh\necho 2.7; echo /nowhere\n")
+        fake.chmod(0o755)
     monkeypatch.setattr(_process, "_python", None)
     monkeypatch.setattr(_process, "_python_error", None)
     monkeypatch.setattr(_process, "_candidates", lambda: [str(tmp_path / "missing"), str(fake)])
@@ -300,7 +303,7 @@ def test_an_exception_that_cannot_be_rebuilt_becomes_a_runtime_error_with_its_te
     "how, fn, args, expected",
     [
         ("os._exit", work.exit_hard, (7,), "exited with status 7"),
-        ("segfault", work.crash, (), "SIGSEGV"),
+        ("crash", work.crash, (), "0xC0000005" if support.WINDOWS else "SIGSEGV"),
     ],
 )
 def test_a_dead_worker_fails_only_its_task(how, fn, args, expected):
@@ -323,8 +326,8 @@ def test_a_worker_killed_from_outside_is_replaced():
     doomed = mt.run_in_process(work.sleep_then, 60)
     later = mt.run_in_process(work.pid)
     _pump_until(lambda: doomed.running())
-    os.kill(victim, signal.SIGKILL)
-    with pytest.raises(mt.ProcessDied, match="SIGKILL"):
+    support.kill_hard(victim)
+    with pytest.raises(mt.ProcessDied, match=support.KILLED_HARD):
         doomed.result(60)
     assert later.result(60) not in (victim, os.getpid())
     _pump_until(lambda: not _alive(victim), 10)
@@ -332,7 +335,7 @@ def test_a_worker_killed_from_outside_is_replaced():
 
 def test_an_idle_worker_that_died_does_not_cost_the_next_task():
     victim = mt.run_in_process(work.pid).result(60)
-    os.kill(victim, signal.SIGKILL)
+    support.kill_hard(victim)
     _pump_until(lambda: not _alive(victim), 10)
     assert mt.run_in_process(work.square, 6).result(60) == 36
 
@@ -340,6 +343,11 @@ def test_an_idle_worker_that_died_does_not_cost_the_next_task():
 # A worker whose task started a process that outlives it (issue 18, hole 1). The pool watches the
 # process itself (a pidfd on Linux; elsewhere waitpid while a task runs) and keeps its pipes out of
 # what the task starts.
+
+#: Windows has no fork (and no pidfd: the pool always watches its workers as "waitpid" does there).
+NO_FORK = pytest.mark.skipif(support.WINDOWS, reason="Windows has no fork()")
+NO_PIDFD = pytest.mark.skipif(support.WINDOWS, reason="Windows has no pidfd; the 'waitpid' case is its own")
+WATCH = "waitpid" if support.WINDOWS else "pidfd"  # how the system at hand watches a worker
 
 
 def _watch(kind, monkeypatch):
@@ -352,14 +360,17 @@ def _kill_helper(pidfile):
         helper = int(pidfile.read_text())
     except (FileNotFoundError, ValueError):
         return
-    try:
-        os.kill(helper, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    support.kill_hard(helper)
 
 
 @pytest.mark.parametrize(
-    "how, watch", [("os.system", "pidfd"), ("fork", "pidfd"), ("handed on", "pidfd"), ("handed on", "waitpid")]
+    "how, watch",
+    [
+        ("os.system", WATCH),
+        pytest.param("fork", WATCH, marks=NO_FORK),
+        pytest.param("handed on", "pidfd", marks=NO_PIDFD),
+        ("handed on", "waitpid"),
+    ],
 )
 def test_a_worker_that_dies_while_a_process_it_started_runs_fails_its_task(how, watch, tmp_path, monkeypatch):
     _watch(watch, monkeypatch)
@@ -377,7 +388,7 @@ def test_a_worker_that_dies_while_a_process_it_started_runs_fails_its_task(how, 
         _kill_helper(pidfile)
 
 
-@pytest.mark.parametrize("watch", ["pidfd", "waitpid"])
+@pytest.mark.parametrize("watch", [pytest.param("pidfd", marks=NO_PIDFD), "waitpid"])
 def test_a_sleeping_pump_wakes_when_a_worker_dies_while_a_process_it_started_runs(watch, tmp_path, monkeypatch):
     _watch(watch, monkeypatch)
     pidfile = tmp_path / "helper.pid"
@@ -392,12 +403,12 @@ def test_a_sleeping_pump_wakes_when_a_worker_dies_while_a_process_it_started_run
         _kill_helper(pidfile)
 
 
-@pytest.mark.parametrize("how", ["os.system", "fork", "handed on"])
+@pytest.mark.parametrize("how", ["os.system", pytest.param("fork", marks=NO_FORK), "handed on"])
 def test_an_idle_worker_killed_after_its_task_started_a_process_takes_no_task_with_it(how, tmp_path):
     pidfile = tmp_path / "helper.pid"
     try:
         victim = mt.run_in_process(work.start_helper, how, str(pidfile)).result(20)
-        os.kill(victim, signal.SIGKILL)
+        support.kill_hard(victim)
         _pump_until(lambda: not _alive(victim), 10)
         # Before: written into the dead worker's task pipe (the helper held it open), then a hang.
         assert mt.run_in_process(work.square, 6).result(20) == 36
@@ -406,7 +417,7 @@ def test_an_idle_worker_killed_after_its_task_started_a_process_takes_no_task_wi
         _kill_helper(pidfile)
 
 
-@pytest.mark.parametrize("how", ["exec", "fork"])
+@pytest.mark.parametrize("how", ["exec", pytest.param("fork", marks=NO_FORK)])
 def test_what_a_task_starts_never_holds_the_workers_pipes(how):
     assert mt.run_in_process(work.pipes_held_by, how).result(20) == []
 

@@ -274,10 +274,14 @@ FORBIDDEN_MODULES = {"pickle", "marshal", "subprocess", "ctypes", "shelve"}
 # evaluated there either (FORBIDDEN_CALLS holds for them too).
 # run_forever in the Blender binary puts Blender's own C SIGINT handler back with sigaction(2),
 # through ctypes and the C library already loaded (nothing else is loaded, no string evaluated).
+# The pool's workers end with Blender: a worker asks Linux for PR_SET_PDEATHSIG (prctl, through
+# ctypes and the C library already loaded), and on Windows Blender puts them in a Job Object
+# (kernel32, through ctypes: _windows).
 ALLOWED_IMPORTS = {
     "_process.py": {"pickle", "subprocess"},
-    "_process_child.py": {"pickle"},
+    "_process_child.py": {"pickle", "ctypes"},
     "_headless.py": {"ctypes"},
+    "_windows.py": {"ctypes", "subprocess"},
 }
 
 
