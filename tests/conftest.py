@@ -27,7 +27,8 @@ from tests import support  # noqa: E402 - after the sys.path entry above
 
 def pytest_configure(config):
     tier = os.environ.get("MAINTHREAD_TASKS_TIER")
-    plain = tier is not None and (tier == "cpython" or tier.startswith("cpython-"))  # cpython, cpython-3.13
+    kind = tier.removeprefix("windows-") if tier else tier  # windows-cpython-3.11 is plain, windows-bpy-* real
+    plain = kind is not None and (kind == "cpython" or kind.startswith("cpython-"))  # cpython, cpython-3.13
     if tier and not plain and tier not in ("docs", "lint") and not support.REAL_BLENDER:
         raise pytest.UsageError(f"tier {tier!r} expects real Blender, but bpy is {support.bpy_origin()}")
     if plain and support.REAL_BLENDER:

@@ -117,6 +117,16 @@ def kill_hard(pid: int) -> None:
             raise
 
 
+def signal_self(signum: int) -> None:
+    """Send this process ``signum`` as the system does: on POSIX with kill(2); on Windows, where
+    ``os.kill`` would end the process, by raising it in the calling thread, as Windows raises
+    SIGINT for a Ctrl-C in the console (in a thread of its own). Call it from another thread."""
+    if WINDOWS:
+        signal.raise_signal(signum)
+    else:
+        os.kill(os.getpid(), signum)
+
+
 def process_alive(pid: int) -> bool:
     """Process ``pid`` exists and has not ended (a zombie, ended but not waited for, counts as ended)."""
     if WINDOWS:

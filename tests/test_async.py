@@ -14,7 +14,7 @@ import pytest
 
 import mainthread_tasks as mt
 from mainthread_tasks import _async, _blender, _scheduler
-from tests import process_work
+from tests import process_work, support
 from tests.support import run_script
 
 
@@ -347,7 +347,7 @@ def test_run_forever_until_a_future_or_a_callable():
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_run_forever_returns_cleanly_on_a_signal(signum):
     before = signal.getsignal(signum)
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signum))
+    timer = threading.Timer(0.2, support.signal_self, (signum,))
     timer.start()
     started = time.monotonic()
     mt.run_forever()

@@ -263,11 +263,15 @@ import os, signal, sys, threading, time
 import mainthread_tasks as mt
 
 native = signal.getsignal(signal.SIGINT) is None  # the Blender binary handles SIGINT in C
-threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+def ctrl_c():  # Windows raises SIGINT for a Ctrl-C in a thread of its own (os.kill would end us)
+    os.kill(os.getpid(), signal.SIGINT) if os.name == "posix" else signal.raise_signal(signal.SIGINT)
+
+threading.Timer(0.3, ctrl_c).start()
 mt.run_forever()
 print("RUN_FOREVER STOPPED BY SIGINT", flush=True)
 try:
-    os.kill(os.getpid(), signal.SIGINT)
+    ctrl_c()
     time.sleep(0.5)
     print("AFTER: NO EXCEPTION", "native" if native else "python", flush=True)
 except KeyboardInterrupt:

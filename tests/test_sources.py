@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import socket
 import threading
 import time
 
@@ -13,12 +13,16 @@ import mainthread_tasks
 from mainthread_tasks import _blender, _pacing, _scheduler
 
 
-class PipeSource:
-    """A source whose work arrives as bytes on a pipe, or at a due time."""
+class SocketSource:
+    """A source whose work arrives as bytes on a socket, or at a due time.
+
+    A socket, not a pipe: Windows can make only a socket non-blocking (a pipe from 3.12 on). Where
+    the main thread sleeps in poll(2) it wakes on the socket; on Windows it looks every 10 ms.
+    """
 
     def __init__(self, due=None):
-        self.read_end, self.write_end = os.pipe()
-        os.set_blocking(self.read_end, False)
+        self.read_end, self.write_end = socket.socketpair()
+        self.read_end.setblocking(False)
         self.got = []
         self.polls = 0
         self.stopped = None
@@ -26,7 +30,10 @@ class PipeSource:
         self.deadlines = []
 
     def fds(self):
-        return [self.read_end]
+        return [self.read_end.fileno()]
+
+    def send(self, data):
+        self.write_end.send(data)
 
     def due(self):
         return None if self.due_at is None else self.due_at - time.monotonic()
@@ -43,7 +50,7 @@ class PipeSource:
             self.due_at = None
             done += 1
         try:
-            data = os.read(self.read_end, 100)
+            data = self.read_end.recv(100)
         except BlockingIOError:
             data = b""
         self.got.append(data) if data else None
@@ -51,13 +58,13 @@ class PipeSource:
 
     def stop(self, message):
         self.stopped = message
-        os.close(self.read_end)
-        os.close(self.write_end)
+        self.read_end.close()
+        self.write_end.close()
 
 
 @pytest.fixture
 def source():
-    made = PipeSource()
+    made = SocketSource()
     _scheduler.add_source(made)
     yield made
     _scheduler.remove_source(made)
@@ -68,13 +75,13 @@ def source():
 def test_pump_polls_sources_after_the_queue(source):
     order = []
     mainthread_tasks.post_on_main(order.append, "task")
-    os.write(source.write_end, b"ab")
+    source.send(b"ab")
     assert mainthread_tasks.pump() == 1 + 2
     assert order == ["task"] and source.got == [b"ab"]
 
 
 def test_pump_sleeps_until_a_source_fd_is_readable(source):
-    timer = threading.Timer(0.2, os.write, (source.write_end, b"x"))
+    timer = threading.Timer(0.2, source.send, (b"x",))
     started = time.monotonic()
     timer.start()
     assert mainthread_tasks.pump(5.0) == 1
@@ -95,7 +102,7 @@ def test_pump_wakes_for_a_task_submitted_while_it_sleeps_on_sources(source):
 
 
 def test_pump_wakes_at_a_source_due_time():
-    source = PipeSource(due=time.monotonic() + 0.2)
+    source = SocketSource(due=time.monotonic() + 0.2)
     _scheduler.add_source(source)
     try:
         started = time.monotonic()
@@ -119,7 +126,7 @@ def test_waiting_on_a_future_on_main_polls_sources(source):
 
 
 def test_last_unregister_stops_sources_with_the_reason():
-    source = PipeSource()
+    source = SocketSource()
     mainthread_tasks.register()
     _scheduler.add_source(source)
     mainthread_tasks.unregister()
@@ -128,7 +135,7 @@ def test_last_unregister_stops_sources_with_the_reason():
 
 
 def test_a_failing_source_is_logged_and_the_queue_goes_on(caplog):
-    class Broken(PipeSource):
+    class Broken(SocketSource):
         def poll(self, deadline=None):
             raise ValueError("source bug")
 
@@ -153,7 +160,7 @@ def test_add_source_is_idempotent(source):
 # -- the UI timer (driven by hand here; the GUI tier runs it in Blender's event loop) -------------
 
 
-class FakeSource(PipeSource):
+class FakeSource(SocketSource):
     def __init__(self):
         super().__init__()
         self.is_busy = False
@@ -176,7 +183,7 @@ def test_timer_polls_a_busy_source_every_pass_within_the_budget(monkeypatch):
         assert _blender._drain_timer() == pytest.approx(0.02)  # no later than its due time
         source.due_in = None
         source.is_busy = True
-        os.write(source.write_end, b"r")
+        source.send(b"r")
         started = time.perf_counter()
         assert _blender._drain_timer() == 0.0  # busy: every pass
         assert source.got == [b"r"] and started < source.deadlines[-1] <= started + _pacing.tick_budget + 0.01
