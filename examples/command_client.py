@@ -28,10 +28,13 @@ def default_connection_file() -> Path:
 
     ``$XDG_RUNTIME_DIR`` (per user, mode 0700, made by the login manager) where it is set, else a
     directory named after the user id in the temporary directory (the server makes it with mode
-    0700 and refuses it if another user made it first).
+    0700 and refuses it if another user made it first). On Windows: ``%LOCALAPPDATA%``, in the
+    user's profile, which only the user, administrators and SYSTEM may read.
     """
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
+    if os.name == "nt":
+        directory = Path(os.environ.get("LOCALAPPDATA") or tempfile.gettempdir()) / "mainthread_tasks"
+    elif runtime:
         directory = Path(runtime) / "mainthread_tasks"
     else:
         directory = Path(tempfile.gettempdir()) / f"mainthread_tasks-{os.getuid()}"

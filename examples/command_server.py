@@ -12,7 +12,10 @@ What it does against other users of the same machine, and against a web page in 
 - Every request carries the session's token: 32 random bytes (``secrets``), written with the port
   to a connection file only the owner can read (mode 0600, in a directory of mode 0700; see
   ``examples/command_client.py``), and compared with ``hmac.compare_digest``. A request without
-  the right token gets an error and its connection is closed.
+  the right token gets an error and its connection is closed. On Windows, where access is an ACL
+  and file modes mean nothing, the default place is in the user's profile (``%LOCALAPPDATA%``),
+  which Windows lets only that user, administrators and SYSTEM read; a directory given with
+  ``--connection-file`` is not checked there: keep it inside your profile.
 - Only the named commands in ``COMMANDS`` exist; each checks its parameters' names and types;
   nothing received is ever evaluated as code.
 - At most ``max_connections`` connections at once; a connection beyond them gets an error line and
@@ -136,11 +139,15 @@ def write_private_file(path: Path, text: str) -> None:
 
     Makes the directory (mode 0700) if missing. Raises ValueError if the directory is a symlink,
     belongs to another user, or others may enter it: whoever reads the file may send commands.
+    On Windows only the first is checked (see the module's docstring); Python 3.11.10, 3.12.4 and
+    later make a missing directory with an ACL for the user and administrators alone (CVE-2024-4030),
+    older ones let it inherit its parent's.
     """
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+    others = os.name == "posix" and (info.st_uid != os.getuid() or info.st_mode & 0o077)  # Windows: an ACL
+    if not stat.S_ISDIR(info.st_mode) or others:
         raise ValueError(
             f"{directory} must be a directory of yours that only you can use (mode 0700): the "
             f"connection file in it holds the token that lets a client run commands"
