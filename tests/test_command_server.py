@@ -502,7 +502,7 @@ def test_a_client_in_another_process(serve):
         mt.run_forever(until=lambda: proc.poll() is not None or time.monotonic() > deadline)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            support.kill_group(proc)
         out = proc.communicate()[0]
     assert proc.returncode == 0, out
     assert out.count('client: ping -> {"pong": true}') == 2, out
@@ -546,10 +546,15 @@ def test_bpy_commands_run_on_the_main_thread(serve):
 
 @pytest.mark.blender
 def test_headless_server_runs_until_sigterm(tmp_path, private_dir):
-    """The example as a user runs it: run_forever in a headless Blender; a client in another process."""
+    """The example as a user runs it: run_forever in a headless Blender; a client in another process.
+
+    On Windows another process cannot send SIGTERM (``send_signal`` ends the process outright): the
+    server stops at ``--seconds`` there, through run_forever's ``until``."""
     client_module = _load("command_client")
     connection_file = private_dir / "server.json"
     command = [*support.python_command(EXAMPLES / "command_server.py"), "--", "--connection-file", str(connection_file)]
+    if support.WINDOWS:
+        command += ["--seconds", "30"]
     env = dict(os.environ, PYTHONPATH=str(support.ROOT), PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen(
         command,
@@ -574,11 +579,12 @@ def test_headless_server_runs_until_sigterm(tmp_path, private_dir):
         with client_module.CommandClient(connection_file) as intruder:
             with pytest.raises(client_module.CommandFailed, match="wrong token"):
                 intruder.send({"command": "list_objects"})
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=30)[0]
+        if not support.WINDOWS:
+            proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            support.kill_group(proc)
             proc.communicate()
     assert proc.returncode == 0, out
     assert "command server stopped: 3 requests answered, 1 connections refused or cut off" in out, out

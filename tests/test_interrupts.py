@@ -267,7 +267,8 @@ native = signal.getsignal(signal.SIGINT) is None  # the Blender binary handles S
 def ctrl_c():  # Windows raises SIGINT for a Ctrl-C in a thread of its own (os.kill would end us)
     os.kill(os.getpid(), signal.SIGINT) if os.name == "posix" else signal.raise_signal(signal.SIGINT)
 
-threading.Timer(0.3, ctrl_c).start()
+# Once run_forever runs (it imports what it needs first: bpy takes seconds under Wine).
+mt.post_on_main(lambda: threading.Timer(0.3, ctrl_c).start())
 mt.run_forever()
 print("RUN_FOREVER STOPPED BY SIGINT", flush=True)
 try:
