@@ -476,6 +476,16 @@ WINDOWS_PYTHONS = {
     "3.13": ("3.13.1", "2538b7dd20f9b9bbc7f501ac625285255dccf73d85297b9c3b61d4213ef7de43", "cp313"),  # 3.13.2
 }
 WINE_TIMEOUT = 600  # seconds for one setup step under Wine (a pip install of the bpy wheel)
+#: The Windows Pythons' sitecustomize.py. Python 3.12+'s shutil.copy2 calls CopyFile2, which Wine 8
+#: has only as a stub that aborts the process (exception 0x80000100): without _winapi.CopyFile2,
+#: shutil copies as it did before 3.12.
+WINE_SITECUSTOMIZE = """\
+# Written by mainthread_tasks' scripts/_setup.py for the tests under Wine (see WINE_SITECUSTOMIZE there).
+import _winapi
+
+if hasattr(_winapi, "CopyFile2"):
+    del _winapi.CopyFile2
+"""
 
 
 def wine64() -> str:
@@ -605,7 +615,7 @@ def windows_python(name: str, version: str, requirements: list[str]) -> tuple[li
 
     release, sha256, top = WINDOWS_PYTHONS[version]
     prefix = wine_prefix()
-    stamp = _stamp(name, release, sha256, str(prefix), *requirements)
+    stamp = _stamp(name, release, sha256, str(prefix), WINE_SITECUSTOMIZE, *requirements)
     folder = CACHE / f"{name}-{stamp[:8]}"
     python = folder / "python.exe"
     env = wine_env(prefix)
@@ -624,6 +634,7 @@ def windows_python(name: str, version: str, requirements: list[str]) -> tuple[li
     wmi = folder / "DLLs" / "_wmi.pyd"
     if wmi.exists():  # Python 3.12+ (platform.win32_ver) calls it, and Wine 8 aborts in it
         wmi.rename(wmi.with_suffix(".pyd.disabled"))
+    (folder / "Lib" / "sitecustomize.py").write_text(WINE_SITECUSTOMIZE)
     pip = [*command, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-warn-script-location"]
     _run([*pip, *requirements], env=env, timeout=WINE_TIMEOUT)
     _mark(folder, stamp)

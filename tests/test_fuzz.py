@@ -132,9 +132,14 @@ class Lifecycle(RuleBasedStateMachine):
         for delay in delays:
             for n in range(tasks):
                 self.submit("post" if n % 3 == 0 else "run")
-            heard, swallowed = threading.Event(), threading.Event()
+            started, heard, swallowed = threading.Event(), threading.Event(), threading.Event()
 
-            def interrupter(delay=delay, heard=heard, swallowed=swallowed):
+            def interrupter(delay=delay, started=started, heard=heard, swallowed=swallowed):
+                # Not while the main thread is still inside thread.start(): it waits there on a
+                # threading.Condition, and where a Ctrl-C interrupts a lock's acquire (the main thread
+                # on Windows since 3.13) one landing in it leaves the Condition's lock released twice
+                # ("release unlocked lock"): the standard library's own fragility, not ours.
+                started.wait()
                 time.sleep(delay)
                 _thread.interrupt_main()
                 # Outside the dispatcher, Python itself swallows a KeyboardInterrupt raised in a gc
@@ -157,6 +162,7 @@ class Lifecycle(RuleBasedStateMachine):
             try:
                 try:
                     thread.start()
+                    started.set()
                     give_up = time.monotonic() + 10
                     while True:  # only the interrupt ends this loop: it lands inside the try
                         mt.pump()
