@@ -46,8 +46,8 @@ __all__ = ("main",)
 KIT_DIR = Path(__file__).resolve().parent
 SESSION_SCRIPT = KIT_DIR / "_session.py"
 SESSION_ENV = "MAINTHREAD_TASKS_TESTING_SESSION"  # the plugin's name for it (plugin.SESSION_ENV)
-WATCHDOG_EXIT = 124  # plugin.WATCHDOG_EXIT
-WATCHDOG_HEADER = "mainthread_tasks.testing: the test ran longer than"  # plugin.WATCHDOG_HEADER
+#: How faulthandler's dump_traceback_later (the plugin's --test-timeout) starts its dump.
+TIMEOUT_DUMP = "Timeout ("
 
 #: pytest's exit statuses the launcher uses itself.
 OK, TESTS_FAILED, INTERRUPTED, INTERNAL_ERROR, USAGE_ERROR, NO_TESTS = 0, 1, 2, 3, 4, 5
@@ -553,7 +553,7 @@ class Run:
             suite_name, cases = _junit.read_part(part)
             return SessionResult(code, progress, cases, suite_name, None, None, startup)
         # Blender died, or pytest's report is missing: rebuild what ran from the progress file.
-        if code == WATCHDOG_EXIT and WATCHDOG_HEADER in fault_text:
+        if fault_text.startswith(TIMEOUT_DUMP) and crashed_test is not None:
             crash = f"the test ran longer than {self.options.test_timeout:g} s (--test-timeout): Blender was stopped"
         elif code < 0:
             crash = f"Blender crashed ({_signal_name(-code)})"

@@ -33,8 +33,8 @@ __all__ = ("HeadlessTimers", "library_copies", "pending_work", "pump_until")
 #: pass of Blender's idle event loop (it sleeps 5 ms per idle pass).
 SLICE_SECONDS = 0.005
 
-#: What a timer callback, a handler or a thread raised: (kind, where, exception). Kinds: "timer",
-#: "handler", "thread", "logged" (an error mainthread_tasks logged: a post_on_main task's).
+#: What a timer callback, a handler or a thread raised: (kind, where, exception). Kinds: "timers",
+#: "handlers", "threads", "logged" (an error mainthread_tasks logged: a post_on_main task's).
 ErrorSink = Callable[[str, str, BaseException], None]
 
 
@@ -133,7 +133,7 @@ class HeadlessTimers:
                 returned = timer.function()
             except BaseException as exc:
                 self._end(timer)
-                self._report("timer", f"bpy.app.timers callback {_name(timer.function)}", exc)
+                self._report("timers", f"bpy.app.timers callback {_name(timer.function)}", exc)
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 continue
@@ -150,7 +150,7 @@ class HeadlessTimers:
                     f"bpy.app.timers callback {_name(timer.function)} returned {returned!r}: not None or a "
                     "number of seconds; Blender prints an error and unregisters the timer"
                 )
-                self._report("timer", f"bpy.app.timers callback {_name(timer.function)}", error)
+                self._report("timers", f"bpy.app.timers callback {_name(timer.function)}", error)
                 continue
             timer.due = now + interval
         return ran

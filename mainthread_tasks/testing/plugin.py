@@ -14,9 +14,9 @@ Per test, in this order:
   and left-over tasks run, so the next test starts clean.
 
 Across tests: ``bpy.app.timers`` fire during ``pump_until`` (``_pump.HeadlessTimers``); each test's
-start and outcome go to the launcher's progress file as it happens, and a watchdog thread ends
-Blender (with every thread's traceback) when a test runs past the kit's ``--test-timeout``, so that
-the launcher can report a crashed or hung test and run the rest in a fresh Blender.
+start and outcome go to the launcher's progress file as it happens, and faulthandler's watchdog
+ends Blender (with every thread's traceback) when a test runs past the kit's ``--test-timeout``, so
+that the launcher can report a crashed or hung test and run the rest in a fresh Blender.
 
 Without the launcher (``-p mainthread_tasks.testing.plugin`` in your own pytest run inside Blender)
 everything above but the progress file and the add-on installation works the same.
@@ -52,10 +52,8 @@ THREAD_GRACE_SECONDS = 2.0
 
 #: The kinds of leak, for ``@pytest.mark.allow_leaks(...)``.
 LEAK_KINDS = ("threads", "tasks", "processes", "coroutines", "timers", "handlers")
-
-#: The exit status of a Blender the watchdog ended (the launcher reads the fault file for the rest).
-WATCHDOG_EXIT = 124
-WATCHDOG_HEADER = "mainthread_tasks.testing: the test ran longer than"
+#: The kinds of error that would only be printed or logged, for ``@pytest.mark.allow_errors(...)``.
+ERROR_KINDS = ("timers", "handlers", "threads", "logged")
 
 logger_name = "mainthread_tasks"  # the library's logger: a post_on_main task's failure is logged there
 
@@ -65,7 +63,7 @@ class SwallowedError:
     """An exception that only got printed or logged: from a timer callback, a handler, a thread, or
     a task of mainthread_tasks (``post_on_main``)."""
 
-    kind: str  #: "timer", "handler", "thread" or "logged"
+    kind: str  #: "timers", "handlers", "threads" or "logged" (see ERROR_KINDS)
     where: str  #: which callback, thread or log message
     exception: BaseException
 
@@ -116,7 +114,6 @@ def _current_mode() -> str:
 
 _session: _Session | None = None
 _timers: _pump.HeadlessTimers | None = None
-_watchdog: _Watchdog | None = None
 
 
 # -- hooks: configuration and collection -------------------------------------------------------------
@@ -163,12 +160,16 @@ _on_file_load.persistent = True  # type: ignore[attr-defined]
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    global _watchdog
     config.addinivalue_line("markers", "gui: runs in Blender's real UI (a window; under Xvfb when there is no display)")
     config.addinivalue_line(
         "markers",
         "allow_leaks(*kinds, reason=None): the kit does not fail the test for these leaks "
         f"(no kinds: any); kinds: {', '.join(LEAK_KINDS)}",
+    )
+    config.addinivalue_line(
+        "markers",
+        "allow_errors(*kinds, reason=None): the kit does not fail the test for errors that were only "
+        f"printed or logged (no kinds: any); kinds: {', '.join(ERROR_KINDS)}",
     )
     session = _session_of()
     if session.progress_path:
@@ -178,8 +179,6 @@ def pytest_configure(config: pytest.Config) -> None:
         # the launcher reads. Every thread's: the crash may come from a worker.
         session.fault = open(session.fault_path, "w", encoding="utf-8")  # for the session
         faulthandler.enable(file=session.fault, all_threads=True)
-    if session.test_timeout > 0:
-        _watchdog = _Watchdog(session)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -193,6 +192,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they do
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     session = _session_of()
     keep: list[pytest.Item] = []
@@ -219,8 +219,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
     _session_of().write(start=nodeid)
-    if _watchdog is not None:
-        _watchdog.start(nodeid)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -243,8 +241,8 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 
 def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
-    if _watchdog is not None:
-        _watchdog.stop()
+    if _session_of().test_timeout > 0:
+        faulthandler.cancel_dump_traceback_later()
     _session_of().write(finish=nodeid)
 
 
@@ -253,8 +251,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _watchdog is not None:
-        _watchdog.close()
     if _timers is not None:
         _timers.uninstall()
         _pump.active_timers = None
@@ -292,6 +288,12 @@ _WATCH = pytest.StashKey["_Watch"]()
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    session = _session_of()
+    if session.test_timeout > 0:
+        # A test that runs longer ends Blender, with every thread's traceback in the fault file:
+        # faulthandler's own watchdog, a thread of C that needs no GIL (the test may hold it, stuck
+        # in C code). Set here, inside pytest's own faulthandler_timeout (which it replaces).
+        faulthandler.dump_traceback_later(session.test_timeout, exit=True, file=session.fault or sys.stderr)
     started = time.perf_counter()
     context = _fresh_scene()
     watch = _Watch(item, context)
@@ -371,6 +373,21 @@ def _code_of(function: object) -> types.CodeType | None:
     return None
 
 
+def _allowed(item: pytest.Item, marker_name: str, kinds: tuple[str, ...]) -> set[str]:
+    """The kinds an ``allow_leaks``/``allow_errors`` marker lets pass (no arguments: all)."""
+    allowed: set[str] = set()
+    for marker in item.iter_markers(marker_name):
+        if not marker.args:
+            return set(kinds)
+        for kind in marker.args:
+            if kind not in kinds:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: {marker_name}({kind!r}): unknown kind; choose from {', '.join(kinds)}"
+                )
+            allowed.add(kind)
+    return allowed
+
+
 class _Watch:
     """One test's snapshots and hooks (see the module docstring)."""
 
@@ -379,6 +396,7 @@ class _Watch:
         self.context = context  # the override entered for the test, if any (see _fresh_scene)
         self.test = item.nodeid
         self.errors: list[SwallowedError] = []
+        self.allowed_errors = _allowed(item, "allow_errors", ERROR_KINDS)
         self.kit_seconds = 0.0
         self.threads = set(threading.enumerate())
         self.handlers = {name: [id(f) for f in functions] for name, functions in _handler_lists().items()}
@@ -397,12 +415,13 @@ class _Watch:
         logging.getLogger(logger_name).addHandler(self.log_handler)
 
     def caught(self, kind: str, where: str, exc: BaseException) -> None:
-        self.errors.append(SwallowedError(kind, where, exc))
+        if kind not in self.allowed_errors:
+            self.errors.append(SwallowedError(kind, where, exc))
 
     def thread_hook(self, args: threading.ExceptHookArgs) -> None:
         if args.exc_type is not SystemExit and args.exc_value is not None:
             name = args.thread.name if args.thread is not None else "?"
-            self.caught("thread", f"thread {name!r}", args.exc_value)
+            self.caught("threads", f"thread {name!r}", args.exc_value)
         self.previous_thread_hook(args)
 
     def sys_hook(self, kind: type[BaseException], value: BaseException, tb: types.TracebackType | None) -> None:
@@ -418,10 +437,10 @@ class _Watch:
     def callback_named(self, code: types.CodeType) -> tuple[str, str] | None:
         for name, functions in _handler_lists().items():
             if any(_code_of(f) is code for f in functions):
-                return "handler", f"bpy.app.handlers.{name} function {code.co_name}"
+                return "handlers", f"bpy.app.handlers.{name} function {code.co_name}"
         timers = _timers
         if timers is not None and any(_code_of(t.function) is code for t in timers.timers):
-            return "timer", f"bpy.app.timers callback {code.co_name}"
+            return "timers", f"bpy.app.timers callback {code.co_name}"
         return None
 
     def report_errors(self) -> str:
@@ -434,7 +453,7 @@ class _Watch:
     def finish(self) -> str:
         """After the teardown: remove the hooks, find the leaks, clean up; the failure text or ""."""
         started = time.perf_counter()
-        allowed = self.allowed()
+        allowed = _allowed(self.item, "allow_leaks", LEAK_KINDS)
         leaks: list[str] = []
         # Work left behind, before the threads' grace period runs any of it.
         for copy in self.copies:
@@ -478,19 +497,6 @@ class _Watch:
         if self.errors:
             text.append(self.report_errors())
         return "\n".join(text)
-
-    def allowed(self) -> set[str]:
-        kinds: set[str] = set()
-        for marker in self.item.iter_markers("allow_leaks"):
-            if not marker.args:
-                return set(LEAK_KINDS)
-            for kind in marker.args:
-                if kind not in LEAK_KINDS:
-                    raise pytest.UsageError(
-                        f"{self.test}: allow_leaks({kind!r}): unknown kind; choose from {', '.join(LEAK_KINDS)}"
-                    )
-                kinds.add(kind)
-        return kinds
 
     def new_handlers(self) -> list[tuple[str, Any]]:
         found = []
@@ -549,57 +555,3 @@ class _ErrorLog(logging.Handler):
         if exc is None:
             exc = _LoggedError(record.getMessage())
         self.watch.caught("logged", f"logged by {record.name}: {record.getMessage()}", exc)
-
-
-# -- the watchdog ----------------------------------------------------------------------------------------
-
-
-class _Watchdog:
-    """Ends Blender when a test runs past ``--test-timeout``, after writing every thread's traceback
-    to the fault file: the launcher reports the test and runs the rest in a fresh Blender. A thread
-    because the main thread may be stuck in C code, where no Python signal handler runs."""
-
-    def __init__(self, session: _Session) -> None:
-        self.session = session
-        self.condition = threading.Condition()
-        self.deadline: float | None = None
-        self.test = ""
-        self.closed = False
-        self.thread = threading.Thread(target=self.run, name="mainthread_tasks.testing watchdog", daemon=True)
-        self.thread.start()
-
-    def start(self, test: str) -> None:
-        with self.condition:
-            self.test, self.deadline = test, time.monotonic() + self.session.test_timeout
-            self.condition.notify()
-
-    def stop(self) -> None:
-        with self.condition:
-            self.deadline = None
-            self.condition.notify()
-
-    def close(self) -> None:
-        with self.condition:
-            self.closed = True
-            self.condition.notify()
-        self.thread.join(5)
-
-    def run(self) -> None:
-        with self.condition:
-            while not self.closed:
-                if self.deadline is None:
-                    self.condition.wait()
-                    continue
-                left = self.deadline - time.monotonic()
-                if left > 0:
-                    self.condition.wait(left)
-                    continue
-                self.expire()
-
-    def expire(self) -> None:
-        out = self.session.fault or sys.stderr
-        out.write(f"{WATCHDOG_HEADER} {self.session.test_timeout:g} s: {self.test}\n")
-        out.flush()
-        faulthandler.dump_traceback(file=out, all_threads=True)
-        out.flush()
-        os._exit(WATCHDOG_EXIT)
