@@ -141,7 +141,7 @@ def _session_of() -> _Session:
     _timers = _pump.HeadlessTimers(bpy.app.timers)
     _timers.install()
     _pump.active_timers = _timers
-    bpy.app.handlers.load_pre.append(_on_file_load)
+    bpy.app.handlers.load_pre.append(bpy.app.handlers.persistent(_on_file_load))
     try:
         _install.enable_addons(session.addons)
     except _install.AddonError as exc:
@@ -150,12 +150,9 @@ def _session_of() -> _Session:
 
 
 def _on_file_load(*_args: object) -> None:
+    # A load_pre handler (persistent, so it stays for the next file too).
     if _timers is not None:
         _timers.on_file_load()
-
-
-# A load_pre handler that survives file loads itself (what bpy.app.handlers.persistent sets).
-_on_file_load.persistent = True  # type: ignore[attr-defined]
 
 
 @pytest.hookimpl(trylast=True)
