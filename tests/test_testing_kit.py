@@ -253,3 +253,34 @@ def test_the_launcher_says_when_there_is_no_blender(tmp_path):
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "no Blender: pass --blender PATH" in proc.stdout
+
+
+EXAMPLE = ROOT / "examples" / "asset_downloader"
+#: The command the README gives for the example add-on's own tests (run from its folder).
+EXAMPLE_COMMAND = "python3 -m mainthread_tasks.testing --addon ../../mainthread_tasks --addon . tests"
+
+
+def test_the_example_addons_own_tests_pass_as_the_readme_runs_them(tmp_path):
+    assert EXAMPLE_COMMAND in (ROOT / "README.md").read_text()
+    python, env = _launcher_environment(tmp_path)
+    report = tmp_path / "report.xml"
+    args = EXAMPLE_COMMAND.split()[3:]
+    command = [
+        python,
+        "-m",
+        "mainthread_tasks.testing",
+        "--blender",
+        bpy.app.binary_path,
+        *args,
+        f"--junitxml={report}",
+    ]
+    proc = run(command, LAUNCHER_TIMEOUT, cwd=EXAMPLE, env=env)
+    out = f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, out
+    root = ET.parse(report).getroot()
+    modes = [
+        {p.get("name"): p.get("value") for p in suite.iter("property")}["mode"] for suite in root.iter("testsuite")
+    ]
+    assert modes == ["background", "gui"], out
+    assert [int(suite.get("tests")) for suite in root.iter("testsuite")] == [1, 1], out
+    assert all(suite.get(k) == "0" for suite in root.iter("testsuite") for k in ("failures", "errors", "skipped")), out

@@ -313,7 +313,7 @@ def _pip_install(folder: Path, python_xy: str, requirements: list[str]) -> None:
         *requirements,
     ]
     try:
-        subprocess.run(command, check=True, timeout=PIP_TIMEOUT)
+        subprocess.run(command, check=True, timeout=PIP_TIMEOUT, env=dict(os.environ, PIP_ROOT_USER_ACTION="ignore"))
     except FileNotFoundError:
         raise KitError(f"{sys.executable} cannot run pip: run the launcher from a Python with pip (a venv)") from None
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -470,7 +470,7 @@ class Run:
         self.sessions += 1
         folder = self.work / f"session-{self.sessions}"
         user = folder / "user"
-        for sub in ("config", "scripts", "datafiles", "extensions"):
+        for sub in ("config", "scripts", "datafiles", "extensions/user_default", "extensions/blender_org"):
             (user / sub).mkdir(parents=True)
         part = folder / "junit.xml"
         args = [*self.options.pytest_args, f"--junitxml={part}"]
