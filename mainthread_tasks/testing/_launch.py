@@ -400,7 +400,8 @@ class Progress:
     started: list[str] = field(default_factory=list)
     finished: set[str] = field(default_factory=set)
     reports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    kit_seconds: list[float] = field(default_factory=list)
+    reset_seconds: list[float] = field(default_factory=list)  #: each test's fresh scene
+    check_seconds: list[float] = field(default_factory=list)  #: each test's snapshots and checks
     exitstatus: int | None = None
     first_start: float | None = None  #: when the first test started (time.monotonic of the launcher)
 
@@ -424,7 +425,9 @@ class Progress:
             elif "report" in record:
                 progress.reports.setdefault(record["report"]["nodeid"], []).append(record["report"])
             elif "kit_seconds" in record:
-                progress.kit_seconds.append(record["kit_seconds"])
+                reset, checks = record["kit_seconds"]
+                progress.reset_seconds.append(reset)
+                progress.check_seconds.append(checks)
             elif "exitstatus" in record:
                 progress.exitstatus = record["exitstatus"]
         return progress
@@ -724,7 +727,8 @@ def _summary(outcomes: list[ModeOutcome], code: int) -> None:
     print(flush=True)
     _say("summary")
     for outcome in outcomes:
-        kit_seconds: list[float] = []
+        resets: list[float] = []
+        checks: list[float] = []
         startups: list[float] = []
         counts = {"passed": 0, "failed": 0, "skipped": 0}
         for result in outcome.results:
@@ -732,7 +736,8 @@ def _summary(outcomes: list[ModeOutcome], code: int) -> None:
                 kind = "failed" if case.find("failure") is not None or case.find("error") is not None else None
                 kind = kind or ("skipped" if case.find("skipped") is not None else "passed")
                 counts[kind] += 1
-            kit_seconds += result.progress.kit_seconds
+            resets += result.progress.reset_seconds
+            checks += result.progress.check_seconds
             if result.startup_seconds is not None:
                 startups.append(result.startup_seconds)
         crashes = [f"{r.crash} in {r.crashed_test or 'no test'}" for r in outcome.results if r.crash]
@@ -741,10 +746,11 @@ def _summary(outcomes: list[ModeOutcome], code: int) -> None:
         print(f"  {outcome.blender.label()} ({outcome.blender.path}), {outcome.mode}: {line}; {sessions}", flush=True)
         for crash in crashes:
             print(f"    {crash}", flush=True)
-        if kit_seconds and startups:
+        if resets and startups:
             print(
-                f"    cost: start-up to the first test {statistics.median(startups):.2f} s; the kit's part of "
-                f"each test {1000 * statistics.median(kit_seconds):.1f} ms median (fresh scene + checks)",
+                f"    the kit's cost: {statistics.median(startups):.2f} s from start-up to the first test; per test "
+                f"{1000 * statistics.median(resets):.1f} ms fresh scene + {1000 * statistics.median(checks):.1f} ms "
+                "checks (medians)",
                 flush=True,
             )
     print(f"  exit status {code}", flush=True)

@@ -293,9 +293,11 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         faulthandler.dump_traceback_later(session.test_timeout, exit=True, file=session.fault or sys.stderr)
     started = time.perf_counter()
     context = _fresh_scene()
+    reset = time.perf_counter()
     watch = _Watch(item, context)
     item.stash[_WATCH] = watch
-    watch.kit_seconds += time.perf_counter() - started
+    watch.reset_seconds = reset - started
+    watch.check_seconds += time.perf_counter() - reset
     return (yield)
 
 
@@ -333,7 +335,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def _finish(watch: _Watch) -> str:
     problems = watch.finish()
-    _session_of().write(kit_seconds=watch.kit_seconds)
+    _session_of().write(kit_seconds=[watch.reset_seconds, watch.check_seconds])
     return problems
 
 
@@ -394,7 +396,8 @@ class _Watch:
         self.test = item.nodeid
         self.errors: list[SwallowedError] = []
         self.allowed_errors = _allowed(item, "allow_errors", ERROR_KINDS)
-        self.kit_seconds = 0.0
+        self.reset_seconds = 0.0  #: the fresh scene
+        self.check_seconds = 0.0  #: the snapshots and checks (the threads' grace period aside)
         self.threads = set(threading.enumerate())
         self.handlers = {name: [id(f) for f in functions] for name, functions in _handler_lists().items()}
         self.copies = _pump.library_copies()
@@ -469,7 +472,9 @@ class _Watch:
             leaks.append(f"{len(leaked_handlers)} bpy.app.handlers functions still added: {names}")
         threads = self.new_threads()
         if threads:
+            waited = time.perf_counter()
             threads = self.wait_for(threads)
+            started += time.perf_counter() - waited  # waiting on the test's threads is the test's time
             if threads and "threads" not in allowed:
                 leaks.append(f"{len(threads)} thread(s) still running: {', '.join(t.name for t in threads)}")
         # Clean up what can be, so that the next test starts clean.
@@ -487,7 +492,7 @@ class _Watch:
         self.remove_hooks()
         if self.context is not None:
             self.context.__exit__(None, None, None)
-        self.kit_seconds += time.perf_counter() - started
+        self.check_seconds += time.perf_counter() - started
         text = []
         if leaks:
             text.append("the test left behind: " + "; ".join(leaks))
