@@ -284,3 +284,42 @@ def test_the_example_addons_own_tests_pass_as_the_readme_runs_them(tmp_path):
     assert modes == ["background", "gui"], out
     assert [int(suite.get("tests")) for suite in root.iter("testsuite")] == [1, 1], out
     assert all(suite.get(k) == "0" for suite in root.iter("testsuite") for k in ("failures", "errors", "skipped")), out
+
+
+def _tiny_suite(folder: Path, addon_register: str, test_body: str) -> None:
+    """A one-file add-on (``tiny_addon.py``) and a test module, in ``folder``."""
+    (folder / "tests").mkdir(parents=True)
+    (folder / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (folder / "tiny_addon.py").write_text(
+        'bl_info = {"name": "Tiny", "blender": (3, 4, 0), "category": "Development"}\n\n\n'
+        f"def register():\n    {addon_register}\n\n\ndef unregister():\n    pass\n"
+    )
+    (folder / "tests" / "test_tiny.py").write_text(test_body)
+
+
+def test_an_addon_that_fails_to_enable_stops_the_run_with_its_traceback(tmp_path):
+    _tiny_suite(tmp_path / "suite", 'raise RuntimeError("cannot register")', "def test_nothing():\n    pass\n")
+    python, env = _launcher_environment(tmp_path)
+    command = [python, "-m", "mainthread_tasks.testing", "--blender", bpy.app.binary_path, "--addon", "tiny_addon.py"]
+    proc = run(command, LAUNCHER_TIMEOUT, cwd=tmp_path / "suite", env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out  # pytest's usage error: nothing ran
+    assert "enabling tiny_addon failed" in out and "RuntimeError: cannot register" in out, out
+
+
+def test_a_hung_test_is_stopped_reported_and_the_rest_run(tmp_path):
+    body = "import time\n\n\ndef test_hangs():\n    time.sleep(120)\n\n\ndef test_after():\n    pass\n"
+    _tiny_suite(tmp_path / "suite", "pass", body)
+    python, env = _launcher_environment(tmp_path)
+    report = tmp_path / "report.xml"
+    command = [python, "-m", "mainthread_tasks.testing", "--blender", bpy.app.binary_path, "--addon", "tiny_addon.py"]
+    proc = run(
+        [*command, "--test-timeout", "3", f"--junitxml={report}"], LAUNCHER_TIMEOUT, cwd=tmp_path / "suite", env=env
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    cases = {case.get("name"): case for case in ET.parse(report).getroot().iter("testcase")}
+    failure = cases["test_hangs"].find("failure")
+    assert failure is not None and "the test ran longer than 3 s" in failure.get("message"), out
+    assert "Timeout (0:00:03)!" in failure.text and "in test_hangs" in failure.text, failure.text
+    assert len(cases["test_after"]) == 0, out  # passed, in a fresh Blender

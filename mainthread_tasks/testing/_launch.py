@@ -552,9 +552,13 @@ class Run:
         crashed = [nodeid for nodeid in progress.started if nodeid not in progress.finished]
         crashed_test = crashed[-1] if crashed else None
         fault_text = fault.read_text(encoding="utf-8", errors="replace") if fault.exists() else ""
-        if progress.exitstatus is not None and part.exists() and code == progress.exitstatus and not quit_late:
-            suite_name, cases = _junit.read_part(part)
+        if progress.exitstatus is not None and code == progress.exitstatus and not quit_late:
+            suite_name, cases = _junit.read_part(part) if part.exists() else ("pytest", [])
             return SessionResult(code, progress, cases, suite_name, None, None, startup)
+        if code in (INTERRUPTED, INTERNAL_ERROR, USAGE_ERROR) and not progress.started and not quit_late:
+            # pytest stopped before the session began (an add-on that failed to enable, a bad
+            # option): its message is above; nothing ran, nothing crashed.
+            return SessionResult(code, progress, [], "pytest", None, None, startup)
         # Blender died, or pytest's report is missing: rebuild what ran from the progress file.
         if fault_text.startswith(TIMEOUT_DUMP) and crashed_test is not None:
             crash = f"the test ran longer than {self.options.test_timeout:g} s (--test-timeout): Blender was stopped"
