@@ -123,6 +123,10 @@ def sample_run(tmp_path_factory):
     home = work / "home"
     home.mkdir()
     python, env = _launcher_environment(home)
+    # A studio's own folders for Blender: the kit's sessions must not use them either.
+    env.update(
+        BLENDER_USER_SCRIPTS=str(home / "studio" / "scripts"), BLENDER_USER_CONFIG=str(home / "studio" / "config")
+    )
     report = work / "report.xml"
     command = [
         python,
@@ -237,6 +241,7 @@ def test_the_users_own_blender_folders_are_never_touched(sample_run):
     # (Blender does make the freedesktop thumbnail folders, ~/.cache/thumbnails, as it starts.)
     _proc, _verdicts, _root, home, _out = sample_run
     assert not (home / ".config" / "blender").exists(), sorted(home.rglob("*"))
+    assert not (home / "studio").exists(), sorted(home.rglob("*"))
 
 
 def test_the_launcher_says_when_there_is_no_blender(tmp_path):

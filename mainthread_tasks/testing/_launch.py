@@ -1,7 +1,7 @@
 """The launcher: ``python3 -m mainthread_tasks.testing [kit options] [pytest args]`` (docs/testing.md).
 
 For each ``--blender`` it runs the suite in sessions, each a fresh Blender with a fresh temporary user
-folder (``BLENDER_USER_*``: your own preferences and add-ons are never read or written) and the
+folder (``BLENDER_USER_RESOURCES``: your own preferences and add-ons are never read or written) and the
 ``--addon``s installed there:
 
 1. ``--background`` (or the ``bpy`` module's Python): every test but the ``gui`` ones;
@@ -492,19 +492,12 @@ class Run:
             "gui_skip": gui_skip,
         }
         (folder / "session.json").write_text(json.dumps(config))
-        env = dict(os.environ)
-        env.update(
-            {
-                SESSION_ENV: str(folder / "session.json"),
-                # Blender's user folders, all in the temporary one: yours are never read nor written.
-                "BLENDER_USER_RESOURCES": str(user),
-                "BLENDER_USER_CONFIG": str(user / "config"),
-                "BLENDER_USER_SCRIPTS": str(user / "scripts"),
-                "BLENDER_USER_DATAFILES": str(user / "datafiles"),
-                "BLENDER_USER_EXTENSIONS": str(user / "extensions"),
-                **extra_env,
-            }
-        )
+        # Blender's user folders (config, scripts, datafiles, extensions) all in the temporary one:
+        # yours are never read nor written. The more specific BLENDER_USER_* variables would win over
+        # it, so they go (a studio may set BLENDER_USER_SCRIPTS); a Blender that a test starts can
+        # then have a user folder of its own by setting BLENDER_USER_RESOURCES alone.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("BLENDER_USER_")}
+        env.update({SESSION_ENV: str(folder / "session.json"), "BLENDER_USER_RESOURCES": str(user), **extra_env})
         command = blender.command(mode)
         where = {"background": "--background", "gui": "the UI", "module": "the bpy module"}[mode]
         _say(f"{blender.label()} in {where}: {shlex.join(command)}")

@@ -17,6 +17,8 @@ def test_the_addon_is_enabled_from_the_temporary_user_folder():
     assert hasattr(bpy.context.scene, "kit_sample_value")
     folder = bpy.utils.resource_path("USER")
     assert folder == os.environ["BLENDER_USER_RESOURCES"] and "mainthread_tasks-testing-" in folder
+    for kind in ("CONFIG", "SCRIPTS", "DATAFILES"):
+        assert bpy.utils.user_resource(kind).startswith(folder), kind
 
 
 def test_a_timer_fires_by_its_intervals_during_pump_until():
