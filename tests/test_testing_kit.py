@@ -328,3 +328,20 @@ def test_a_hung_test_is_stopped_reported_and_the_rest_run(tmp_path):
     assert failure is not None and "the test ran longer than 3 s" in failure.get("message"), out
     assert "Timeout (0:00:03)!" in failure.text and "in test_hangs" in failure.text, failure.text
     assert len(cases["test_after"]) == 0, out  # passed, in a fresh Blender
+
+
+def test_without_a_display_or_xvfb_the_gui_tests_are_skipped_with_the_reason(tmp_path):
+    body = "import pytest\n\n\n@pytest.mark.gui\ndef test_in_the_ui():\n    pass\n\n\ndef test_headless():\n    pass\n"
+    _tiny_suite(tmp_path / "suite", "pass", body)
+    python, env = _launcher_environment(tmp_path)
+    env["PATH"] = str(tmp_path / "empty")  # no Xvfb on it (and $DISPLAY is unset)
+    report = tmp_path / "report.xml"
+    command = [python, "-m", "mainthread_tasks.testing", "--blender", bpy.app.binary_path, f"--junitxml={report}"]
+    proc = run([*command, "-rs"], LAUNCHER_TIMEOUT, cwd=tmp_path / "suite", env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    cases = {case.get("name"): case for case in ET.parse(report).getroot().iter("testcase")}
+    skipped = cases["test_in_the_ui"].find("skipped")
+    assert skipped is not None and "Xvfb is not installed" in skipped.get("message"), out
+    assert len(cases["test_headless"]) == 0, out
+    assert "1 skipped" in proc.stdout and " in the UI: " not in proc.stdout, out
