@@ -9,7 +9,7 @@ Tiers:
   cpython              plain CPython + fake-bpy-module + pytest-mock: fast logic tests
   cpython-3.13         the same on Python 3.13 (pyenv's; else the sid chroot's Python, said so)
   blender-background   the Blender binary (3.4.1 from Debian unless $BLENDER), pytest inside
-                       ``blender --background`` through the test kit (python3 -m mainthread_tasks.testing)
+                       ``blender --background``
   bpy-5.0.1            the bpy wheel 5.0.1 (Blender as a Python module)
   bpy-4.5.15           the bpy wheel 4.5.15 LTS (the newest 4.5)
   bpy-4.2.23           the bpy wheel 4.2.23 LTS
