@@ -459,7 +459,7 @@ class Run:
         self.work = work
         self.sessions = 0
         self.display = Display(options.xvfb)
-        self.cov = any(arg == "--cov" or arg.startswith("--cov=") for arg in options.pytest_args)
+        self.cov = _wants_coverage(options.pytest_args)
 
     def session(
         self,
@@ -481,7 +481,6 @@ class Run:
             args.append("--cov-append")  # one coverage total over every session of the run
         config: dict[str, Any] = {
             "mode": mode,
-            "label": blender.label(),
             "args": args,
             "sys_path": sys_path,
             "addons": [str(path.resolve()) for path in self.options.addons],
@@ -630,6 +629,10 @@ def _run_mode(
         _say(f"{blender.label()}: running the {left} test(s) not run yet in a fresh Blender")
 
 
+def _wants_coverage(args: list[str]) -> bool:
+    return any(arg == "--cov" or arg.startswith("--cov=") for arg in args)
+
+
 def _exit_first(args: list[str]) -> bool:
     return "-x" in args or "--exitfirst" in args
 
@@ -652,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(options: Options) -> int:
     cache = default_cache()
     requirements = list(options.requirements)
-    if any(arg == "--cov" or arg.startswith("--cov") for arg in options.pytest_args):
+    if _wants_coverage(options.pytest_args):
         if not any(_requirement_name(r).lower() == "pytest-cov" for r in requirements):
             requirements.append("pytest-cov")  # --cov is pytest-cov's: Blender's Python needs it too
     for addon in options.addons:

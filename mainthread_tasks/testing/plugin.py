@@ -85,8 +85,8 @@ class _Session:
     def __init__(self) -> None:
         path = os.environ.get(SESSION_ENV)
         data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+        self.launched = path is not None  #: run by the launcher (else: -p in your own pytest run)
         self.mode: str = data.get("mode") or _current_mode()
-        self.label: str = data.get("label", "")
         self.addons: list[str] = data.get("addons", [])
         self.progress_path: str | None = data.get("progress")
         self.fault_path: str | None = data.get("fault")
@@ -120,7 +120,9 @@ _timers: _pump.HeadlessTimers | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini("mainthread_tasks_thread_grace", "seconds a test's threads may take to end", default="2.0")
+    parser.addini(
+        "mainthread_tasks_thread_grace", "seconds a test's threads may take to end", default=str(THREAD_GRACE_SECONDS)
+    )
 
 
 def pytest_load_initial_conftests() -> None:
@@ -201,7 +203,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.nodeid in session.deselect:
             dropped.append(item)  # ran (or crashed) in an earlier Blender of this run
         elif session.mode == "gui":
-            (keep if gui else dropped).append(item)
+            # The launcher's UI session runs the gui tests only; your own run in the UI runs all.
+            (keep if gui or not session.launched else dropped).append(item)
         elif gui and session.gui_skip is None:
             dropped.append(item)  # the launcher runs it in a UI session
         else:
