@@ -198,6 +198,8 @@ class _LoopSource:
         loop = self.loop
         if loop.is_closed():
             return None
+        if self.stopping is not None:  # a stop left for the main thread to finish (see stop)
+            return None if loop.is_running() else 0.0
         due = loop._due()
         if due == 0.0 or self._io_ready():
             return 0.0
@@ -211,19 +213,25 @@ class _LoopSource:
 
     def poll(self, deadline: float | None = None) -> int:
         """Run loop iterations while work is ready: one without a deadline; with one, as many as fit
-        before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run."""
+        before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run.
+        Finishes a stop that was asked for inside the loop's step (see ``stop``)."""
         loop = self.loop
         if loop.is_running() or loop.is_closed() or asyncio._get_running_loop() is not None:
             return 0  # a coroutine (or another loop) is on this very stack: it cannot be stepped here
+        if self.stopping is not None:
+            self._finish_stop()
+            return 0
         ready = loop._ready
         ready.start(deadline)
         try:
             while self.due() == 0.0:
                 self._step()
-                if deadline is None or ready.cut or perf_counter() >= deadline:
+                if self.stopping is not None or deadline is None or ready.cut or perf_counter() >= deadline:
                     break
         finally:
             ran = ready.finish()
+        if self.stopping is not None:  # stopped by the step itself: finish now that it has ended
+            self._finish_stop()
         return ran
 
     def _step(self) -> None:
@@ -244,31 +252,56 @@ class _LoopSource:
             )
 
     def stop(self, message: str) -> None:
-        """Cancel every coroutine, let their ``finally`` blocks run, close the loop."""
-        self.stopping = message
-        loop = self.loop
+        """Cancel every coroutine, let their ``finally`` blocks run, close the loop.
+
+        Only the main thread may touch the loop's tasks, and not inside the loop's own step (a
+        coroutine or a done-callback called the last ``unregister()``): there, and in another
+        thread, the source goes back among the scheduler's sources, and the main thread does the
+        stop as soon as that step ends (``poll``), else at its next poll, at exit at the latest.
+        """
+        if self.stopping is None:
+            self.stopping = message
         for future, coro in list(self.starting.items()):  # never started: close, not "never awaited"
             self.starting.pop(future, None)
             coro.close()
             _set_stopped(future, message)
-        for task in list(self.tasks):
+        loop = self.loop
+        if loop.is_closed():
+            return
+        if is_main_thread() and not loop.is_running():
+            self._finish_stop()
+        else:
+            _scheduler.add_source(self)
+
+    def _finish_stop(self) -> None:
+        # Main thread, the loop not running: the rest of stop().
+        message = self.stopping or ""
+        loop = self.loop
+        for task in asyncio.all_tasks(loop):  # the coroutines' own tasks too, as asyncio.run does
             task.cancel()
-        if not is_main_thread() or loop.is_running() or loop.is_closed():
-            return  # closed by the next stop on the main thread, or at exit
         deadline = perf_counter() + STOP_GRACE_SECONDS
-        while self.tasks and perf_counter() < deadline:
+        while asyncio.all_tasks(loop) and perf_counter() < deadline:
             if loop._due() is None and not self._io_ready():
                 break  # cancelled coroutines that wait on nothing that can wake them
             self._step()
-        for task in list(self.tasks):  # refused to stop: say so, and keep asyncio quiet at exit
+        for task in asyncio.all_tasks(loop):  # refused to stop: say so, and keep asyncio quiet at exit
             logger.warning("mainthread_tasks: coroutine %s did not finish after being cancelled", task.get_name())
             task._log_destroy_pending = False  # type: ignore[attr-defined]
-            _set_stopped(self.tasks.pop(task), message)
+            future = self.tasks.pop(task, None)
+            if future is not None:
+                _set_stopped(future, message)
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         except Exception:
             logger.exception("mainthread_tasks: closing asynchronous generators failed")
         loop.close()
+        _scheduler.remove_source(self)
+        # run_async from another thread between the first look at ``starting`` and close(): its
+        # start() was queued and dropped with the loop (after close() it would raise instead).
+        for future, coro in list(self.starting.items()):
+            self.starting.pop(future, None)
+            coro.close()
+            _set_stopped(future, message)
 
     # -- starting coroutines ------------------------------------------------------------------------
 
@@ -276,8 +309,10 @@ class _LoopSource:
         """Main thread: make the coroutine a task of the loop, linked both ways with ``future``."""
         if self.starting.pop(future, None) is None:
             return  # already stopped
-        if future.cancelled():
+        if future.cancelled() or self.stopping is not None:
             coro.close()
+            if self.stopping is not None:
+                _set_stopped(future, self.stopping)
             return
         # The Future stays PENDING until the coroutine ends, so that cancel() keeps working.
         task = self.loop.create_task(coro)
@@ -291,8 +326,10 @@ class _LoopSource:
         future.add_done_callback(cancel_task)
 
     def _cancel_soon(self, task: asyncio.Task[Any]) -> None:
-        if not self.loop.is_closed():
+        try:
             self.loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:  # the loop is closed: its tasks went with it
+            pass
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         future = self.tasks.pop(task, None)

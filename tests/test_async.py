@@ -199,6 +199,96 @@ def test_last_unregister_cancels_coroutines_and_waiting_workers_get_scheduler_st
     mt.unregister()
 
 
+@pytest.mark.parametrize("where", ["coroutine", "done_callback"])
+def test_last_unregister_from_inside_the_loop_stops_it_when_the_step_ends(where):
+    """The last unregister() from a coroutine, or from a done-callback (which runs inside the loop's
+    step), cannot close the loop there: the stop is finished as soon as that step ends."""
+    events = []
+    outcome = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("finally ran")
+
+    async def quits():
+        await asyncio.sleep(0)
+        if where == "coroutine":
+            mt.unregister()
+        return "quit"
+
+    mt.register()
+    sleeper = mt.run_async(long())
+    mt.pump()
+
+    def worker():
+        try:
+            sleeper.result(timeout=10)
+        except BaseException as exc:  # noqa: BLE001 - the test says which one it was
+            outcome.append(type(exc).__name__)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    quitter = mt.run_async(quits())
+    if where == "done_callback":
+        quitter.add_done_callback(lambda _future: mt.unregister())
+    deadline = time.monotonic() + 5
+    while _scheduler.stats().registered and time.monotonic() < deadline:
+        mt.pump(0.05)
+    assert not _scheduler.stats().registered, "the coroutine never ran"
+    # No further pump: the step that unregistered has ended, and the stop with it.
+    assert events == ["finally ran"]
+    assert sleeper.done() and isinstance(sleeper.exception(0), mt.SchedulerStopped)
+    assert quitter.done() and quitter.result(0) == "quit"  # it ended within the step: its own result
+    thread.join(10)
+    assert outcome == ["SchedulerStopped"]
+    assert _async._source.loop.is_closed()
+    with pytest.raises(mt.SchedulerStopped):
+        mt.run_async(asyncio.sleep(0))
+
+
+def test_a_stop_cancels_the_tasks_the_coroutines_started_too():
+    """Like asyncio.run: a task a coroutine created and left running has its ``finally`` run too."""
+    events = []
+
+    async def background():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("background finally ran")
+
+    async def starts_and_returns():
+        starts_and_returns.task = asyncio.get_running_loop().create_task(background())
+        await asyncio.sleep(0)
+        return "returned"
+
+    assert mt.run_async(starts_and_returns()).result(timeout=5) == "returned"
+    _scheduler._stop_sources("stopped by the test")
+    assert events == ["background finally ran"] and starts_and_returns.task.cancelled()
+
+
+def test_a_stop_from_another_thread_is_done_by_the_main_threads_next_poll():
+    events = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("finally ran")
+
+    future = mt.run_async(long())
+    mt.pump()
+    thread = threading.Thread(target=_scheduler._stop_sources, args=("stopped from a thread",))
+    thread.start()
+    thread.join(5)
+    assert not events and not future.done()  # asyncio's objects are the main thread's to touch
+    mt.pump(1)
+    assert events == ["finally ran"]
+    assert isinstance(future.exception(0), mt.SchedulerStopped) and _async._source.loop.is_closed()
+    assert not _scheduler._sources
+
+
 def test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer(monkeypatch):
     future = mt.run_async(asyncio.sleep(0.05, result="done"))
     monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
@@ -390,6 +480,58 @@ def test_exit_with_a_live_coroutine_is_clean(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "COROUTINE FINALLY RAN" in out, out
+    for noise in ("was destroyed but it is pending", "Event loop is closed", "never awaited", "Traceback"):
+        assert noise not in out, out
+    assert time.monotonic() - started < 30
+
+
+EXIT_AFTER_UNREGISTER_FROM_A_COROUTINE = r"""
+import asyncio, sys, threading, time, warnings
+warnings.simplefilter("error")
+try:
+    import bpy
+    bpy.app.timers.register  # real Blender: register() adds the add-on's timer
+except (ImportError, AttributeError):  # fake-bpy-module: nothing of Blender to drive
+    sys.modules["bpy"] = None
+import mainthread_tasks as mt
+
+mt.register()
+
+async def forever():
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        print("COROUTINE FINALLY RAN", flush=True)
+
+async def quits():
+    await asyncio.sleep(0)
+    mt.unregister()
+
+future = mt.run_async(forever())
+mt.pump()
+
+def waiter():  # non-daemon: Python joins it at exit
+    try:
+        future.result()
+    except mt.SchedulerStopped:
+        print("WAITER GOT SchedulerStopped", flush=True)
+
+threading.Thread(target=waiter).start()
+mt.run_async(quits())
+deadline = time.monotonic() + 10
+while mt.stats().registered and time.monotonic() < deadline:
+    mt.pump(0.05)
+print("SCRIPT ENDS AFTER UNREGISTER IN A COROUTINE", flush=True)
+"""
+
+
+def test_exit_after_the_last_unregister_from_a_coroutine_is_clean(tmp_path):
+    started = time.monotonic()
+    proc = run_script(EXIT_AFTER_UNREGISTER_FROM_A_COROUTINE, tmp_path, timeout=30)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for line in ("SCRIPT ENDS AFTER UNREGISTER IN A COROUTINE", "COROUTINE FINALLY RAN", "WAITER GOT SchedulerStopped"):
+        assert line in out, out
     for noise in ("was destroyed but it is pending", "Event loop is closed", "never awaited", "Traceback"):
         assert noise not in out, out
     assert time.monotonic() - started < 30
