@@ -25,7 +25,7 @@ import logging
 import select
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -43,6 +43,9 @@ logger = logging.getLogger("mainthread_tasks")
 
 #: How long stop() lets cancelled coroutines run their ``finally`` blocks before closing the loop.
 STOP_GRACE_SECONDS = 1.0
+
+# _LoopSource.stopping when the loop's user closed it (main_loop().close()): its Futures are cancelled.
+_CLOSED_BY_ITS_USER = "the main loop was closed"
 
 _T = TypeVar("_T")
 
@@ -125,9 +128,24 @@ class MainLoop(asyncio.SelectorEventLoop):
     # its name and meaning since asyncio began; using it is what lets the host wait exactly as long
     # as the loop would, and end an iteration within the UI's tick budget.
 
-    def __init__(self) -> None:
+    def __init__(self, owner: _LoopSource | None = None) -> None:
         super().__init__()
         self._ready: _ReadyQueue = _ReadyQueue()
+        self._owner = owner
+
+    def close(self) -> None:
+        """Close the loop. The main loop first cancels its coroutines and lets their ``finally``
+        blocks run, as ``asyncio.run`` does before it closes one (their Futures are cancelled),
+        and stops being stepped; the next ``run_async()``/``main_loop()`` makes a new loop. Main
+        thread, outside the loop (a running loop raises RuntimeError, as any loop does)."""
+        owner = self._owner
+        if owner is None or self.is_running() or self.is_closed():
+            super().close()
+            return
+        self._owner = None
+        owner.wind_down(_CLOSED_BY_ITS_USER)
+        super().close()
+        owner.closed()
 
     def _process_events(self, event_list: list[tuple[SelectorKey, int]]) -> None:
         ready = self._ready
@@ -170,7 +188,7 @@ class _LoopSource:
     """The loop as a scheduler source (the interface is in ``_scheduler``)."""
 
     def __init__(self) -> None:
-        self.loop = MainLoop()
+        self.loop = MainLoop(self)
         # futures whose coroutine has no task yet
         self.starting: dict[AsyncFuture[Any], Coroutine[Any, Any, Any]] = {}
         self.tasks: dict[asyncio.Task[Any], AsyncFuture[Any]] = {}  # main thread only
@@ -218,8 +236,8 @@ class _LoopSource:
         loop = self.loop
         if loop.is_running() or loop.is_closed() or asyncio._get_running_loop() is not None:
             return 0  # a coroutine (or another loop) is on this very stack: it cannot be stepped here
-        if self.stopping is not None:
-            self._finish_stop()
+        if self.stopping is not None:  # a stop left for the main thread (see stop)
+            loop.close()
             return 0
         ready = loop._ready
         ready.start(deadline)
@@ -231,7 +249,7 @@ class _LoopSource:
         finally:
             ran = ready.finish()
         if self.stopping is not None:  # stopped by the step itself: finish now that it has ended
-            self._finish_stop()
+            loop.close()
         return ran
 
     def _step(self) -> None:
@@ -264,20 +282,22 @@ class _LoopSource:
         for future, coro in list(self.starting.items()):  # never started: close, not "never awaited"
             self.starting.pop(future, None)
             coro.close()
-            _set_stopped(future, message)
+            self._fail(future)
         loop = self.loop
         if loop.is_closed():
             return
         if is_main_thread() and not loop.is_running():
-            self._finish_stop()
+            loop.close()  # MainLoop.close: wind_down(), then closed()
         else:
             _scheduler.add_source(self)
 
-    def _finish_stop(self) -> None:
-        # Main thread, the loop not running: the rest of stop().
-        message = self.stopping or ""
+    def wind_down(self, message: str) -> None:
+        """Main thread, the loop not running: cancel every task of the loop, as ``asyncio.run``
+        does, and step it while their ``finally`` blocks run; what is left is given up on."""
+        if self.stopping is None:
+            self.stopping = message
         loop = self.loop
-        for task in asyncio.all_tasks(loop):  # the coroutines' own tasks too, as asyncio.run does
+        for task in asyncio.all_tasks(loop):  # the coroutines' own tasks too
             task.cancel()
         deadline = perf_counter() + STOP_GRACE_SECONDS
         while asyncio.all_tasks(loop) and perf_counter() < deadline:
@@ -289,19 +309,31 @@ class _LoopSource:
             task._log_destroy_pending = False  # type: ignore[attr-defined]
             future = self.tasks.pop(task, None)
             if future is not None:
-                _set_stopped(future, message)
+                self._fail(future)
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         except Exception:
             logger.exception("mainthread_tasks: closing asynchronous generators failed")
-        loop.close()
+
+    def closed(self) -> None:
+        """After the loop closed: no longer a source; what a thread queued to start meanwhile fails."""
         _scheduler.remove_source(self)
-        # run_async from another thread between the first look at ``starting`` and close(): its
-        # start() was queued and dropped with the loop (after close() it would raise instead).
+        # run_async from another thread before close(): its start() was queued and dropped with
+        # the loop (after close() call_soon_threadsafe raises instead, and run_async says so).
         for future, coro in list(self.starting.items()):
             self.starting.pop(future, None)
             coro.close()
-            _set_stopped(future, message)
+            self._fail(future)
+
+    def _fail(self, future: Future[Any]) -> None:
+        """The Future of a coroutine that the end of its loop cut short."""
+        if self.stopping == _CLOSED_BY_ITS_USER:
+            future.cancel()
+            return
+        try:
+            future.set_exception(SchedulerStopped(self.stopping or "mainthread_tasks is stopped"))
+        except InvalidStateError:  # done already
+            pass
 
     # -- starting coroutines ------------------------------------------------------------------------
 
@@ -311,8 +343,7 @@ class _LoopSource:
             return  # already stopped
         if future.cancelled() or self.stopping is not None:
             coro.close()
-            if self.stopping is not None:
-                _set_stopped(future, self.stopping)
+            self._fail(future)
             return
         # The Future stays PENDING until the coroutine ends, so that cancel() keeps working.
         task = self.loop.create_task(coro)
@@ -337,7 +368,7 @@ class _LoopSource:
             return
         if task.cancelled():
             if self.stopping is not None:
-                _set_stopped(future, self.stopping)
+                self._fail(future)
             else:  # cancelled from inside the loop, not through the Future
                 future.set_exception(CancelledError())
             return
@@ -346,13 +377,6 @@ class _LoopSource:
             future.set_exception(exc)
         else:
             future.set_result(task.result())
-
-
-def _set_stopped(future: Future[Any], message: str) -> None:
-    try:
-        future.set_exception(SchedulerStopped(message))
-    except Exception:  # noqa: BLE001 - already done
-        pass
 
 
 # -- the public calls -------------------------------------------------------------------------------
@@ -364,10 +388,10 @@ _source_lock = threading.Lock()  # must be held while making _source
 def _loop_source() -> _LoopSource:
     global _source
     source = _source
-    if source is None or source.stopping is not None:
+    if source is None or source.stopping is not None or source.loop.is_closed():
         with _source_lock:
             source = _source
-            if source is None or source.stopping is not None:
+            if source is None or source.stopping is not None or source.loop.is_closed():
                 if _scheduler._stopped is not None:
                     raise SchedulerStopped(_scheduler._stopped)
                 source = _source = _LoopSource()
@@ -381,8 +405,8 @@ def main_loop() -> asyncio.AbstractEventLoop:
     Coroutines run on it with ``run_async``; inside them ``asyncio.get_running_loop()`` is this
     loop. Threads may ``call_soon_threadsafe`` on it. It is stepped by the add-on's timer in the
     UI and by ``pump()``/``joined_threads()``/``run_forever()``/``result()`` on the main thread
-    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it
-    (the next call makes a new one).
+    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it,
+    as ``close()`` does (the next call makes a new one).
 
     Raises:
         SchedulerStopped: after the last ``unregister()``, or while Python exits.
@@ -406,21 +430,22 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
     if not asyncio.iscoroutine(coro):
         hint = " (call it: pass work(), not work)" if inspect.iscoroutinefunction(coro) else ""
         raise TypeError(f"run_async() needs a coroutine object, got {type(coro).__name__}{hint}")
-    try:
-        source = _loop_source()
-    except BaseException:
-        coro.close()  # never to run: no "coroutine was never awaited" warning
-        raise
     future: AsyncFuture[_T] = AsyncFuture()
-    source.starting[future] = coro
-    if is_main_thread() and not source.loop.is_running():
-        source.start(coro, future)
-    else:
+    while True:
+        try:
+            source = _loop_source()
+        except BaseException:
+            coro.close()  # never to run: no "coroutine was never awaited" warning
+            raise
+        source.starting[future] = coro
+        if is_main_thread() and not source.loop.is_running():
+            source.start(coro, future)
+            return future
         try:
             source.loop.call_soon_threadsafe(source.start, coro, future)
-        except RuntimeError:  # closed by a stop meanwhile
-            source.starting.pop(future, None)
-            coro.close()
-            raise SchedulerStopped(_scheduler._stopped or "mainthread_tasks is stopped") from None
+        except RuntimeError:  # closed meanwhile: the next loop takes it, unless the stop already failed it
+            if source.starting.pop(future, None) is None:
+                return future
+            continue
         _scheduler.wake_main()
-    return future
+        return future

@@ -289,6 +289,60 @@ def test_a_stop_from_another_thread_is_done_by_the_main_threads_next_poll():
     assert not _scheduler._sources
 
 
+def test_after_main_loop_close_the_main_thread_sleeps_and_run_async_makes_a_new_loop():
+    closed = mt.main_loop()
+    mt.pump(0.001)  # the wake-up socket exists: the closed loop's fd number is not reused by it
+    closed.close()
+    assert not any(s is _async._source for s in _scheduler._sources)  # dropped as a source
+    started = time.monotonic()
+    pumps = 0
+    while time.monotonic() - started < 0.3:
+        mt.pump(0.3)
+        pumps += 1
+    assert pumps <= 2, f"pump(0.3) returned at once {pumps} times: poll(2) on the closed loop's fd"
+    assert mt.run_async(_on_main_thread("new loop")).result(timeout=5) == "new loop"
+    assert mt.main_loop() is not closed and not mt.main_loop().is_closed()
+    mt.main_loop().close()
+    results = []
+
+    def worker():
+        try:
+            results.append(mt.run_async(_on_main_thread("from a worker")).result(timeout=10))
+        except BaseException as exc:  # noqa: BLE001 - the test says which one it was
+            results.append(repr(exc))
+
+    with mt.joined_threads(timeout=20) as scope:
+        scope.start(worker)
+    assert results == ["from a worker"]
+
+
+def test_closing_the_main_loop_cancels_its_coroutines_first():
+    """close() on the main loop does what asyncio.run does before closing: cancels the coroutines
+    and lets their ``finally`` blocks run; their Futures are cancelled. Inside a coroutine it
+    raises, as on any running loop."""
+    events = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0)  # the loop still runs its finally blocks
+            events.append("finally ran")
+
+    async def closes_its_own_loop():
+        asyncio.get_running_loop().close()
+
+    with pytest.raises(RuntimeError, match="running"):
+        mt.run_async(closes_its_own_loop()).result(timeout=5)
+    future = mt.run_async(long())
+    mt.pump()
+    mt.main_loop().close()
+    assert events == ["finally ran"]
+    assert future.done()
+    with pytest.raises(CancelledError):
+        future.result(0)
+
+
 def test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer(monkeypatch):
     future = mt.run_async(asyncio.sleep(0.05, result="done"))
     monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
