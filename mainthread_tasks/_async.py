@@ -16,6 +16,45 @@ loop; unlike blender-cloud's modal operator it never spins, survives File > New 
 persistent), and runs under ``--background`` and in the ``bpy`` module too.
 """
 
+# asyncio internals this module still relies on (issue 18's registry of private internals).
+# Checked on CPython 3.11.7 (pyenv; Debian's 3.11 in Blender 3.4.1 and the bpy 4.2-5.0 wheels run
+# 3.11 too), 3.13.0 (pyenv) and 3.14 (Debian sid's, which Blender 5.2 LTS runs): the lines of
+# BaseEventLoop._run_once quoted below are the same in all three.
+#
+# 1. ``loop._ready``: BaseEventLoop's deque of ready handles. MainLoop replaces it with a
+#    _ReadyQueue (a deque subclass) and reads its length.
+#    - Why: ``_run_once`` runs ``ntodo = len(self._ready)`` callbacks with ``popleft()``, all of
+#      them however long they take. Handing them out one by one is the only place an iteration can
+#      end at the UI pass's deadline (the tick budget). ``bool(loop._ready)`` also says "work now"
+#      (``due() == 0.0``, ``busy()``): ``call_soon`` from a coroutine or a done-callback leaves no
+#      other trace.
+#    - Public fallback: step whole iterations with ``loop.stop(); loop.run_forever()`` (that alone
+#      is public: a stop() before run_forever() runs one iteration without waiting), and
+#      for "work now" step once more after any iteration that ran something. A UI pass then
+#      overruns its budget by up to one whole iteration (100 ready coroutines: all their steps).
+#    - Checked by: test_a_poll_with_a_deadline_ends_the_loop_iteration_at_it_and_keeps_the_order,
+#      test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer.
+# 2. ``handle._cancelled``: ``_run_once`` checks ``if handle._cancelled: continue`` on each handle
+#    it pops. _KEPT_BACK, handed out for a callback kept back, sets it so the loop skips it.
+#    - Why, fallback, checks: those of 1 (this is how 1 keeps a callback back).
+# 3. Behaviour, no name: within one ``_run_once`` the selector is polled, then the I/O callbacks
+#    and the due timers are queued, then the ready ones run; and ``add_reader``/``add_writer``
+#    make one handle per fd, queued again each iteration the fd is ready.
+#    - Why: _ReadyQueue skips a kept-back I/O handle's second copy by identity.
+#    - Public fallback: that of 1.
+#    - Checked by: test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_again.
+# 4. ``loop._scheduled``: BaseEventLoop's heap of TimerHandles, read for the time of the next one.
+#    - Why: the host sleeps exactly until the loop's next timer (no busy polling, no late wake-up).
+#    - Public fallback: override the public ``call_at`` (call_later, asyncio.sleep and
+#      asyncio.timeout all call it) and keep the handles in a heap of one's own.
+#    - Checked by: test_sleeping_coroutines_do_not_busy_poll.
+#
+# Replaced by public API (each was used here before issue 18):
+# ``loop._selector`` (the fd to sleep on: the selector is made here and passed to
+# SelectorEventLoop), overriding ``_process_events`` (to drop a kept-back I/O callback: see 3),
+# ``asyncio._get_running_loop()`` (asyncio.get_running_loop()) and ``task._log_destroy_pending``
+# (the loop's exception handler, set with set_exception_handler).
+
 from __future__ import annotations
 
 import asyncio
@@ -23,19 +62,17 @@ import collections
 import inspect
 import logging
 import select
+import selectors
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from . import _scheduler
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
 from ._threadinfo import is_main_thread
-
-if TYPE_CHECKING:
-    from selectors import SelectorKey
 
 __all__ = ("AsyncFuture", "main_loop", "run_async")
 
@@ -69,18 +106,23 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
     callback as long as the one before it would end past ``deadline`` -- the queue's own rule --
     ``popleft`` hands out a stand-in that the loop skips, and keeps the callback back:
     ``restore()``, after the iteration, puts what it kept back at the front again, in order, for
-    the next iteration. An I/O callback is dropped instead of kept: the selector reports its fd
-    again while it is ready (level-triggered), and it must not run twice. The first callback of a
-    poll always runs: the loop always moves. Without a deadline it behaves like a deque.
+    the next iteration. The first callback of a poll always runs: the loop always moves. Without
+    a deadline it behaves like a deque.
+
+    An I/O callback kept back is one of the handles that ``add_reader``/``add_writer`` made: the
+    loop queues that same object every iteration its fd is ready (the selector is level-triggered),
+    so the next iteration may queue it again behind its restored copy. It must not run twice:
+    ``popleft`` skips a handle that it finds again behind the restored ones.
     """
 
-    __slots__ = ("deadline", "io", "kept", "cut", "ran", "last")
+    __slots__ = ("deadline", "kept", "restored", "again", "cut", "ran", "last")
 
     def __init__(self) -> None:
         super().__init__()
         self.deadline: float | None = None
-        self.io: set[int] = set()  # id() of the I/O callbacks added by the current iteration
         self.kept: list[asyncio.Handle] = []
+        self.restored = 0  # how many callbacks at the front were put back by restore()
+        self.again: set[int] = set()  # their id()s, to skip a second copy in the same iteration
         self.cut = False  # the current poll has reached its deadline
         self.ran = 0  # callbacks handed out in the current poll
         self.last = 0.0  # perf_counter() when the latest one was handed out
@@ -88,13 +130,16 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
     # The loop takes what it gets for a handle: _KEPT_BACK passes for a cancelled one.
     def popleft(self) -> asyncio.Handle | _KeptBack:  # type: ignore[override]
         handle = super().popleft()
+        if self.restored:
+            self.restored -= 1
+        elif self.again and id(handle) in self.again:
+            return _KEPT_BACK  # queued again by the selector behind its restored copy
         deadline = self.deadline
         if deadline is not None:
             now = perf_counter()
             if self.cut or (self.ran and now + (now - self.last) > deadline):
                 self.cut = True
-                if id(handle) not in self.io:
-                    self.kept.append(handle)
+                self.kept.append(handle)
                 return _KEPT_BACK
             self.last = now
         self.ran += 1
@@ -105,10 +150,14 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
 
     def restore(self) -> None:
         """After an iteration: the callbacks kept back go to the front again, in their order."""
-        if self.kept:
-            self.extendleft(reversed(self.kept))
-            self.kept.clear()
-        self.io.clear()
+        kept = self.kept
+        self.restored = len(kept)
+        if kept:
+            self.again = {id(handle) for handle in kept}
+            self.extendleft(reversed(kept))
+            kept.clear()
+        elif self.again:
+            self.again = set()
 
     def finish(self) -> int:
         """After the poll: how many callbacks ran; the queue behaves like a deque again."""
@@ -124,42 +173,52 @@ class MainLoop(asyncio.SelectorEventLoop):
     yourself while mainthread_tasks steps it.
     """
 
-    # The private state of BaseEventLoop read here (_ready, _scheduled, _process_events) has kept
-    # its name and meaning since asyncio began; using it is what lets the host wait exactly as long
-    # as the loop would, and end an iteration within the UI's tick budget.
+    # The attributes added here start with _mt_: never a name of asyncio's own (see the top).
 
-    def __init__(self, owner: _LoopSource | None = None) -> None:
-        super().__init__()
-        self._ready: _ReadyQueue = _ReadyQueue()
-        self._owner = owner
+    def __init__(self, owner: _LoopSource | None = None, selector: selectors.BaseSelector | None = None) -> None:
+        super().__init__(selector)
+        self._ready: _ReadyQueue = _ReadyQueue()  # private: see the top of the module
+        self._mt_owner = owner
+        self.set_exception_handler(_quiet_about_given_up_tasks)
 
     def close(self) -> None:
         """Close the loop. The main loop first cancels its coroutines and lets their ``finally``
         blocks run, as ``asyncio.run`` does before it closes one (their Futures are cancelled),
         and stops being stepped; the next ``run_async()``/``main_loop()`` makes a new loop. Main
         thread, outside the loop (a running loop raises RuntimeError, as any loop does)."""
-        owner = self._owner
+        owner = self._mt_owner
         if owner is None or self.is_running() or self.is_closed():
             super().close()
             return
-        self._owner = None
+        self._mt_owner = None
         owner.wind_down(_CLOSED_BY_ITS_USER)
         super().close()
         owner.closed()
 
-    def _process_events(self, event_list: list[tuple[SelectorKey, int]]) -> None:
-        ready = self._ready
-        before = len(ready)
-        super()._process_events(event_list)  # type: ignore[misc]
-        if ready.deadline is not None and len(ready) > before:  # note the I/O callbacks (see _ReadyQueue)
-            ready.io.update(id(ready[i]) for i in range(before, len(ready)))
-
-    def _due(self) -> float | None:
+    def _mt_due(self) -> float | None:
+        """Seconds until the loop has work without I/O (0.0: now), or None."""
         if self._ready:
             return 0.0
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]  # private: see the top
         if scheduled:
             return max(0.0, scheduled[0].when() - self.time())
+        return None
+
+
+def _quiet_about_given_up_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The main loop's exception handler: asyncio's own, less its "Task was destroyed but it is
+    pending!" for a task that a stop gave up on and named in its warning (see wind_down)."""
+    task = context.get("task")
+    if loop.is_closed() and isinstance(task, asyncio.Task) and not task.done():
+        return
+    loop.default_exception_handler(context)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop running in this thread, if any (asyncio.get_running_loop without the error)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
         return None
 
 
@@ -188,12 +247,12 @@ class _LoopSource:
     """The loop as a scheduler source (the interface is in ``_scheduler``)."""
 
     def __init__(self) -> None:
-        self.loop = MainLoop(self)
+        selector = selectors.DefaultSelector()
+        self.loop = MainLoop(self, selector)
         # futures whose coroutine has no task yet
         self.starting: dict[AsyncFuture[Any], Coroutine[Any, Any, Any]] = {}
         self.tasks: dict[asyncio.Task[Any], AsyncFuture[Any]] = {}  # main thread only
         self.stopping: str | None = None
-        selector = self.loop._selector  # type: ignore[attr-defined]
         try:
             self._fds: list[int] = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
         except (AttributeError, NotImplementedError, ValueError):  # select()-based: not waitable
@@ -218,7 +277,7 @@ class _LoopSource:
             return None
         if self.stopping is not None:  # a stop left for the main thread to finish (see stop)
             return None if loop.is_running() else 0.0
-        due = loop._due()
+        due = loop._mt_due()
         if due == 0.0 or self._io_ready():
             return 0.0
         if not self._fds and self.tasks:
@@ -234,17 +293,19 @@ class _LoopSource:
         before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run.
         Finishes a stop that was asked for inside the loop's step (see ``stop``)."""
         loop = self.loop
-        if loop.is_running() or loop.is_closed() or asyncio._get_running_loop() is not None:
-            return 0  # a coroutine (or another loop) is on this very stack: it cannot be stepped here
+        if loop.is_running() or loop.is_closed() or self.due() != 0.0 or _running_loop() is not None:
+            return 0  # nothing to do, or a coroutine (of this loop or another) is on this very stack
         if self.stopping is not None:  # a stop left for the main thread (see stop)
             loop.close()
             return 0
         ready = loop._ready
         ready.start(deadline)
         try:
-            while self.due() == 0.0:
+            while True:
                 self._step()
                 if self.stopping is not None or deadline is None or ready.cut or perf_counter() >= deadline:
+                    break
+                if self.due() != 0.0:
                     break
         finally:
             ran = ready.finish()
@@ -301,12 +362,12 @@ class _LoopSource:
             task.cancel()
         deadline = perf_counter() + STOP_GRACE_SECONDS
         while asyncio.all_tasks(loop) and perf_counter() < deadline:
-            if loop._due() is None and not self._io_ready():
+            if loop._mt_due() is None and not self._io_ready():
                 break  # cancelled coroutines that wait on nothing that can wake them
             self._step()
         for task in asyncio.all_tasks(loop):  # refused to stop: say so, and keep asyncio quiet at exit
+            # (asyncio's "Task was destroyed but it is pending!" for it: see _quiet_about_given_up_tasks)
             logger.warning("mainthread_tasks: coroutine %s did not finish after being cancelled", task.get_name())
-            task._log_destroy_pending = False  # type: ignore[attr-defined]
             future = self.tasks.pop(task, None)
             if future is not None:
                 self._fail(future)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -343,6 +344,44 @@ def test_closing_the_main_loop_cancels_its_coroutines_first():
         future.result(0)
 
 
+def test_a_coroutine_that_refuses_to_stop_is_named_once_and_its_waiters_released(caplog):
+    async def stubborn():
+        while True:
+            try:
+                await asyncio.get_running_loop().create_future()  # nothing will ever wake it
+            except asyncio.CancelledError:
+                pass
+
+    future = mt.run_async(stubborn())
+    mt.pump()
+    task = next(iter(_async._source.tasks)).get_name()
+    with caplog.at_level(logging.WARNING):
+        _scheduler._stop_sources("stopped by the test")
+        assert isinstance(future.exception(0), mt.SchedulerStopped)
+        del future  # (its done-callback holds the task)
+        gc.collect()  # the given-up task is garbage now: asyncio would log it as destroyed pending
+    assert f"coroutine {task} did not finish after being cancelled" in caplog.text
+    assert "destroyed but it is pending" not in caplog.text
+
+
+def test_a_timeout_wakes_the_main_thread_when_due():
+    """The host sleeps until the loop's next timer, whoever made it (here wait_for's timeout)."""
+
+    async def times_out():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.get_running_loop().create_future(), 0.2)
+        return "timed out"
+
+    future = mt.run_async(times_out())
+    started = time.monotonic()
+    pumps = 0
+    while not future.done():
+        mt.pump(5)
+        pumps += 1
+    # 6 iterations of the loop (start, wait, time out, cancel, finish): a pump each, no busy polling
+    assert future.result() == "timed out" and time.monotonic() - started < 2 and pumps <= 8, pumps
+
+
 def test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer(monkeypatch):
     future = mt.run_async(asyncio.sleep(0.05, result="done"))
     monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
@@ -403,7 +442,7 @@ def test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_a
     loop = mt.main_loop()
     reader, writer = socket.socketpair()
     reader.setblocking(False)
-    reads, spurious = [], []
+    reads, spurious, busy = [], [], []
 
     def on_readable():
         try:
@@ -413,12 +452,12 @@ def test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_a
 
     try:
         for _ in range(20):
-            loop.call_soon(_busy, 0.001)
+            loop.call_soon(lambda: (busy.append(1), _busy(0.001)))
         loop.add_reader(reader, on_readable)
         writer.send(b"x")
         source = _async._source
         source.poll(time.perf_counter() + 0.003)  # cut among the busy callbacks, before the reader's
-        assert not reads and len(loop._ready) < 20
+        assert not reads and 1 <= len(busy) < 20
         while source.due() == 0.0:
             source.poll()
         assert reads == [b"x"] and not spurious
