@@ -43,13 +43,10 @@ persistent), and runs under ``--background`` and in the ``bpy`` module too.
 #    - Why: _ReadyQueue skips a kept-back I/O handle's second copy by identity.
 #    - Public fallback: that of 1.
 #    - Checked by: test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_again.
-# 4. ``loop._scheduled``: BaseEventLoop's heap of TimerHandles, read for the time of the next one.
-#    - Why: the host sleeps exactly until the loop's next timer (no busy polling, no late wake-up).
-#    - Public fallback: override the public ``call_at`` (call_later, asyncio.sleep and
-#      asyncio.timeout all call it) and keep the handles in a heap of one's own.
-#    - Checked by: test_sleeping_coroutines_do_not_busy_poll.
 #
-# Replaced by public API (each was used here before issue 18):
+# Replaced by public API (each was used here before issue 18): ``loop._scheduled`` (the time of
+# the next timer: MainLoop.call_at keeps the handles, read with TimerHandle.when()/cancelled(); a
+# timer costs about 0.8 µs more, an asyncio.sleep() about 4 %),
 # ``loop._selector`` (the fd to sleep on: the selector is made here and passed to
 # SelectorEventLoop), overriding ``_process_events`` (to drop a kept-back I/O callback: see 3),
 # ``asyncio._get_running_loop()`` (asyncio.get_running_loop()) and ``task._log_destroy_pending``
@@ -59,7 +56,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import inspect
+import itertools
 import logging
 import select
 import selectors
@@ -67,12 +66,20 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scheduler
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
 from ._threadinfo import is_main_thread
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextvars import Context
+
+    from typing_extensions import TypeVarTuple, Unpack  # typing has them from Python 3.11 (Blender 3.4: 3.10)
+
+    _Ts = TypeVarTuple("_Ts")
 
 __all__ = ("AsyncFuture", "main_loop", "run_async")
 
@@ -165,6 +172,45 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
         return self.ran
 
 
+class _Timers(list[tuple[float, int, asyncio.TimerHandle]]):
+    """The loop's timers, a heap of ``(when, order, handle)`` that ``MainLoop.call_at`` adds to:
+    the host sleeps until the next one.
+
+    asyncio keeps its own heap (``loop._scheduled``); this one holds the same handles, so that the
+    time to the next timer is read through their public ``when()``/``cancelled()``. Main thread
+    (``call_at`` is not thread-safe in asyncio either). A list, for heapq's C calls; ``order``
+    breaks ties, so that handles are never compared (their ``==`` compares the callbacks' args).
+    """
+
+    __slots__ = ("purge_at", "order")
+
+    _PURGE_MIN = 100
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.purge_at = self._PURGE_MIN  # more entries: drop the cancelled ones (amortized O(1))
+        self.order = itertools.count()
+
+    def purge(self) -> None:
+        """Drop the cancelled timers, which would otherwise stay until due (long timeouts)."""
+        self[:] = [entry for entry in self if not entry[2].cancelled()]
+        heapq.heapify(self)
+        self.purge_at = max(self._PURGE_MIN, 2 * len(self))
+
+    def next_when(self) -> float | None:
+        while self:
+            when, _order, timer = self[0]
+            if not timer.cancelled():
+                return when
+            heapq.heappop(self)
+        return None
+
+    def drop_due(self, before: float) -> None:
+        """After an iteration that started at loop time ``before``: it took every timer due by then."""
+        while self and self[0][0] < before:
+            heapq.heappop(self)
+
+
 class MainLoop(asyncio.SelectorEventLoop):
     """The main thread's event loop (``main_loop()``); stepped by mainthread_tasks, never run by it.
 
@@ -179,7 +225,23 @@ class MainLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._ready: _ReadyQueue = _ReadyQueue()  # private: see the top of the module
         self._mt_owner = owner
+        self._mt_timers = _Timers()
         self.set_exception_handler(_quiet_about_given_up_tasks)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
+        # Every timer goes through here: call_later, asyncio.sleep and asyncio.timeout call it.
+        timer = super().call_at(when, callback, *args, context=context)
+        timers = self._mt_timers
+        heapq.heappush(timers, (timer.when(), next(timers.order), timer))
+        if len(timers) > timers.purge_at:
+            timers.purge()
+        return timer
 
     def close(self) -> None:
         """Close the loop. The main loop first cancels its coroutines and lets their ``finally``
@@ -199,10 +261,16 @@ class MainLoop(asyncio.SelectorEventLoop):
         """Seconds until the loop has work without I/O (0.0: now), or None."""
         if self._ready:
             return 0.0
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]  # private: see the top
-        if scheduled:
-            return max(0.0, scheduled[0].when() - self.time())
-        return None
+        timers = self._mt_timers
+        if not timers:
+            return None
+        when, _order, timer = timers[0]
+        if timer.cancelled():
+            next_when = timers.next_when()
+            if next_when is None:
+                return None
+            when = next_when
+        return max(0.0, when - self.time())
 
 
 def _quiet_about_given_up_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -316,9 +384,13 @@ class _LoopSource:
     def _step(self) -> None:
         loop = self.loop
         started = perf_counter()
+        timers = loop._mt_timers
+        before = loop.time() if timers else 0.0
         try:
             loop.stop()  # run_forever then runs exactly one iteration, without waiting (timeout 0)
             loop.run_forever()
+            if timers and timers[0][0] < before:
+                timers.drop_due(before)
         finally:
             loop._ready.restore()
         elapsed = perf_counter() - started

@@ -364,8 +364,9 @@ def test_a_coroutine_that_refuses_to_stop_is_named_once_and_its_waiters_released
     assert "destroyed but it is pending" not in caplog.text
 
 
-def test_a_timeout_wakes_the_main_thread_when_due():
-    """The host sleeps until the loop's next timer, whoever made it (here wait_for's timeout)."""
+def test_timers_wake_the_main_thread_and_cancelled_ones_do_not_pile_up():
+    """The host sleeps until the loop's next timer, whoever made it (call_later, wait_for's timeout),
+    and a timeout cancelled long before it is due is not kept until then."""
 
     async def times_out():
         with pytest.raises(asyncio.TimeoutError):
@@ -380,6 +381,23 @@ def test_a_timeout_wakes_the_main_thread_when_due():
         pumps += 1
     # 6 iterations of the loop (start, wait, time out, cancel, finish): a pump each, no busy polling
     assert future.result() == "timed out" and time.monotonic() - started < 2 and pumps <= 8, pumps
+    loop = mt.main_loop()
+    for _ in range(10_000):
+        loop.call_later(3600, print).cancel()
+    assert len(loop._mt_timers) <= 300
+    assert _async._source.due() is None  # every one cancelled: nothing to wait for
+
+    class Uncomparable:  # like a numpy array: == does not give a bool
+        def __eq__(self, other):
+            raise TypeError("compared")
+
+        __hash__ = object.__hash__
+
+    when = loop.time() + 60
+    timers = [loop.call_at(when, print, Uncomparable()) for _ in range(3)]  # ties: never compared
+    assert 59 < _async._source.due() <= 60
+    for timer in timers:
+        timer.cancel()
 
 
 def test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer(monkeypatch):
