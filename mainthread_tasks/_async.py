@@ -16,41 +16,9 @@ loop; unlike blender-cloud's modal operator it never spins, survives File > New 
 persistent), and runs under ``--background`` and in the ``bpy`` module too.
 """
 
-# asyncio internals this module still relies on (issue 18's registry of private internals).
-# Checked on CPython 3.11.7 (pyenv; Debian's 3.11 in Blender 3.4.1 and the bpy 4.2-5.0 wheels run
-# 3.11 too), 3.13.0 (pyenv) and 3.14 (Debian sid's, which Blender 5.2 LTS runs): the lines of
-# BaseEventLoop._run_once quoted below are the same in all three.
-#
-# 1. ``loop._ready``: BaseEventLoop's deque of ready handles. MainLoop replaces it with a
-#    _ReadyQueue (a deque subclass) and reads its length.
-#    - Why: ``_run_once`` runs ``ntodo = len(self._ready)`` callbacks with ``popleft()``, all of
-#      them however long they take. Handing them out one by one is the only place an iteration can
-#      end at the UI pass's deadline (the tick budget). ``bool(loop._ready)`` also says "work now"
-#      (``due() == 0.0``, ``busy()``): ``call_soon`` from a coroutine or a done-callback leaves no
-#      other trace.
-#    - Public fallback: step whole iterations with ``loop.stop(); loop.run_forever()`` (that alone
-#      is public: a stop() before run_forever() runs one iteration without waiting), and
-#      for "work now" step once more after any iteration that ran something. A UI pass then
-#      overruns its budget by up to one whole iteration (100 ready coroutines: all their steps).
-#    - Checked by: test_a_poll_with_a_deadline_ends_the_loop_iteration_at_it_and_keeps_the_order,
-#      test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer.
-# 2. ``handle._cancelled``: ``_run_once`` checks ``if handle._cancelled: continue`` on each handle
-#    it pops. _KEPT_BACK, handed out for a callback kept back, sets it so the loop skips it.
-#    - Why, fallback, checks: those of 1 (this is how 1 keeps a callback back).
-# 3. Behaviour, no name: within one ``_run_once`` the selector is polled, then the I/O callbacks
-#    and the due timers are queued, then the ready ones run; and ``add_reader``/``add_writer``
-#    make one handle per fd, queued again each iteration the fd is ready.
-#    - Why: _ReadyQueue skips a kept-back I/O handle's second copy by identity.
-#    - Public fallback: that of 1.
-#    - Checked by: test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_again.
-#
-# Replaced by public API (each was used here before issue 18): ``loop._scheduled`` (the time of
-# the next timer: MainLoop.call_at keeps the handles, read with TimerHandle.when()/cancelled(); a
-# timer costs about 0.8 µs more, an asyncio.sleep() about 4 %),
-# ``loop._selector`` (the fd to sleep on: the selector is made here and passed to
-# SelectorEventLoop), overriding ``_process_events`` (to drop a kept-back I/O callback: see 3),
-# ``asyncio._get_running_loop()`` (asyncio.get_running_loop()) and ``task._log_destroy_pending``
-# (the loop's exception handler, set with set_exception_handler).
+# The asyncio internals this module relies on -- ``loop._ready``, ``handle._cancelled`` and the
+# order of steps in ``BaseEventLoop._run_once`` -- are listed, with why, the public fallback and the
+# versions checked, in ``_internals`` (checked in every tier by tests/test_internals.py).
 
 from __future__ import annotations
 
