@@ -263,6 +263,10 @@ import os, signal, sys, threading, time
 import mainthread_tasks as mt
 
 native = signal.getsignal(signal.SIGINT) is None  # the Blender binary handles SIGINT in C
+try:  # run_forever looks for bpy: imported now, as a SIGINT during the bpy wheel's import crashes it
+    import bpy
+except ImportError:
+    pass
 threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
 mt.run_forever()
 print("RUN_FOREVER STOPPED BY SIGINT", flush=True)
