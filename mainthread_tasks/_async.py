@@ -33,7 +33,7 @@ import selectors
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scheduler
@@ -55,6 +55,9 @@ logger = logging.getLogger("mainthread_tasks")
 
 #: How long stop() lets cancelled coroutines run their ``finally`` blocks before closing the loop.
 STOP_GRACE_SECONDS = 1.0
+# Where the selector has no fd the main thread can sleep on (Windows), how often the loop is
+# stepped to poll its sockets while coroutines run: the longest an I/O event waits there.
+IO_POLL_SECONDS = 0.01
 
 # _LoopSource.stopping when the loop's user closed it (main_loop().close()): its Futures are cancelled.
 _CLOSED_BY_ITS_USER = "the main loop was closed"
@@ -293,6 +296,9 @@ class _LoopSource:
             self._fds: list[int] = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
         except (AttributeError, NotImplementedError, ValueError):  # select()-based: not waitable
             self._fds = []
+        # With no fd to sleep on (Windows' select()-based selector), the loop's I/O is polled by
+        # stepping the loop: every IO_POLL_SECONDS while coroutines run, never in a busy loop.
+        self._next_io_poll = 0.0  # time.monotonic()
         self._ready_check = None
         if self._fds and hasattr(select, "poll"):
             self._ready_check = select.poll()
@@ -316,8 +322,9 @@ class _LoopSource:
         due = loop._mt_due()
         if due == 0.0 or self._io_ready():
             return 0.0
-        if not self._fds and self.tasks:
-            return 0.01 if due is None else min(due, 0.01)  # no waitable selector: poll its I/O
+        if not self._fds and self.tasks:  # no fd to sleep on: step again to poll the I/O (see __init__)
+            io_poll = max(0.0, self._next_io_poll - monotonic())
+            return io_poll if due is None else min(due, io_poll)
         return due
 
     def busy(self) -> bool:
@@ -361,6 +368,8 @@ class _LoopSource:
                 timers.drop_due(before)
         finally:
             loop._ready.restore()
+            if not self._fds:
+                self._next_io_poll = monotonic() + IO_POLL_SECONDS
         elapsed = perf_counter() - started
         if elapsed >= _scheduler.slow_task_seconds:
             logger.warning(

@@ -127,6 +127,44 @@ def test_streams_on_loopback():
     assert _drive(mt.run_async(serve_and_ask())) == b"HELLO\n"
 
 
+def test_streams_with_a_selector_that_has_no_fd_to_sleep_on(monkeypatch):
+    """Windows' selector (select()-based) has no fd that turns readable: the main thread cannot
+    sleep on it, so the loop is stepped on a short timer while coroutines run, never busily.
+    Forced here with SelectSelector, which is what Windows gets."""
+    import selectors
+
+    _scheduler._stop_sources("a fresh loop with another selector")
+    monkeypatch.setattr(selectors, "DefaultSelector", selectors.SelectSelector)
+    steps = []
+
+    async def serve_and_ask_later():
+        async def echo(reader, writer):
+            await asyncio.sleep(0.3)  # nothing to do meanwhile but wait for the socket
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"hello\n")
+        answer = await reader.readline()
+        writer.close()
+        server.close()
+        return answer
+
+    future = mt.run_async(serve_and_ask_later())
+    source = _async._source
+    assert source is not None and source.fds() == []
+    original_step = source._step
+    monkeypatch.setattr(source, "_step", lambda: steps.append(time.monotonic()) or original_step())
+    started = time.monotonic()
+    assert _drive(future, timeout=10) == b"HELLO\n"
+    took = time.monotonic() - started
+    assert took < 2, "the loop's I/O was not polled"
+    # A step every IO_POLL_SECONDS while the coroutines wait (a busy loop would make thousands).
+    assert len(steps) < 1.5 * took / _async.IO_POLL_SECONDS + 20, f"{len(steps)} loop steps in {took:.2f} s"
+
+
 def test_run_in_executor_works_when_asked_for():
     async def offload():
         loop = asyncio.get_running_loop()
