@@ -541,6 +541,7 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
         hint = " (call it: pass work(), not work)" if inspect.iscoroutinefunction(coro) else ""
         raise TypeError(f"run_async() needs a coroutine object, got {type(coro).__name__}{hint}")
     future: AsyncFuture[_T] = AsyncFuture()
+    future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
     while True:
         try:
             source = _loop_source()
