@@ -16,17 +16,24 @@ loop; unlike blender-cloud's modal operator it never spins, survives File > New 
 persistent), and runs under ``--background`` and in the ``bpy`` module too.
 """
 
+# The asyncio internals this module relies on -- ``loop._ready``, ``handle._cancelled`` and the
+# order of steps in ``BaseEventLoop._run_once`` -- are listed, with why, the public fallback and the
+# versions checked, in ``_internals`` (checked in every tier by tests/test_internals.py).
+
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import inspect
+import itertools
 import logging
 import select
+import selectors
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import CancelledError, Future
-from time import perf_counter
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scheduler
@@ -35,7 +42,12 @@ from ._future import MainThreadFuture
 from ._threadinfo import is_main_thread
 
 if TYPE_CHECKING:
-    from selectors import SelectorKey
+    from collections.abc import Callable
+    from contextvars import Context
+
+    from typing_extensions import TypeVarTuple, Unpack  # typing has them from Python 3.11 (Blender 3.4: 3.10)
+
+    _Ts = TypeVarTuple("_Ts")
 
 __all__ = ("AsyncFuture", "main_loop", "run_async")
 
@@ -43,6 +55,12 @@ logger = logging.getLogger("mainthread_tasks")
 
 #: How long stop() lets cancelled coroutines run their ``finally`` blocks before closing the loop.
 STOP_GRACE_SECONDS = 1.0
+# Where the selector has no fd the main thread can sleep on (Windows), how often the loop is
+# stepped to poll its sockets while coroutines run: the longest an I/O event waits there.
+IO_POLL_SECONDS = 0.01
+
+# _LoopSource.stopping when the loop's user closed it (main_loop().close()): its Futures are cancelled.
+_CLOSED_BY_ITS_USER = "the main loop was closed"
 
 _T = TypeVar("_T")
 
@@ -66,18 +84,23 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
     callback as long as the one before it would end past ``deadline`` -- the queue's own rule --
     ``popleft`` hands out a stand-in that the loop skips, and keeps the callback back:
     ``restore()``, after the iteration, puts what it kept back at the front again, in order, for
-    the next iteration. An I/O callback is dropped instead of kept: the selector reports its fd
-    again while it is ready (level-triggered), and it must not run twice. The first callback of a
-    poll always runs: the loop always moves. Without a deadline it behaves like a deque.
+    the next iteration. The first callback of a poll always runs: the loop always moves. Without
+    a deadline it behaves like a deque.
+
+    An I/O callback kept back is one of the handles that ``add_reader``/``add_writer`` made: the
+    loop queues that same object every iteration its fd is ready (the selector is level-triggered),
+    so the next iteration may queue it again behind its restored copy. It must not run twice:
+    ``popleft`` skips a handle that it finds again behind the restored ones.
     """
 
-    __slots__ = ("deadline", "io", "kept", "cut", "ran", "last")
+    __slots__ = ("deadline", "kept", "restored", "again", "cut", "ran", "last")
 
     def __init__(self) -> None:
         super().__init__()
         self.deadline: float | None = None
-        self.io: set[int] = set()  # id() of the I/O callbacks added by the current iteration
         self.kept: list[asyncio.Handle] = []
+        self.restored = 0  # how many callbacks at the front were put back by restore()
+        self.again: set[int] = set()  # their id()s, to skip a second copy in the same iteration
         self.cut = False  # the current poll has reached its deadline
         self.ran = 0  # callbacks handed out in the current poll
         self.last = 0.0  # perf_counter() when the latest one was handed out
@@ -85,13 +108,16 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
     # The loop takes what it gets for a handle: _KEPT_BACK passes for a cancelled one.
     def popleft(self) -> asyncio.Handle | _KeptBack:  # type: ignore[override]
         handle = super().popleft()
+        if self.restored:
+            self.restored -= 1
+        elif self.again and id(handle) in self.again:
+            return _KEPT_BACK  # queued again by the selector behind its restored copy
         deadline = self.deadline
         if deadline is not None:
             now = perf_counter()
             if self.cut or (self.ran and now + (now - self.last) > deadline):
                 self.cut = True
-                if id(handle) not in self.io:
-                    self.kept.append(handle)
+                self.kept.append(handle)
                 return _KEPT_BACK
             self.last = now
         self.ran += 1
@@ -102,15 +128,58 @@ class _ReadyQueue(collections.deque[asyncio.Handle]):
 
     def restore(self) -> None:
         """After an iteration: the callbacks kept back go to the front again, in their order."""
-        if self.kept:
-            self.extendleft(reversed(self.kept))
-            self.kept.clear()
-        self.io.clear()
+        kept = self.kept
+        self.restored = len(kept)
+        if kept:
+            self.again = {id(handle) for handle in kept}
+            self.extendleft(reversed(kept))
+            kept.clear()
+        elif self.again:
+            self.again = set()
 
     def finish(self) -> int:
         """After the poll: how many callbacks ran; the queue behaves like a deque again."""
         self.deadline = None
         return self.ran
+
+
+class _Timers(list[tuple[float, int, asyncio.TimerHandle]]):
+    """The loop's timers, a heap of ``(when, order, handle)`` that ``MainLoop.call_at`` adds to:
+    the host sleeps until the next one.
+
+    asyncio keeps its own heap (``loop._scheduled``); this one holds the same handles, so that the
+    time to the next timer is read through their public ``when()``/``cancelled()``. Main thread
+    (``call_at`` is not thread-safe in asyncio either). A list, for heapq's C calls; ``order``
+    breaks ties, so that handles are never compared (their ``==`` compares the callbacks' args).
+    """
+
+    __slots__ = ("purge_at", "order")
+
+    _PURGE_MIN = 100
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.purge_at = self._PURGE_MIN  # more entries: drop the cancelled ones (amortized O(1))
+        self.order = itertools.count()
+
+    def purge(self) -> None:
+        """Drop the cancelled timers, which would otherwise stay until due (long timeouts)."""
+        self[:] = [entry for entry in self if not entry[2].cancelled()]
+        heapq.heapify(self)
+        self.purge_at = max(self._PURGE_MIN, 2 * len(self))
+
+    def next_when(self) -> float | None:
+        while self:
+            when, _order, timer = self[0]
+            if not timer.cancelled():
+                return when
+            heapq.heappop(self)
+        return None
+
+    def drop_due(self, before: float) -> None:
+        """After an iteration that started at loop time ``before``: it took every timer due by then."""
+        while self and self[0][0] < before:
+            heapq.heappop(self)
 
 
 class MainLoop(asyncio.SelectorEventLoop):
@@ -121,27 +190,74 @@ class MainLoop(asyncio.SelectorEventLoop):
     yourself while mainthread_tasks steps it.
     """
 
-    # The private state of BaseEventLoop read here (_ready, _scheduled, _process_events) has kept
-    # its name and meaning since asyncio began; using it is what lets the host wait exactly as long
-    # as the loop would, and end an iteration within the UI's tick budget.
+    # The attributes added here start with _mt_: never a name of asyncio's own (see the top).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._ready: _ReadyQueue = _ReadyQueue()
+    def __init__(self, owner: _LoopSource | None = None, selector: selectors.BaseSelector | None = None) -> None:
+        super().__init__(selector)
+        self._ready: _ReadyQueue = _ReadyQueue()  # private: see the top of the module
+        self._mt_owner = owner
+        self._mt_timers = _Timers()
+        self.set_exception_handler(_quiet_about_given_up_tasks)
 
-    def _process_events(self, event_list: list[tuple[SelectorKey, int]]) -> None:
-        ready = self._ready
-        before = len(ready)
-        super()._process_events(event_list)  # type: ignore[misc]
-        if ready.deadline is not None and len(ready) > before:  # note the I/O callbacks (see _ReadyQueue)
-            ready.io.update(id(ready[i]) for i in range(before, len(ready)))
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
+        # Every timer goes through here: call_later, asyncio.sleep and asyncio.timeout call it.
+        timer = super().call_at(when, callback, *args, context=context)
+        timers = self._mt_timers
+        heapq.heappush(timers, (timer.when(), next(timers.order), timer))
+        if len(timers) > timers.purge_at:
+            timers.purge()
+        return timer
 
-    def _due(self) -> float | None:
+    def close(self) -> None:
+        """Close the loop. The main loop first cancels its coroutines and lets their ``finally``
+        blocks run, as ``asyncio.run`` does before it closes one (their Futures are cancelled),
+        and stops being stepped; the next ``run_async()``/``main_loop()`` makes a new loop. Main
+        thread, outside the loop (a running loop raises RuntimeError, as any loop does)."""
+        owner = self._mt_owner
+        if owner is None or self.is_running() or self.is_closed():
+            super().close()
+            return
+        self._mt_owner = None
+        owner.wind_down(_CLOSED_BY_ITS_USER)
+        super().close()
+        owner.closed()
+
+    def _mt_due(self) -> float | None:
+        """Seconds until the loop has work without I/O (0.0: now), or None."""
         if self._ready:
             return 0.0
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-        if scheduled:
-            return max(0.0, scheduled[0].when() - self.time())
+        timers = self._mt_timers
+        if not timers:
+            return None
+        when, _order, timer = timers[0]
+        if timer.cancelled():
+            next_when = timers.next_when()
+            if next_when is None:
+                return None
+            when = next_when
+        return max(0.0, when - self.time())
+
+
+def _quiet_about_given_up_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The main loop's exception handler: asyncio's own, less its "Task was destroyed but it is
+    pending!" for a task that a stop gave up on and named in its warning (see wind_down)."""
+    task = context.get("task")
+    if loop.is_closed() and isinstance(task, asyncio.Task) and not task.done():
+        return
+    loop.default_exception_handler(context)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop running in this thread, if any (asyncio.get_running_loop without the error)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
         return None
 
 
@@ -170,16 +286,19 @@ class _LoopSource:
     """The loop as a scheduler source (the interface is in ``_scheduler``)."""
 
     def __init__(self) -> None:
-        self.loop = MainLoop()
+        selector = selectors.DefaultSelector()
+        self.loop = MainLoop(self, selector)
         # futures whose coroutine has no task yet
         self.starting: dict[AsyncFuture[Any], Coroutine[Any, Any, Any]] = {}
         self.tasks: dict[asyncio.Task[Any], AsyncFuture[Any]] = {}  # main thread only
         self.stopping: str | None = None
-        selector = self.loop._selector  # type: ignore[attr-defined]
         try:
             self._fds: list[int] = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
         except (AttributeError, NotImplementedError, ValueError):  # select()-based: not waitable
             self._fds = []
+        # With no fd to sleep on (Windows' select()-based selector), the loop's I/O is polled by
+        # stepping the loop: every IO_POLL_SECONDS while coroutines run, never in a busy loop.
+        self._next_io_poll = 0.0  # time.monotonic()
         self._ready_check = None
         if self._fds and hasattr(select, "poll"):
             self._ready_check = select.poll()
@@ -198,11 +317,14 @@ class _LoopSource:
         loop = self.loop
         if loop.is_closed():
             return None
-        due = loop._due()
+        if self.stopping is not None:  # a stop left for the main thread to finish (see stop)
+            return None if loop.is_running() else 0.0
+        due = loop._mt_due()
         if due == 0.0 or self._io_ready():
             return 0.0
-        if not self._fds and self.tasks:
-            return 0.01 if due is None else min(due, 0.01)  # no waitable selector: poll its I/O
+        if not self._fds and self.tasks:  # no fd to sleep on: step again to poll the I/O (see __init__)
+            io_poll = max(0.0, self._next_io_poll - monotonic())
+            return io_poll if due is None else min(due, io_poll)
         return due
 
     def busy(self) -> bool:
@@ -211,29 +333,43 @@ class _LoopSource:
 
     def poll(self, deadline: float | None = None) -> int:
         """Run loop iterations while work is ready: one without a deadline; with one, as many as fit
-        before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run."""
+        before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run.
+        Finishes a stop that was asked for inside the loop's step (see ``stop``)."""
         loop = self.loop
-        if loop.is_running() or loop.is_closed() or asyncio._get_running_loop() is not None:
-            return 0  # a coroutine (or another loop) is on this very stack: it cannot be stepped here
+        if loop.is_running() or loop.is_closed() or self.due() != 0.0 or _running_loop() is not None:
+            return 0  # nothing to do, or a coroutine (of this loop or another) is on this very stack
+        if self.stopping is not None:  # a stop left for the main thread (see stop)
+            loop.close()
+            return 0
         ready = loop._ready
         ready.start(deadline)
         try:
-            while self.due() == 0.0:
+            while True:
                 self._step()
-                if deadline is None or ready.cut or perf_counter() >= deadline:
+                if self.stopping is not None or deadline is None or ready.cut or perf_counter() >= deadline:
+                    break
+                if self.due() != 0.0:
                     break
         finally:
             ran = ready.finish()
+        if self.stopping is not None:  # stopped by the step itself: finish now that it has ended
+            loop.close()
         return ran
 
     def _step(self) -> None:
         loop = self.loop
         started = perf_counter()
+        timers = loop._mt_timers
+        before = loop.time() if timers else 0.0
         try:
             loop.stop()  # run_forever then runs exactly one iteration, without waiting (timeout 0)
             loop.run_forever()
+            if timers and timers[0][0] < before:
+                timers.drop_due(before)
         finally:
             loop._ready.restore()
+            if not self._fds:
+                self._next_io_poll = monotonic() + IO_POLL_SECONDS
         elapsed = perf_counter() - started
         if elapsed >= _scheduler.slow_task_seconds:
             logger.warning(
@@ -244,31 +380,70 @@ class _LoopSource:
             )
 
     def stop(self, message: str) -> None:
-        """Cancel every coroutine, let their ``finally`` blocks run, close the loop."""
-        self.stopping = message
-        loop = self.loop
+        """Cancel every coroutine, let their ``finally`` blocks run, close the loop.
+
+        Only the main thread may touch the loop's tasks, and not inside the loop's own step (a
+        coroutine or a done-callback called the last ``unregister()``): there, and in another
+        thread, the source goes back among the scheduler's sources, and the main thread does the
+        stop as soon as that step ends (``poll``), else at its next poll, at exit at the latest.
+        """
+        if self.stopping is None:
+            self.stopping = message
         for future, coro in list(self.starting.items()):  # never started: close, not "never awaited"
             self.starting.pop(future, None)
             coro.close()
-            _set_stopped(future, message)
-        for task in list(self.tasks):
+            self._fail(future)
+        loop = self.loop
+        if loop.is_closed():
+            return
+        if is_main_thread() and not loop.is_running():
+            loop.close()  # MainLoop.close: wind_down(), then closed()
+        else:
+            _scheduler.add_source(self)
+
+    def wind_down(self, message: str) -> None:
+        """Main thread, the loop not running: cancel every task of the loop, as ``asyncio.run``
+        does, and step it while their ``finally`` blocks run; what is left is given up on."""
+        if self.stopping is None:
+            self.stopping = message
+        loop = self.loop
+        for task in asyncio.all_tasks(loop):  # the coroutines' own tasks too
             task.cancel()
-        if not is_main_thread() or loop.is_running() or loop.is_closed():
-            return  # closed by the next stop on the main thread, or at exit
         deadline = perf_counter() + STOP_GRACE_SECONDS
-        while self.tasks and perf_counter() < deadline:
-            if loop._due() is None and not self._io_ready():
+        while asyncio.all_tasks(loop) and perf_counter() < deadline:
+            if loop._mt_due() is None and not self._io_ready():
                 break  # cancelled coroutines that wait on nothing that can wake them
             self._step()
-        for task in list(self.tasks):  # refused to stop: say so, and keep asyncio quiet at exit
+        for task in asyncio.all_tasks(loop):  # refused to stop: say so, and keep asyncio quiet at exit
+            # (asyncio's "Task was destroyed but it is pending!" for it: see _quiet_about_given_up_tasks)
             logger.warning("mainthread_tasks: coroutine %s did not finish after being cancelled", task.get_name())
-            task._log_destroy_pending = False  # type: ignore[attr-defined]
-            _set_stopped(self.tasks.pop(task), message)
+            future = self.tasks.pop(task, None)
+            if future is not None:
+                self._fail(future)
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         except Exception:
             logger.exception("mainthread_tasks: closing asynchronous generators failed")
-        loop.close()
+
+    def closed(self) -> None:
+        """After the loop closed: no longer a source; what a thread queued to start meanwhile fails."""
+        _scheduler.remove_source(self)
+        # run_async from another thread before close(): its start() was queued and dropped with
+        # the loop (after close() call_soon_threadsafe raises instead, and run_async says so).
+        for future, coro in list(self.starting.items()):
+            self.starting.pop(future, None)
+            coro.close()
+            self._fail(future)
+
+    def _fail(self, future: Future[Any]) -> None:
+        """The Future of a coroutine that the end of its loop cut short."""
+        if self.stopping == _CLOSED_BY_ITS_USER:
+            future.cancel()
+            return
+        try:
+            future.set_exception(SchedulerStopped(self.stopping or "mainthread_tasks is stopped"))
+        except InvalidStateError:  # done already
+            pass
 
     # -- starting coroutines ------------------------------------------------------------------------
 
@@ -276,8 +451,9 @@ class _LoopSource:
         """Main thread: make the coroutine a task of the loop, linked both ways with ``future``."""
         if self.starting.pop(future, None) is None:
             return  # already stopped
-        if future.cancelled():
+        if future.cancelled() or self.stopping is not None:
             coro.close()
+            self._fail(future)
             return
         # The Future stays PENDING until the coroutine ends, so that cancel() keeps working.
         task = self.loop.create_task(coro)
@@ -291,8 +467,10 @@ class _LoopSource:
         future.add_done_callback(cancel_task)
 
     def _cancel_soon(self, task: asyncio.Task[Any]) -> None:
-        if not self.loop.is_closed():
+        try:
             self.loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:  # the loop is closed: its tasks went with it
+            pass
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         future = self.tasks.pop(task, None)
@@ -300,7 +478,7 @@ class _LoopSource:
             return
         if task.cancelled():
             if self.stopping is not None:
-                _set_stopped(future, self.stopping)
+                self._fail(future)
             else:  # cancelled from inside the loop, not through the Future
                 future.set_exception(CancelledError())
             return
@@ -309,13 +487,6 @@ class _LoopSource:
             future.set_exception(exc)
         else:
             future.set_result(task.result())
-
-
-def _set_stopped(future: Future[Any], message: str) -> None:
-    try:
-        future.set_exception(SchedulerStopped(message))
-    except Exception:  # noqa: BLE001 - already done
-        pass
 
 
 # -- the public calls -------------------------------------------------------------------------------
@@ -327,10 +498,10 @@ _source_lock = threading.Lock()  # must be held while making _source
 def _loop_source() -> _LoopSource:
     global _source
     source = _source
-    if source is None or source.stopping is not None:
+    if source is None or source.stopping is not None or source.loop.is_closed():
         with _source_lock:
             source = _source
-            if source is None or source.stopping is not None:
+            if source is None or source.stopping is not None or source.loop.is_closed():
                 if _scheduler._stopped is not None:
                     raise SchedulerStopped(_scheduler._stopped)
                 source = _source = _LoopSource()
@@ -344,8 +515,8 @@ def main_loop() -> asyncio.AbstractEventLoop:
     Coroutines run on it with ``run_async``; inside them ``asyncio.get_running_loop()`` is this
     loop. Threads may ``call_soon_threadsafe`` on it. It is stepped by the add-on's timer in the
     UI and by ``pump()``/``joined_threads()``/``run_forever()``/``result()`` on the main thread
-    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it
-    (the next call makes a new one).
+    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it,
+    as ``close()`` does (the next call makes a new one).
 
     Raises:
         SchedulerStopped: after the last ``unregister()``, or while Python exits.
@@ -369,21 +540,23 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
     if not asyncio.iscoroutine(coro):
         hint = " (call it: pass work(), not work)" if inspect.iscoroutinefunction(coro) else ""
         raise TypeError(f"run_async() needs a coroutine object, got {type(coro).__name__}{hint}")
-    try:
-        source = _loop_source()
-    except BaseException:
-        coro.close()  # never to run: no "coroutine was never awaited" warning
-        raise
     future: AsyncFuture[_T] = AsyncFuture()
-    source.starting[future] = coro
-    if is_main_thread() and not source.loop.is_running():
-        source.start(coro, future)
-    else:
+    future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+    while True:
+        try:
+            source = _loop_source()
+        except BaseException:
+            coro.close()  # never to run: no "coroutine was never awaited" warning
+            raise
+        source.starting[future] = coro
+        if is_main_thread() and not source.loop.is_running():
+            source.start(coro, future)
+            return future
         try:
             source.loop.call_soon_threadsafe(source.start, coro, future)
-        except RuntimeError:  # closed by a stop meanwhile
-            source.starting.pop(future, None)
-            coro.close()
-            raise SchedulerStopped(_scheduler._stopped or "mainthread_tasks is stopped") from None
+        except RuntimeError:  # closed meanwhile: the next loop takes it, unless the stop already failed it
+            if source.starting.pop(future, None) is None:
+                return future
+            continue
         _scheduler.wake_main()
-    return future
+        return future

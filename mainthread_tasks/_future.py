@@ -6,9 +6,10 @@ future, and more than the whole rest of a queued task. ``MainThreadFuture`` keep
 state layout, so everything in ``concurrent.futures`` and ``asyncio.wrap_future`` that reaches into
 it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 
-- state defaults live on the class and ``__init__`` sets no attribute: it only makes the
-  future's ``__dict__``, which the lock-free protocol below works on, on the creating thread (see
-  ``MainThreadFuture.__init__`` for the CPython 3.11 crash this prevents);
+- state defaults live on the class and ``__init__`` is ``object.__init__``: creating a future runs
+  no Python code and sets no attribute. The thread that creates it makes its ``__dict__``, which
+  the lock-free protocol below works on, before any other thread can see it (``MADE_BY_ITS_CREATOR``:
+  the CPython 3.11 crash this prevents);
 - each future's lock (``_lock``), its ``_condition`` (built on that lock) and its
   ``_waiters``/``_done_callbacks`` lists are only made when somebody needs them: to wait, add a
   callback, cancel, or set a result from outside. A lock of its own per future matters:
@@ -72,6 +73,35 @@ _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
+class _MadeOnFirstUse:
+    """A part of Future's state that a future makes only when somebody needs it (see the module
+    docstring): ``_lock``, and ``_condition``/``_waiters``/``_done_callbacks``, asked for only by
+    whoever is about to wait on the future or add a callback to it.
+
+    A non-data descriptor: once made, the part is in the future's ``__dict__`` and found there
+    first. ``dict.setdefault`` is atomic: if two threads race to make one, both get the winner's.
+    (A descriptor, not ``__getattr__``: a class with ``__getattr__`` pays for it on every
+    attribute access, and CPython cannot specialize them.)
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, future: MainThreadFuture[Any] | None, owner: type | None = None) -> Any:
+        if future is None:
+            return self
+        name = self.name
+        attrs = future.__dict__
+        if name == "_lock":
+            # Must be held while reading-then-changing this future's state (except the main
+            # thread's lock-free start and finish, see the module docstring), and while touching
+            # its _waiters/_done_callbacks. Reentrant like Future's.
+            return attrs.setdefault("_lock", RLock())
+        future._watch()
+        made: threading.Condition | list[Any] = threading.Condition(future._lock) if name == "_condition" else []
+        return attrs.setdefault(name, made)
+
+
 class MainThreadFuture(Future[_T]):
     """The ``concurrent.futures.Future`` returned by ``run_on_main``.
 
@@ -89,30 +119,16 @@ class MainThreadFuture(Future[_T]):
     # wait could never end. (False for futures of tasks that run elsewhere, e.g. in a process.)
     _runs_on_main = True
 
-    def __init__(self) -> None:
-        # Deliberately not Future.__init__ (see the module docstring). The one thing it does: make
-        # the future's __dict__ now, on the creating thread, before any other thread can see the
-        # future. CPython 3.11 makes an object's __dict__ lazily, and making it may start a garbage
-        # collection that runs Python code and lets another thread make a second dict over the same
-        # attribute values; each later frees them under the other (a segfault in GC). The race, and
-        # why 3.10 and 3.12+ are immune: tests/test_future.py, "an object's __dict__ made twice".
-        vars(self)
+    # Deliberately not Future.__init__ (see the module docstring); object's runs no Python code.
+    # Whoever makes a future must make its __dict__ before any other thread can see it (see
+    # MADE_BY_ITS_CREATOR below): the package's own futures are made only by run_on_main,
+    # call_on_main, run_in_process and run_async.
+    __init__ = object.__init__
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes never set: the lazily made parts of Future's state.
-        # dict.setdefault is atomic: if two threads race to make one, both get the winner's.
-        attrs = self.__dict__
-        if name == "_lock":
-            # Must be held while reading-then-changing this future's state (except the main
-            # thread's lock-free start and finish, see the module docstring), and while touching
-            # its _waiters/_done_callbacks. Reentrant like Future's.
-            return attrs.setdefault("_lock", RLock())
-        if name == "_condition" or name == "_waiters" or name == "_done_callbacks":
-            # Whoever asks for them is about to wait on the future or add a callback to it.
-            self._watch()
-            made: threading.Condition | list[Any] = threading.Condition(self._lock) if name == "_condition" else []
-            return attrs.setdefault(name, made)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    _lock: Any = _MadeOnFirstUse()
+    _condition: Any = _MadeOnFirstUse()
+    _waiters: Any = _MadeOnFirstUse()
+    _done_callbacks: Any = _MadeOnFirstUse()
 
     def _watch(self) -> None:
         # Tell the main thread somebody may wait (see the module docstring). Call before taking
@@ -167,7 +183,7 @@ class MainThreadFuture(Future[_T]):
 
     def _invoke_callbacks_if_any(self) -> None:
         if self.__dict__.get("_done_callbacks"):
-            self._invoke_callbacks()
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # Future's own, not in typeshed
 
     def cancel(self) -> bool:
         with self._lock:
@@ -296,6 +312,16 @@ class MainThreadFuture(Future[_T]):
         raise TimeoutError()
 
 
+#: Why every future's creator makes its ``__dict__`` at once (``future.__dict__`` after the
+#: constructor). CPython 3.11 makes an object's __dict__ lazily, on first use, and making it may
+#: start a garbage collection that runs Python code (gc callbacks, finalizers, weakref callbacks),
+#: during which another thread can take the GIL and make a second dict over the same attribute
+#: values: each later frees them under the other, and the interpreter segfaults in GC. Made by the
+#: creator, before the future is shared, the dict is never made twice. 3.10 and 3.12+ are immune.
+#: The race, reproduced: tests/test_future.py, "an object's __dict__ made twice".
+MADE_BY_ITS_CREATOR = "the __dict__ of a shared object is made by the thread that creates it"
+
+
 def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     """A new future plus its waker: a held lock that is released when the future is done.
 
@@ -305,7 +331,7 @@ def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     future: MainThreadFuture[Any] = MainThreadFuture()
     waker = allocate_lock()
     waker.acquire()
-    attrs = future.__dict__
+    attrs = future.__dict__  # made here, by its creator (MADE_BY_ITS_CREATOR)
     attrs["_waker"] = waker
     attrs["_sync"] = True  # watched from birth: finishing takes the lock and releases the waker
     # Made here, by the waiting thread, so that the main thread's finish need not make one. Only

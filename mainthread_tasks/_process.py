@@ -952,6 +952,7 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
     body, packages = _pickle_call(fn, args, kwargs)
     _interpreter()  # a missing interpreter is the caller's error, now
     future: ProcessFuture[_T] = ProcessFuture()
+    future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
     pool = _current_pool()
     pool.submit(_Task(future, body, packages, _scheduler.task_name(fn)))
     stopped = _scheduler._stopped

@@ -244,6 +244,7 @@ def run_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) ->
     if _stopped is not None:
         raise SchedulerStopped(_stopped)
     future: MainThreadFuture[_T] = MainThreadFuture()
+    future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
     _put((future, fn, args, kwargs or None))
     if _main_asleep:
         wake_main()

@@ -6,8 +6,9 @@
   ``venv-dev-<hash>`` (test tools + fake-bpy-module), ``venv-bpy-<version>-<hash>`` (the bpy wheel
   + test tools), ``venv-docs-<hash>`` (MkDocs for scripts/docs.py), ``venv-bench-<hash>`` (matplotlib
   for the bench's plots), ``venv-lint-<hash>`` (ruff, mypy and fake-bpy-module for the lint tier),
-  ``blender-site-py<X.Y>-<hash>`` (test tools for the Blender binary's own Python, via
-  ``pip --target``). The hash is of the pinned requirements: a change makes a new folder,
+  ``chroot-site-py<X.Y>-<hash>`` (test tools for the chroot's own Python, via ``pip --target``;
+  Blender's get theirs from the test kit, in ``testing/``). The hash is of the pinned
+  requirements: a change makes a new folder,
   so checkouts that pin different versions (branches, worktrees) never rebuild one another's.
 - Blender 5.2 LTS (Python 3.14): a Debian ``sid`` chroot under the cache, built by ``debootstrap``
   (see ``sid_root``); ``sid_command()`` is the command prefix that runs a program inside it.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -282,13 +284,6 @@ def target_site(name: str, python_version: str, requirements: list[str]) -> Path
     return folder
 
 
-def blender_site(blender: str | list[str]) -> Path:
-    """Test tools for the Blender binary's own Python (it is not a venv), via pip --target."""
-    pyver = ".".join(blender_versions(blender)[1].split(".")[:2])
-    tools = [r for r in test_requirements() if not r.startswith("fake-bpy-module")]
-    return target_site(f"blender-site-py{pyver}", pyver, tools)
-
-
 # -- Blender 5.2 LTS: a Debian sid chroot --------------------------------------------------------
 #
 # Debian's sid carries Blender 5.2 LTS built on Python 3.14, with a UI that runs under Xvfb. The
@@ -437,21 +432,30 @@ def sid_python_version() -> str:
     ).stdout.strip()
 
 
-def sid_blender() -> tuple[list[str], Path]:
-    """(the command that runs the chroot's Blender with its test-tools site mounted, that site).
+def sid_blender(binds: Iterable[Path | str] = ()) -> Path:
+    """An executable script that runs the chroot's Blender with the arguments it is given, with
+    ``binds`` mounted too (see sid_command): for the test kit's ``--blender``.
 
     Raises SetupError unless it is Blender 5.2.x (a chroot built after sid moved on would hold
     another version: the tiers named 5.2 must not quietly test it).
     """
-    probe = [*sid_command(), "blender"]
-    version = blender_versions(probe)[0]
+    command = [*sid_command(binds), "blender"]
+    version = blender_versions(command)[0]
     if not version.startswith(SID_BLENDER + "."):
         raise SetupError(
             f"the sid chroot has Blender {version}, not {SID_BLENDER}.x: sid has moved on; "
             "rename the tiers and SID_BLENDER, or pin the version in SID_PACKAGES"
         )
-    site = blender_site(probe)
-    return [*sid_command([site]), "blender"], site
+    script = CACHE / f"sid-blender-{_stamp(*command)}.sh"
+    if not script.exists():
+        text = (
+            f'#!/bin/sh\n# Blender {version} in the sid chroot (scripts/_setup.py)\nexec {shlex.join(command)} "$@"\n'
+        )
+        temp = script.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(text)
+        temp.chmod(0o755)
+        os.replace(temp, script)
+    return script
 
 
 # -- Windows under Wine ----------------------------------------------------------------------------

@@ -44,12 +44,20 @@ def version() -> str:
     return match.group(1)
 
 
+#: Parts of the package the add-on leaves out: the test kit runs outside Blender (it starts
+#: Blender, pip and Xvfb), from the wheel or a checkout, never from an installed add-on.
+NOT_IN_ADDON = ("testing",)
+
+
 def addon_files() -> dict[str, Path]:
     """What goes into the add-on: path inside the add-on folder -> source file."""
     files = {
         path.relative_to(PACKAGE).as_posix(): path
         for path in PACKAGE.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".pyc"
+        and path.relative_to(PACKAGE).parts[0] not in NOT_IN_ADDON
     }
     files["blender_manifest.toml"] = MANIFEST
     files["LICENSE"] = ROOT / "LICENSE"

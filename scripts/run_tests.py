@@ -173,32 +173,34 @@ ADDON_MARKERS = "install_extension or install_legacy or gui"
 CORE_IN_BLENDER = f"not fake_bpy and not docs and not lint and not ({ADDON_MARKERS})"
 
 
-def _blender_tier(
-    tier: str, markers: str, blender: list[str] | None = None, site: Path | None = None, **extra: str
-) -> Outcome:
-    """pytest inside a Blender binary (``blender --background``), tests selected by ``markers``.
+#: The test kit's cache (pytest for Blender's Python, what it learnt about each Blender): mounted
+#: into the sid chroot too.
+KIT_CACHE = _setup.CACHE / "testing"
 
-    ``blender``: the command that runs it (default: the 3.4.1 binary), with its test-tools ``site``.
+
+def _blender_tier(tier: str, markers: str, blender: str | None = None, **extra: str) -> Outcome:
+    """The tests selected by ``markers`` in a Blender binary, through the project's own test kit:
+    ``python3 -m mainthread_tasks.testing --blender BLENDER`` (``--background``, and the gui tests
+    in its UI on an Xvfb of the kit's; a crashed test is reported and the rest run on).
+
+    ``blender``: the executable (default: the 3.4.1 binary). Blender's Python gets the test tools
+    of tests/requirements.txt from the kit (the dev venv's own when the Python versions match).
     """
     if blender is None:
-        blender = [_setup.blender_executable()]
-        site = _setup.blender_site(blender)
-    version, python = _setup.blender_versions(blender)
-    print(f"\n[{tier}] Blender {version} (Python {python}): {blender[-1]}", flush=True)
-    command = [
-        *blender,
-        "--background",
-        "--factory-startup",
-        "--python-exit-code",
-        "86",
-        "--python",
-        str(ROOT / "tests" / "blender_pytest.py"),
-        "--",
-        "-m",
-        markers,
-    ]
-    outcome = _pytest_tier(tier, command, _env(tier, MAINTHREAD_TASKS_BLENDER_SITE=str(site), **extra))
-    return _noted(outcome, f"Blender {version}, Python {python}")
+        blender = _setup.blender_executable()
+    tools = [f"--with={r}" for r in _setup.test_requirements() if not r.startswith("fake-bpy-module")]
+    command = [str(_setup.dev_python()), "-m", "mainthread_tasks.testing", "--blender", blender, "--xvfb", *tools]
+    env = _env(tier, MAINTHREAD_TASKS_TESTING_CACHE=str(KIT_CACHE), **extra)
+    outcome = _pytest_tier(tier, [*command, "-m", markers], env)
+    return _noted(outcome, _blender_note(RESULTS / f"{tier}.xml"))
+
+
+def _blender_note(xml_path: Path) -> str:
+    """'Blender X, Python Y', as the kit's report says (the properties of its test suites)."""
+    if not xml_path.exists():
+        return "no report from the test kit"
+    found = {p.get("name"): p.get("value") for p in ET.parse(xml_path).getroot().iter("property")}
+    return f"Blender {found.get('blender', '?')}, Python {found.get('python', '?')}"
 
 
 def _bpy_tier(tier: str, version: str, markers: str, **extra: str) -> Outcome:
@@ -243,9 +245,9 @@ def tier_blender_gui() -> Outcome:
 
 
 def _sid_tier(tier: str, markers: str, **extra: str) -> Outcome:
-    """pytest inside Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)."""
-    blender, site = _setup.sid_blender()
-    return _blender_tier(tier, markers, blender, site, **extra)
+    """The tests in Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds), through the kit."""
+    KIT_CACHE.mkdir(parents=True, exist_ok=True)  # mounted: it must exist
+    return _blender_tier(tier, markers, str(_setup.sid_blender([KIT_CACHE])), **extra)
 
 
 def tier_sid_background() -> Outcome:

@@ -24,6 +24,10 @@ import mainthread_tasks  # noqa: E402 - after the sys.path entry above
 from mainthread_tasks import _pacing, _scheduler  # noqa: E402 - after the sys.path entry above
 from tests import support  # noqa: E402 - after the sys.path entry above
 
+# The test kit's sample add-on and its suite: tests/test_testing_kit.py runs them through the
+# launcher, in a Blender of their own; some of them fail or crash Blender on purpose.
+collect_ignore = ["kit_sample"]
+
 
 def pytest_configure(config):
     tier = os.environ.get("MAINTHREAD_TASKS_TIER")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -126,6 +127,44 @@ def test_streams_on_loopback():
     assert _drive(mt.run_async(serve_and_ask())) == b"HELLO\n"
 
 
+def test_streams_with_a_selector_that_has_no_fd_to_sleep_on(monkeypatch):
+    """Windows' selector (select()-based) has no fd that turns readable: the main thread cannot
+    sleep on it, so the loop is stepped on a short timer while coroutines run, never busily.
+    Forced here with SelectSelector, which is what Windows gets."""
+    import selectors
+
+    _scheduler._stop_sources("a fresh loop with another selector")
+    monkeypatch.setattr(selectors, "DefaultSelector", selectors.SelectSelector)
+    steps = []
+
+    async def serve_and_ask_later():
+        async def echo(reader, writer):
+            await asyncio.sleep(0.3)  # nothing to do meanwhile but wait for the socket
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"hello\n")
+        answer = await reader.readline()
+        writer.close()
+        server.close()
+        return answer
+
+    future = mt.run_async(serve_and_ask_later())
+    source = _async._source
+    assert source is not None and source.fds() == []
+    original_step = source._step
+    monkeypatch.setattr(source, "_step", lambda: steps.append(time.monotonic()) or original_step())
+    started = time.monotonic()
+    assert _drive(future, timeout=10) == b"HELLO\n"
+    took = time.monotonic() - started
+    assert took < 2, "the loop's I/O was not polled"
+    # A step every IO_POLL_SECONDS while the coroutines wait (a busy loop would make thousands).
+    assert len(steps) < 1.5 * took / _async.IO_POLL_SECONDS + 20, f"{len(steps)} loop steps in {took:.2f} s"
+
+
 def test_run_in_executor_works_when_asked_for():
     async def offload():
         loop = asyncio.get_running_loop()
@@ -199,6 +238,206 @@ def test_last_unregister_cancels_coroutines_and_waiting_workers_get_scheduler_st
     mt.unregister()
 
 
+@pytest.mark.parametrize("where", ["coroutine", "done_callback"])
+def test_last_unregister_from_inside_the_loop_stops_it_when_the_step_ends(where):
+    """The last unregister() from a coroutine, or from a done-callback (which runs inside the loop's
+    step), cannot close the loop there: the stop is finished as soon as that step ends."""
+    events = []
+    outcome = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("finally ran")
+
+    async def quits():
+        await asyncio.sleep(0)
+        if where == "coroutine":
+            mt.unregister()
+        return "quit"
+
+    mt.register()
+    sleeper = mt.run_async(long())
+    mt.pump()
+
+    def worker():
+        try:
+            sleeper.result(timeout=10)
+        except BaseException as exc:  # noqa: BLE001 - the test says which one it was
+            outcome.append(type(exc).__name__)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    quitter = mt.run_async(quits())
+    if where == "done_callback":
+        quitter.add_done_callback(lambda _future: mt.unregister())
+    deadline = time.monotonic() + 5
+    while _scheduler.stats().registered and time.monotonic() < deadline:
+        mt.pump(0.05)
+    assert not _scheduler.stats().registered, "the coroutine never ran"
+    # No further pump: the step that unregistered has ended, and the stop with it.
+    assert events == ["finally ran"]
+    assert sleeper.done() and isinstance(sleeper.exception(0), mt.SchedulerStopped)
+    assert quitter.done() and quitter.result(0) == "quit"  # it ended within the step: its own result
+    thread.join(10)
+    assert outcome == ["SchedulerStopped"]
+    assert _async._source.loop.is_closed()
+    with pytest.raises(mt.SchedulerStopped):
+        mt.run_async(asyncio.sleep(0))
+
+
+def test_a_stop_cancels_the_tasks_the_coroutines_started_too():
+    """Like asyncio.run: a task a coroutine created and left running has its ``finally`` run too."""
+    events = []
+
+    async def background():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("background finally ran")
+
+    async def starts_and_returns():
+        starts_and_returns.task = asyncio.get_running_loop().create_task(background())
+        await asyncio.sleep(0)
+        return "returned"
+
+    assert mt.run_async(starts_and_returns()).result(timeout=5) == "returned"
+    _scheduler._stop_sources("stopped by the test")
+    assert events == ["background finally ran"] and starts_and_returns.task.cancelled()
+
+
+def test_a_stop_from_another_thread_is_done_by_the_main_threads_next_poll():
+    events = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            events.append("finally ran")
+
+    future = mt.run_async(long())
+    mt.pump()
+    thread = threading.Thread(target=_scheduler._stop_sources, args=("stopped from a thread",))
+    thread.start()
+    thread.join(5)
+    assert not events and not future.done()  # asyncio's objects are the main thread's to touch
+    mt.pump(1)
+    assert events == ["finally ran"]
+    assert isinstance(future.exception(0), mt.SchedulerStopped) and _async._source.loop.is_closed()
+    assert not _scheduler._sources
+
+
+def test_after_main_loop_close_the_main_thread_sleeps_and_run_async_makes_a_new_loop():
+    closed = mt.main_loop()
+    mt.pump(0.001)  # the wake-up socket exists: the closed loop's fd number is not reused by it
+    closed.close()
+    assert not any(s is _async._source for s in _scheduler._sources)  # dropped as a source
+    started = time.monotonic()
+    pumps = 0
+    while time.monotonic() - started < 0.3:
+        mt.pump(0.3)
+        pumps += 1
+    assert pumps <= 2, f"pump(0.3) returned at once {pumps} times: poll(2) on the closed loop's fd"
+    assert mt.run_async(_on_main_thread("new loop")).result(timeout=5) == "new loop"
+    assert mt.main_loop() is not closed and not mt.main_loop().is_closed()
+    mt.main_loop().close()
+    results = []
+
+    def worker():
+        try:
+            results.append(mt.run_async(_on_main_thread("from a worker")).result(timeout=10))
+        except BaseException as exc:  # noqa: BLE001 - the test says which one it was
+            results.append(repr(exc))
+
+    with mt.joined_threads(timeout=20) as scope:
+        scope.start(worker)
+    assert results == ["from a worker"]
+
+
+def test_closing_the_main_loop_cancels_its_coroutines_first():
+    """close() on the main loop does what asyncio.run does before closing: cancels the coroutines
+    and lets their ``finally`` blocks run; their Futures are cancelled. Inside a coroutine it
+    raises, as on any running loop."""
+    events = []
+
+    async def long():
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0)  # the loop still runs its finally blocks
+            events.append("finally ran")
+
+    async def closes_its_own_loop():
+        asyncio.get_running_loop().close()
+
+    with pytest.raises(RuntimeError, match="running"):
+        mt.run_async(closes_its_own_loop()).result(timeout=5)
+    future = mt.run_async(long())
+    mt.pump()
+    mt.main_loop().close()
+    assert events == ["finally ran"]
+    assert future.done()
+    with pytest.raises(CancelledError):
+        future.result(0)
+
+
+def test_a_coroutine_that_refuses_to_stop_is_named_once_and_its_waiters_released(caplog):
+    async def stubborn():
+        while True:
+            try:
+                await asyncio.get_running_loop().create_future()  # nothing will ever wake it
+            except asyncio.CancelledError:
+                pass
+
+    future = mt.run_async(stubborn())
+    mt.pump()
+    task = next(iter(_async._source.tasks)).get_name()
+    with caplog.at_level(logging.WARNING):
+        _scheduler._stop_sources("stopped by the test")
+        assert isinstance(future.exception(0), mt.SchedulerStopped)
+        del future  # (its done-callback holds the task)
+        gc.collect()  # the given-up task is garbage now: asyncio would log it as destroyed pending
+    assert f"coroutine {task} did not finish after being cancelled" in caplog.text
+    assert "destroyed but it is pending" not in caplog.text
+
+
+def test_timers_wake_the_main_thread_and_cancelled_ones_do_not_pile_up():
+    """The host sleeps until the loop's next timer, whoever made it (call_later, wait_for's timeout),
+    and a timeout cancelled long before it is due is not kept until then."""
+
+    async def times_out():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.get_running_loop().create_future(), 0.2)
+        return "timed out"
+
+    future = mt.run_async(times_out())
+    started = time.monotonic()
+    pumps = 0
+    while not future.done():
+        mt.pump(5)
+        pumps += 1
+    # 6 iterations of the loop (start, wait, time out, cancel, finish): a pump each, no busy polling
+    assert future.result() == "timed out" and time.monotonic() - started < 2 and pumps <= 8, pumps
+    loop = mt.main_loop()
+    for _ in range(10_000):
+        loop.call_later(3600, print).cancel()
+    assert len(loop._mt_timers) <= 300
+    assert _async._source.due() is None  # every one cancelled: nothing to wait for
+
+    class Uncomparable:  # like a numpy array: == does not give a bool
+        def __eq__(self, other):
+            raise TypeError("compared")
+
+        __hash__ = object.__hash__
+
+    when = loop.time() + 60
+    timers = [loop.call_at(when, print, Uncomparable()) for _ in range(3)]  # ties: never compared
+    assert 59 < _async._source.due() <= 60
+    for timer in timers:
+        timer.cancel()
+
+
 def test_the_ui_timer_steps_the_loop_and_sleeps_until_its_next_timer(monkeypatch):
     future = mt.run_async(asyncio.sleep(0.05, result="done"))
     monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
@@ -259,7 +498,7 @@ def test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_a
     loop = mt.main_loop()
     reader, writer = socket.socketpair()
     reader.setblocking(False)
-    reads, spurious = [], []
+    reads, spurious, busy = [], [], []
 
     def on_readable():
         try:
@@ -269,12 +508,12 @@ def test_an_io_callback_cut_off_by_the_deadline_runs_once_when_its_fd_is_ready_a
 
     try:
         for _ in range(20):
-            loop.call_soon(_busy, 0.001)
+            loop.call_soon(lambda: (busy.append(1), _busy(0.001)))
         loop.add_reader(reader, on_readable)
         writer.send(b"x")
         source = _async._source
         source.poll(time.perf_counter() + 0.003)  # cut among the busy callbacks, before the reader's
-        assert not reads and len(loop._ready) < 20
+        assert not reads and 1 <= len(busy) < 20
         while source.due() == 0.0:
             source.poll()
         assert reads == [b"x"] and not spurious
@@ -390,6 +629,58 @@ def test_exit_with_a_live_coroutine_is_clean(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "COROUTINE FINALLY RAN" in out, out
+    for noise in ("was destroyed but it is pending", "Event loop is closed", "never awaited", "Traceback"):
+        assert noise not in out, out
+    assert time.monotonic() - started < 30
+
+
+EXIT_AFTER_UNREGISTER_FROM_A_COROUTINE = r"""
+import asyncio, sys, threading, time, warnings
+warnings.simplefilter("error")
+try:
+    import bpy
+    bpy.app.timers.register  # real Blender: register() adds the add-on's timer
+except (ImportError, AttributeError):  # fake-bpy-module: nothing of Blender to drive
+    sys.modules["bpy"] = None
+import mainthread_tasks as mt
+
+mt.register()
+
+async def forever():
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        print("COROUTINE FINALLY RAN", flush=True)
+
+async def quits():
+    await asyncio.sleep(0)
+    mt.unregister()
+
+future = mt.run_async(forever())
+mt.pump()
+
+def waiter():  # non-daemon: Python joins it at exit
+    try:
+        future.result()
+    except mt.SchedulerStopped:
+        print("WAITER GOT SchedulerStopped", flush=True)
+
+threading.Thread(target=waiter).start()
+mt.run_async(quits())
+deadline = time.monotonic() + 10
+while mt.stats().registered and time.monotonic() < deadline:
+    mt.pump(0.05)
+print("SCRIPT ENDS AFTER UNREGISTER IN A COROUTINE", flush=True)
+"""
+
+
+def test_exit_after_the_last_unregister_from_a_coroutine_is_clean(tmp_path):
+    started = time.monotonic()
+    proc = run_script(EXIT_AFTER_UNREGISTER_FROM_A_COROUTINE, tmp_path, timeout=30)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for line in ("SCRIPT ENDS AFTER UNREGISTER IN A COROUTINE", "COROUTINE FINALLY RAN", "WAITER GOT SchedulerStopped"):
+        assert line in out, out
     for noise in ("was destroyed but it is pending", "Event loop is closed", "never awaited", "Traceback"):
         assert noise not in out, out
     assert time.monotonic() - started < 30

@@ -331,21 +331,21 @@ def test_nan_timeout_is_refused_negative_means_now_inf_means_none():
 # callbacks) during which another thread can take the GIL and ask for the same __dict__: both get a
 # dict of their own over the same values array, and whichever dies first frees it under the other
 # (the segfault in dict_traverse seen in test_stress on 3.11.7 and under Wine; 3.10 and 3.12+ are
-# immune). Every future must therefore come out of its constructor with its __dict__ made, by the
-# thread that creates it, before any other thread can see it.
+# immune). Every future the package makes must therefore have its __dict__ made by the thread that
+# creates it, before any other thread can see it (_future.MADE_BY_ITS_CREATOR).
 
 
 def _future_makers():
-    from mainthread_tasks._async import AsyncFuture
-    from mainthread_tasks._future import MainThreadFuture, waited_future
-    from mainthread_tasks._process import ProcessFuture
+    from mainthread_tasks._future import waited_future
+
+    async def nothing():
+        pass
 
     return {
         "run_on_main": lambda: mt.run_on_main(int),
         "call_on_main's waited_future": lambda: waited_future()[0],
-        "MainThreadFuture()": MainThreadFuture,
-        "ProcessFuture()": ProcessFuture,
-        "AsyncFuture()": AsyncFuture,
+        "run_in_process": lambda: mt.run_in_process(int),
+        "run_async": lambda: mt.run_async(nothing()),
     }
 
 
@@ -394,4 +394,5 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
         del hoard
     _kept_alive.extend([future, seen_by_main, *seen_by_other])
     assert seen_by_other[0] is seen_by_main, "two __dict__ objects over one values array (CPython 3.11)"
+    future.cancel()
     _scheduler._reject_queued()

@@ -263,12 +263,15 @@ import os, signal, sys, threading, time
 import mainthread_tasks as mt
 
 native = signal.getsignal(signal.SIGINT) is None  # the Blender binary handles SIGINT in C
+try:  # run_forever looks for bpy: imported now, as a SIGINT during the bpy wheel's import crashes it
+    import bpy
+except ImportError:
+    pass
 
 def ctrl_c():  # Windows raises SIGINT for a Ctrl-C in a thread of its own (os.kill would end us)
     os.kill(os.getpid(), signal.SIGINT) if os.name == "posix" else signal.raise_signal(signal.SIGINT)
 
-# Once run_forever runs (it imports what it needs first: bpy takes seconds under Wine).
-mt.post_on_main(lambda: threading.Timer(0.3, ctrl_c).start())
+mt.post_on_main(lambda: threading.Timer(0.3, ctrl_c).start())  # once run_forever runs
 mt.run_forever()
 print("RUN_FOREVER STOPPED BY SIGINT", flush=True)
 try:

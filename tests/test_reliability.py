@@ -27,6 +27,7 @@ THREADS = 16
 OPS_PER_THREAD = 2000
 
 
+@pytest.mark.allow_errors("logged", reason="random tasks fail on purpose; the counts are checked")
 @pytest.mark.parametrize("seed", [1, 2, 3])  # 16 threads x 2,000 random operations each
 def test_randomized_load_with_register_unregister_races(seed):
     main = threading.main_thread()
@@ -277,11 +278,14 @@ FORBIDDEN_MODULES = {"pickle", "marshal", "subprocess", "ctypes", "shelve"}
 # The pool's workers end with Blender: a worker asks Linux for PR_SET_PDEATHSIG (prctl, through
 # ctypes and the C library already loaded), and on Windows Blender puts them in a Job Object
 # (kernel32, through ctypes: _windows).
+# The test kit's launcher (testing/_launch.py) runs outside Blender and starts Blender, pip and Xvfb;
+# it is not in the add-on zip (scripts/build.py).
 ALLOWED_IMPORTS = {
     "_process.py": {"pickle", "subprocess"},
     "_process_child.py": {"pickle", "ctypes"},
     "_headless.py": {"ctypes"},
     "_windows.py": {"ctypes", "subprocess"},
+    "_launch.py": {"subprocess"},
 }
 
 
@@ -300,7 +304,7 @@ def test_package_never_evaluates_strings_or_loads_code():
 
 def test_only_the_process_pool_modules_may_import_pickle_or_subprocess():
     for name in ALLOWED_IMPORTS:
-        assert (ROOT / "mainthread_tasks" / name).exists(), f"ALLOWED_IMPORTS names a module that is gone: {name}"
+        assert list((ROOT / "mainthread_tasks").rglob(name)), f"ALLOWED_IMPORTS names a module that is gone: {name}"
 
 
 def test_manifest_asks_for_no_permissions():

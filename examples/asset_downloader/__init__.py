@@ -176,12 +176,17 @@ def register():
     bpy.types.VIEW3D_MT_add.append(menu_entry)
 
 
-def unregister():
+def stop_demo_server() -> None:
+    """Stop the local demo server if it runs (unregister() does; so do the tests, after each)."""
     global _server
-    bpy.types.VIEW3D_MT_add.remove(menu_entry)
-    bpy.utils.unregister_class(ASSETDL_OT_download)
     if _server is not None:
         _server.shutdown()
         _server.server_close()
         _server = None
+
+
+def unregister():
+    bpy.types.VIEW3D_MT_add.remove(menu_entry)
+    bpy.utils.unregister_class(ASSETDL_OT_download)
+    stop_demo_server()
     mt.unregister()
