@@ -22,7 +22,8 @@ __all__ = ("INTERNALS", "Internal", "failures")
 #: The versions every check below ran on, in CI.
 CHECKED = (
     "CPython 3.11 (Blender 3.4.1 from Debian, the bpy 4.2/4.5/5.0 wheels, pyenv), 3.13 (pyenv), "
-    "3.14 (Blender 5.2 from Debian sid)"
+    "3.14 (Blender 5.2 from Debian sid); Windows: python.org's 3.11.9 (with the bpy 4.2 wheel) and "
+    "3.13.2 under Wine"
 )
 
 
@@ -105,6 +106,31 @@ def _mp_main_alias() -> str | None:
     if "__mp_main__" not in inspect.getsource(multiprocessing):
         return "importing multiprocessing no longer aliases __main__ as __mp_main__ (nothing to remove now)"
     return None
+
+
+def _winapi_pipes() -> str | None:
+    if sys.platform != "win32":
+        return None  # used on Windows only
+    import _winapi
+
+    read_handle, write_handle = _winapi.CreatePipe(None, 1 << 16)
+    try:
+        if _winapi.PeekNamedPipe(read_handle)[0] != 0:
+            return "_winapi.PeekNamedPipe on an empty pipe no longer says (0, 0)"
+        _winapi.WriteFile(write_handle, b"abc")
+        if _winapi.PeekNamedPipe(read_handle)[0] != 3:
+            return "_winapi.PeekNamedPipe no longer gives the bytes available first"
+    finally:
+        _winapi.CloseHandle(write_handle)
+    try:
+        _winapi.PeekNamedPipe(read_handle)
+        _winapi.ReadFile(read_handle, 3)
+        _winapi.PeekNamedPipe(read_handle)
+    except BrokenPipeError:
+        return None
+    finally:
+        _winapi.CloseHandle(read_handle)
+    return "_winapi.PeekNamedPipe no longer raises BrokenPipeError once the writer is gone and all is read"
 
 
 def _blender_operators() -> str | None:
@@ -217,6 +243,16 @@ INTERNALS: tuple[Internal, ...] = (
         "none: Blender 3.4.1 would crash at exit",
         _mp_main_alias,
         ("__mp_main__",),
+    ),
+    Internal(
+        "_winapi.CreatePipe and _winapi.PeekNamedPipe (Windows)",
+        "_process",
+        "a worker's result pipe with a 1 MiB buffer (os.pipe's is 4 KiB), and whether it holds data "
+        "before the main thread reads it: Windows pipes cannot be non-blocking nor waited on with "
+        "select. _winapi is what subprocess, multiprocessing (Connection.poll) and asyncio call",
+        "the same two calls of kernel32 through ctypes",
+        _winapi_pipes,
+        ("_winapi.CreatePipe", "_winapi.PeekNamedPipe"),
     ),
     Internal(
         "bpy.ops._BPyOpsSubModOp (Blender <= 5.0) and bpy.ops._op_create_function (>= 5.1)",

@@ -29,6 +29,8 @@ logger = logging.getLogger("mainthread_tasks")
 _JobObjectExtendedLimitInformation = 9  # JOBOBJECTINFOCLASS
 _JOB_OBJECT_LIMIT_BREAKAWAY_OK = 0x0800
 _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
+_PROCESS_TERMINATE = 0x0001
+_PROCESS_SET_QUOTA = 0x0100
 
 
 class _IoCounters(ctypes.Structure):
@@ -81,6 +83,8 @@ def _kernel32() -> ctypes.WinDLL:
     kernel32.SetInformationJobObject.restype = wintypes.BOOL
     kernel32.AssignProcessToJobObject.argtypes = (wintypes.HANDLE, wintypes.HANDLE)
     kernel32.AssignProcessToJobObject.restype = wintypes.BOOL
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
     kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
     kernel32.CloseHandle.restype = wintypes.BOOL
     kernel32.GetConsoleWindow.argtypes = ()
@@ -109,9 +113,16 @@ def add_to_job(proc: subprocess.Popen[bytes]) -> None:
         kernel32 = _kernel32()
         if _job is None:
             _job = _create_job(kernel32)
-        process = int(proc._handle)  # type: ignore[attr-defined]  # Popen's process handle (Windows)
-        if not kernel32.AssignProcessToJobObject(_job, process):
+        # A handle of our own (Popen's is private). The pid names this very process: Popen holds
+        # a handle to it, so it cannot be reused before Popen waits for it.
+        process = kernel32.OpenProcess(_PROCESS_SET_QUOTA | _PROCESS_TERMINATE, False, proc.pid)
+        if not process:
             raise ctypes.WinError(ctypes.get_last_error())
+        try:
+            if not kernel32.AssignProcessToJobObject(_job, process):
+                raise ctypes.WinError(ctypes.get_last_error())
+        finally:
+            kernel32.CloseHandle(process)
     except OSError as exc:
         if not _job_failed:
             _job_failed = True

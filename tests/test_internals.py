@@ -19,6 +19,8 @@ _STDLIB = r"(?:sys|os|threading|signal|asyncio|socket|select|selectors|multiproc
 _PRIVATE_USE = re.compile(rf"\b{_STDLIB}(?:\.[a-z]\w*)*\._[A-Za-z]\w*")
 # Public despite the underscore: os._exit is documented API.
 _PUBLIC = {"os._exit"}
+# An undocumented module of the standard library, imported: `import _winapi` (_thread is documented).
+_PRIVATE_MODULE = re.compile(r"^\s*(?:import|from) (_(?!thread\b)[a-z]\w*)", re.MULTILINE)
 
 
 def _sources() -> dict[str, str]:
@@ -37,8 +39,8 @@ def test_every_private_the_package_names_is_listed():
     tokens = [token for internal in _internals.INTERNALS for token in internal.tokens]
     unlisted = set()
     for name, text in _sources().items():
-        for match in _PRIVATE_USE.finditer(text):
-            used = match.group(0)
+        uses = [m.group(0) for m in _PRIVATE_USE.finditer(text)] + [m.group(1) for m in _PRIVATE_MODULE.finditer(text)]
+        for used in uses:
             if used not in _PUBLIC and not any(token in used or used in token for token in tokens):
                 unlisted.add(f"{name}: {used}")
     assert not unlisted, f"private internals used but not listed in _internals.py: {sorted(unlisted)}"
