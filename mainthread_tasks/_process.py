@@ -35,10 +35,13 @@ and ``pickle`` alone:
 The same pipes on every system (issue 21): what differs is how a child gets its ends and how
 the main thread asks a pipe for data without blocking -- non-blocking reads on POSIX, and on Windows,
 where a pipe cannot be made non-blocking nor polled, ``PeekNamedPipe`` (as ``multiprocessing``'s
-``Connection.poll`` does) before each read. Windows passes the children their pipes as handles in
-a handle list (``_start_child``), and the pool there sleeps in short slices (``_scheduler``), asking
-the pipes at each. Workers end with Blender even when it dies in the middle of their task: a Job
-Object on Windows (``_windows``), PR_SET_PDEATHSIG on Linux (``_process_child._end_with_parent``).
+``Connection.poll`` does) before each read; both are in "the pipes" below. Windows passes the
+children their pipes as handles in a handle list (``_spawn``), and the main thread sleeps there in
+slices of 10 ms (``_scheduler``), asking the pipes after each. Pipes, not loopback sockets that
+select() could wait on: results are unpickled here, and a loopback port is open to every local
+program (see docs/processes.md). Workers end with Blender even when it dies in the middle of their
+task: a Job Object on Windows (``_windows``), PR_SET_PDEATHSIG on Linux
+(``_process_child._end_with_parent``).
 """
 
 from __future__ import annotations
