@@ -599,7 +599,8 @@ def test_tasks_wait_for_a_free_worker_and_the_pool_grows_and_shrinks():
     assert (s.processes, s.process_running, s.process_pending) == (1, 1, 2)
     mt.set_process_workers(3)  # on the main thread: starts workers for the waiting tasks now
     s = mt.stats()
-    assert (s.processes, s.process_running, s.process_pending) == (3, 3, 0)
+    failed = [f.exception(0) for f in futures if f.done()]  # (what went wrong, if a task failed here)
+    assert (s.processes, s.process_running, s.process_pending) == (3, 3, 0), failed
     pids = [child.proc.pid for child in _process._pool._children]
     mt.set_process_workers(1)  # busy workers finish their task first
     assert [f.result(60) for f in futures] == [0, 1, 2]
