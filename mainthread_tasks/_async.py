@@ -1,7 +1,7 @@
 """Coroutines on the main thread: one asyncio loop, stepped wherever the queue runs (no thread, no bpy).
 
 ``main_loop()`` makes one ``asyncio`` event loop for the main thread. Nobody runs it for ever:
-it is a source of the scheduler (see ``_scheduler``), stepped one iteration at a time -- by the
+it is a source (see ``_wake.Source``), stepped one iteration at a time -- by the
 add-on's timer in Blender's UI (within the pass's tick budget), and by ``pump()``,
 ``joined_threads()``, ``run_forever()`` and ``Future.result()`` on the main thread elsewhere. One
 iteration is what ``loop.run_forever()`` does between two checks of ``stop()``: run the callbacks
@@ -36,10 +36,12 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _scheduler
+from . import _dispatch
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
+from ._lifecycle import LIFECYCLE
 from ._threadinfo import is_main_thread
+from ._wake import add_source, remove_source, wake_main
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -283,7 +285,7 @@ class AsyncFuture(MainThreadFuture[_T]):
 
 
 class _LoopSource:
-    """The loop as a scheduler source (the interface is in ``_scheduler``)."""
+    """The loop as a source of main-thread work (the interface is ``_wake.Source``)."""
 
     def __init__(self) -> None:
         selector = selectors.DefaultSelector()
@@ -371,7 +373,7 @@ class _LoopSource:
             if not self._fds:
                 self._next_io_poll = monotonic() + IO_POLL_SECONDS
         elapsed = perf_counter() - started
-        if elapsed >= _scheduler.slow_task_seconds:
+        if elapsed >= _dispatch.slow_task_seconds:
             logger.warning(
                 "coroutine steps blocked the main thread for %.3f s (tasks: %s); await more often, "
                 "or do slow work with run_in_process or loop.run_in_executor",
@@ -399,7 +401,7 @@ class _LoopSource:
         if is_main_thread() and not loop.is_running():
             loop.close()  # MainLoop.close: wind_down(), then closed()
         else:
-            _scheduler.add_source(self)
+            add_source(self)
 
     def wind_down(self, message: str) -> None:
         """Main thread, the loop not running: cancel every task of the loop, as ``asyncio.run``
@@ -427,7 +429,7 @@ class _LoopSource:
 
     def closed(self) -> None:
         """After the loop closed: no longer a source; what a thread queued to start meanwhile fails."""
-        _scheduler.remove_source(self)
+        remove_source(self)
         # run_async from another thread before close(): its start() was queued and dropped with
         # the loop (after close() call_soon_threadsafe raises instead, and run_async says so).
         for future, coro in list(self.starting.items()):
@@ -502,10 +504,10 @@ def _loop_source() -> _LoopSource:
         with _source_lock:
             source = _source
             if source is None or source.stopping is not None or source.loop.is_closed():
-                if _scheduler._stopped is not None:
-                    raise SchedulerStopped(_scheduler._stopped)
+                if LIFECYCLE.stopped is not None:
+                    raise SchedulerStopped(LIFECYCLE.stopped)
                 source = _source = _LoopSource()
-                _scheduler.add_source(source)
+                add_source(source)
     return source
 
 
@@ -558,5 +560,5 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
             if source.starting.pop(future, None) is None:
                 return future
             continue
-        _scheduler.wake_main()
+        wake_main()
         return future

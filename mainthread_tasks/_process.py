@@ -20,7 +20,7 @@ and ``pickle`` alone:
   pipes out of what its tasks start (``_process_child._keep_pipes_to_ourselves``). A reply that is
   not a well-formed reply to the task in flight (a stray write into the pipe, sizes over the limits)
   fails that task the same way and the child is replaced: no result reaches another task's Future.
-- The pool is a *source* of the scheduler (``_scheduler.add_source``): the main thread reads the
+- The pool is a *source* of the scheduler (``_wake.Source``): the main thread reads the
   children's result pipes without blocking wherever it runs queued tasks -- the UI timer,
   ``pump()``, ``joined_threads()``, ``run_forever()``, ``result()`` on the main thread -- and
   completes the futures there, so done-callbacks run on the main thread. No thread is started.
@@ -55,10 +55,13 @@ from concurrent.futures import InvalidStateError
 from time import monotonic, perf_counter
 from typing import IO, Any, Literal, ParamSpec, TypeVar
 
-from . import _errors, _process_child, _scheduler
+from . import _errors, _process_child
+from ._args import not_callable, task_name
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
+from ._lifecycle import LIFECYCLE
 from ._threadinfo import is_main_thread
+from ._wake import add_source, remove_source, wake_main
 
 __all__ = ("ProcessFuture", "run_in_process", "set_process_workers")
 
@@ -230,27 +233,27 @@ def _pickle_call(
         except Exception:  # noqa: BLE001 - a __reduce__ may raise anything: the fn is the culprit then
             what = "the function itself"
         raise TypeError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): {what} cannot be pickled, so it cannot be sent "
+            f"run_in_process({task_name(fn)}, ...): {what} cannot be pickled, so it cannot be sent "
             f"to a worker process: {exc}. Use a function defined at the top level of a module (not a lambda, "
             "a nested function or a bound method of an unpicklable object) and plain data"
         ) from exc
     if "__main__" in pickler.modules:
         raise TypeError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): it needs something defined in __main__ (the "
+            f"run_in_process({task_name(fn)}, ...): it needs something defined in __main__ (the "
             "script Blender runs), which a worker process cannot import; move the function (and any class it "
             "is given) into a module of its own and import it from there"
         )
     blender = sorted(m for m in pickler.modules if m.partition(".")[0] in _process_child.BLENDER_MODULES)
     if blender:
         raise TypeError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): it needs Blender's module(s) {', '.join(blender)}, "
+            f"run_in_process({task_name(fn)}, ...): it needs Blender's module(s) {', '.join(blender)}, "
             "which a worker process does not have (it runs plain Python); pass plain data and do the bpy work "
             "on the main thread with the result"
         )
     body = buffer.getvalue()
     if len(body) > max_message_bytes:
         raise ValueError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): the arguments pickle to {len(body):,} bytes, more "
+            f"run_in_process({task_name(fn)}, ...): the arguments pickle to {len(body):,} bytes, more "
             f"than {max_message_bytes:,}; pass a file path and read the data in the worker"
         )
     # The packages above every module the call needs, with their __path__ (empty for a module
@@ -351,7 +354,7 @@ def _exit_description(code: int | None) -> str:
 
 
 class _Pool:
-    """The worker processes and their tasks; a source of the scheduler (see ``_scheduler``)."""
+    """The worker processes and their tasks; a source (see ``_wake.Source``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # must be held while touching _pending or _closed
@@ -377,7 +380,7 @@ class _Pool:
         if is_main_thread():
             self._dispatch()
         else:
-            _scheduler.wake_main()
+            wake_main()
 
     def counts(self) -> tuple[int, int, int]:
         """``(processes alive, tasks pending, tasks running)``. Any thread (a snapshot)."""
@@ -825,7 +828,7 @@ def _current_pool() -> _Pool:
     with _pool_lock:
         if _pool is None or _pool._closed is not None:
             _pool = _Pool()
-            _scheduler.add_source(_pool)
+            add_source(_pool)
         return _pool
 
 
@@ -864,24 +867,24 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
         on); ``SchedulerStopped`` when the pool stopped first (last ``unregister()``, exit).
     """
     if not callable(fn):
-        raise _scheduler._not_callable(fn)
+        raise not_callable(fn)
     if os.name != "posix":
         raise NotImplementedError(
             "run_in_process needs Linux or macOS: on Windows Blender's main thread cannot poll the workers' pipes"
         )
-    if _scheduler._stopped is not None:
-        raise SchedulerStopped(_scheduler._stopped)
+    if LIFECYCLE.stopped is not None:
+        raise SchedulerStopped(LIFECYCLE.stopped)
     body, packages = _pickle_call(fn, args, kwargs)
     _interpreter()  # a missing interpreter is the caller's error, now
     future: ProcessFuture[_T] = ProcessFuture()
     future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
     pool = _current_pool()
-    pool.submit(_Task(future, body, packages, _scheduler.task_name(fn)))
-    stopped = _scheduler._stopped
+    pool.submit(_Task(future, body, packages, task_name(fn)))
+    stopped = LIFECYCLE.stopped
     if stopped is not None and pool._closed is None:
         # Stopped between the check above and the submit, after the scheduler stopped its sources:
         # nobody else will stop this pool.
-        _scheduler.remove_source(pool)
+        remove_source(pool)
         pool.stop(stopped)
     return future
 
@@ -908,7 +911,7 @@ def set_process_workers(n: int) -> int:
         if is_main_thread():
             pool._dispatch()  # (no result is read here: no done-callback runs inside this call)
         else:
-            _scheduler.wake_main()
+            wake_main()
     return previous
 
 
@@ -936,5 +939,3 @@ def reset_counts() -> None:
 
 # stats() and reset_stats() reach the pool's counters through these (the scheduler imports no
 # other module of the package).
-_scheduler._process_counts = counts
-_scheduler._reset_process_counts = reset_counts

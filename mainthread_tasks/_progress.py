@@ -32,7 +32,8 @@ from time import monotonic
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import _scheduler, _threads
+from . import _threads
+from ._wake import Source, add_source, remove_source
 
 __all__ = ("Progress", "progress")
 
@@ -44,7 +45,7 @@ _active: list[Progress] = []  # open progresses, oldest first; replaced only und
 _serials = itertools.count(1)
 #: The UI display (a source for the scheduler: ``_progress_ui.StatusBar``) while the library is
 #: registered in Blender's UI, else None: progresses then go to stderr.
-_display: _scheduler.Source | None = None
+_display: Source | None = None
 _printer: threading.Thread | None = None
 _printer_wake = threading.Event()
 _print_lock = threading.Lock()  # one line at a time; must be held while writing a line or closing
@@ -311,7 +312,7 @@ def progress(label: str, total: float | None = None) -> Progress:
     with _registry_lock:
         _active.append(created)
         if _display is not None:
-            _scheduler.add_source(_display)
+            add_source(_display)
         else:
             _ensure_printer()
     return created
@@ -333,26 +334,26 @@ def find(serial: int) -> Progress | None:
     return None
 
 
-def set_display(display: _scheduler.Source | None) -> None:
+def set_display(display: Source | None) -> None:
     """Show progresses with ``display`` (Blender's UI), or on stderr with None. Main thread."""
     global _display
     with _registry_lock:
         _display = display
         if display is not None:
             if _active:
-                _scheduler.add_source(display)
+                add_source(display)
         elif _active:
             _ensure_printer()
 
 
-def remove_display_if_idle(display: _scheduler.Source) -> bool:
+def remove_display_if_idle(display: Source) -> bool:
     """Stop polling ``display`` when no progress is open; True if it was removed. Main thread.
 
     Under the registry lock, so that a progress opened meanwhile adds it back after, not before."""
     with _registry_lock:
         if _active:
             return False
-        _scheduler.remove_source(display)
+        remove_source(display)
         return True
 
 

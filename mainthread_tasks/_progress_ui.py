@@ -29,7 +29,8 @@ from time import perf_counter
 
 import bpy
 
-from . import _progress, _scheduler
+from . import _progress
+from ._wake import remove_source
 
 __all__ = ("register", "unregister")
 
@@ -83,7 +84,7 @@ class StatusBar:
         self.windows_when_drawn: frozenset[int] = frozenset()
         self.redraws = 0
 
-    # -- the source protocol (see _scheduler) ---------------------------------------------------------
+    # -- the source protocol (see _wake.Source) -----------------------------------------------------
 
     def fds(self) -> tuple[int, ...]:
         return ()
@@ -225,7 +226,7 @@ def unregister() -> None:
     """Undo register(); open progresses go on, shown on stderr. Main thread; idempotent."""
     global _registered
     _progress.set_display(None)
-    _scheduler.remove_source(status_bar)
+    remove_source(status_bar)
     status_bar.forget_regions()
     status_bar.shown = ()
     for keymap, item in _keymap_items:

@@ -102,9 +102,9 @@ def load_script(name: str):
 def discard_queued() -> None:
     """End a test that leaves main-thread tasks queued on purpose: cancel them (the conftest fails
     a test that leaves any, so that a leak is found by the test that made it)."""
-    from mainthread_tasks import _scheduler
+    from mainthread_tasks import _lifecycle
 
-    _scheduler._reject_queued()
+    _lifecycle.LIFECYCLE.reject_queued()
 
 
 def start_thread(target, *args, name=None) -> threading.Thread:

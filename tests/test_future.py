@@ -357,7 +357,7 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
     import gc
     import sys
 
-    from mainthread_tasks import _scheduler
+    from mainthread_tasks import _lifecycle
 
     future = _future_makers()[maker]()
     seen_by_other = []
@@ -385,7 +385,7 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
     try:
         hoard = [{} for _ in range(200)]  # empty the dict free list: making a dict must allocate
         gc.set_threshold(1)  # ...and any allocation collects
-        seen_by_main = future.__dict__  # what _scheduler._run_batch does first with a future
+        seen_by_main = future.__dict__  # what _dispatch.run_batch does first with a future
     finally:
         gc.set_threshold(*threshold)
         gc.callbacks.remove(hand_over_mid_collection)
@@ -395,4 +395,4 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
     _kept_alive.extend([future, seen_by_main, *seen_by_other])
     assert seen_by_other[0] is seen_by_main, "two __dict__ objects over one values array (CPython 3.11)"
     future.cancel()
-    _scheduler._reject_queued()
+    _lifecycle.LIFECYCLE.reject_queued()

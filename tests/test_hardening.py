@@ -25,7 +25,7 @@ from contextlib import redirect_stderr
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _scheduler
+from mainthread_tasks import _dispatch
 from tests import support
 from tests.support import run_script
 
@@ -509,7 +509,7 @@ class Command:
 
 
 def test_nothing_a_task_object_does_escapes_the_dispatcher(monkeypatch):
-    monkeypatch.setattr(_scheduler, "slow_task_seconds", 0.0)  # every task is "slow": names looked up
+    monkeypatch.setattr(_dispatch, "slow_task_seconds", 0.0)  # every task is "slow": names looked up
     future = mt.run_on_main(Command())
     mt.post_on_main(Command())
     assert mt.pump() == 2

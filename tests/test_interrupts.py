@@ -19,7 +19,7 @@ import weakref
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _scheduler
+from mainthread_tasks import _dispatch, _interrupts, _queue
 
 
 @pytest.fixture
@@ -162,9 +162,9 @@ def test_ctrl_c_deferred_in_a_nested_batch_reaches_the_task_that_waits(sigint_ra
 
     # waiting_task must run first: queue it, then move the two others behind it.
     waiter = mt.run_on_main(waiting_task)
-    items = [_scheduler._get_nowait() for _ in range(3)]
+    items = [_queue.get_nowait() for _ in range(3)]
     for index in (2, 0, 1):
-        _scheduler._put(items[index])
+        _queue.put(items[index])
     del items  # the queue alone keeps the Bomb's Future
     with pytest.raises(KeyboardInterrupt):
         mt.pump()
@@ -189,9 +189,9 @@ def test_ctrl_c_in_a_done_callback_that_waits_does_not_spin(sigint_raises, unrai
     first = mt.run_on_main(str)
     first.add_done_callback(callback)
     # first must run before waited: move waited behind it.
-    items = [_scheduler._get_nowait() for _ in range(2)]
+    items = [_queue.get_nowait() for _ in range(2)]
     for index in (1, 0):
-        _scheduler._put(items[index])
+        _queue.put(items[index])
     del items
     with pytest.raises(KeyboardInterrupt):
         mt.pump()
@@ -250,12 +250,10 @@ def test_the_task_runner_knows_its_task_line_on_this_python():
     the bytecode (``CALL_FUNCTION_EX``): a Python that compiles ``fn(*args)`` otherwise fails here."""
     import inspect
 
-    from mainthread_tasks import _interrupts
-
-    lines, first = inspect.getsourcelines(_scheduler._run_batch)
+    lines, first = inspect.getsourcelines(_dispatch.run_batch)
     calls = {first + i for i, line in enumerate(lines) if "= fn(*args, **kwargs) if kwargs else fn(*args)" in line}
     assert len(calls) == 1
-    assert _interrupts._task_lines[_scheduler._run_batch.__code__] == calls
+    assert _interrupts._task_lines[_dispatch.run_batch.__code__] == calls
 
 
 CTRL_C_AFTER_RUN_FOREVER = r"""

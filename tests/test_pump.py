@@ -169,9 +169,9 @@ def test_stats_names_the_running_task():
 
 
 def test_slow_task_is_logged_with_its_name(caplog, monkeypatch):
-    from mainthread_tasks import _scheduler
+    from mainthread_tasks import _dispatch
 
-    monkeypatch.setattr(_scheduler, "slow_task_seconds", 0.05)
+    monkeypatch.setattr(_dispatch, "slow_task_seconds", 0.05)
 
     def sluggish():
         time.sleep(0.06)

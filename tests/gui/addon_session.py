@@ -230,7 +230,7 @@ def step_progress_in_the_status_bar(seconds=2.0):
         for item in [p, *more]:
             item.close()
         yield from wait_until(lambda: not progress_items(), 5, "the items to go")
-        yield from wait_until(lambda: mt._scheduler._sources == (), 5, "the display to stop polling")
+        yield from wait_until(lambda: mt._wake.SOURCES.all == (), 5, "the display to stop polling")
         facts["progress_display"] = {
             "redraws_per_second_while_changing": round(rate, 1),
             "redraws_while_static_1_5s": static,
