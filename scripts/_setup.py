@@ -40,8 +40,8 @@ TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 # The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
 # griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats); mkdocstrings
-# formats long signatures with ruff; Playwright drives Debian's chromium-headless-shell for the
-# site's screenshots (tests/test_docs.py's layout checks; its own browser download is not used).
+# formats long signatures with ruff; Playwright drives Debian's chromium-headless-shell (apt) to
+# take screenshots of the built site at 1280 px and on a phone (its own browser download is not used).
 DOCS_REQUIREMENTS = [
     "mkdocs==1.6.1",
     "mkdocs-material==9.8.1",
