@@ -95,6 +95,7 @@ def load_script(name: str):
     package)."""
     spec = importlib.util.spec_from_file_location(f"mainthread_tasks_{name}_script", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

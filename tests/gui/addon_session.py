@@ -331,10 +331,10 @@ def step_example_addon(assets=12):
 def step_example_cancelled_with_esc(assets=60):
     before = set(bpy.data.objects.keys())
     assert bpy.ops.asset_downloader.download(count=assets) == {"FINISHED"}
-    downloader = next(t for t in threading.enumerate() if t.name == "asset-downloader")
+    (download,) = example.downloads  # the coroutine's Future
     yield from wait_until(lambda: len(_new_objects(before)) >= 5, 30, "five assets")
     press("ESC")
-    yield from wait_until(lambda: not downloader.is_alive(), 30, "the download to stop after ESC")
+    yield from wait_until(lambda: download.done(), 30, "the download to stop after ESC")
     yield from wait_until(lambda: not mt.stats().pending, 10, "the queue to drain")
     created = len(_new_objects(before))
     yield from pause(1.0)
