@@ -5,7 +5,7 @@
 thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` in ``--background``.
 For add-ons: ``ui_context()`` gives operators the area they need, ``progress()`` shows long work
 with a cancel button, tasks wait while a render or bake runs (``ui_only()`` opts out), and
-``strict_mode()`` makes ``bpy`` used from a worker thread fail loudly (docs/addons.md).
+``strict_mode()`` makes ``bpy`` used from a worker thread fail loudly (docs/ui.md).
 """
 
 from __future__ import annotations

@@ -529,7 +529,7 @@ def main_loop() -> asyncio.AbstractEventLoop:
 def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
     """Run the coroutine ``coro`` on the main thread's loop; return its Future. Any thread.
 
-    Between its ``await``\\ s the coroutine runs on the main thread, so it may call ``bpy``
+    Between its ``await`` expressions the coroutine runs on the main thread, so it may call ``bpy``
     directly. ``await asyncio.sleep()``, streams, ``asyncio.wrap_future(run_in_process(...))`` and
     ``loop.run_in_executor`` work. The Future is a ``concurrent.futures.Future``: its result is the
     coroutine's; ``cancel()`` cancels the coroutine (its ``finally`` blocks run); at the last

@@ -181,16 +181,15 @@ def run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | Non
 def pump(timeout: float | None = 0.0) -> int:
     """Run the queued tasks now, in the calling thread, which must be the main thread.
 
-    If none is queued, first wait up to ``timeout`` seconds (``None``: no limit) for one (or for
-    ``wake_main()``, which ends the wait early). Runs the
-    tasks that were queued when it started (tasks they queue run at the next call); returns how
-    many ran. Process results and asyncio steps that are ready are delivered too, and count. This
-    is how a ``--background`` script, where Blender timers never fire, gets its workers'
-    main-thread calls done (``joined_threads`` calls it for you). Ctrl-C interrupts the task
-    running or the wait; landing between tasks it takes effect after the task in hand, and no
-    task is lost either way. Tasks the UI timer held during a render/bake/composite job run first,
-    even while the job goes on: the main thread asked for them (waiting for them in the UI would
-    keep the job from ending).
+    If nothing is ready, first wait up to ``timeout`` seconds (``None``: no limit) for a task, a
+    process result or a coroutine ready to run. Runs the tasks that were queued when it started
+    (tasks they queue run at the next call); returns how many ran. Process results and asyncio
+    steps that are ready are delivered too, and count. This is how a ``--background`` script, where
+    Blender timers never fire, gets its workers' main-thread calls done (``joined_threads`` calls it
+    for you). Ctrl-C interrupts the task running or the wait; landing between tasks it takes effect
+    after the task in hand, and no task is lost either way. Tasks the UI timer held during a
+    render/bake/composite job run first, even while the job goes on: the main thread asked for them
+    (waiting for them in the UI would keep the job from ending).
 
     Raises:
         NotMainThreadError: called from another thread.

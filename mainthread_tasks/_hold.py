@@ -72,7 +72,7 @@ HOLD = Hold()
 def ui_only(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     """Mark ``fn`` as a task that only touches the interface: it is not held during jobs. Any thread.
 
-    Returns a wrapper that calls ``fn`` with the same arguments; submit it as usual::
+    Returns a wrapper that calls ``fn`` with the same arguments; submit it as usual:
 
         post_on_main(ui_only(set_status_text), "Downloading 3/40")
 

@@ -100,7 +100,7 @@ class StatusBar:
         if now < self.next_poll:
             return 0
         self.next_poll = now + REDRAW_INTERVAL
-        shown = tuple((p.serial, p.label, p.text(), p.cancelled) for p in _progress.open_progresses())
+        shown = tuple((p._serial, p.label, p.text(), p.cancelled) for p in _progress.open_progresses())
         if shown != self.shown:
             self.shown = shown
             self.redraw()
@@ -190,7 +190,7 @@ def _draw_item(row: bpy.types.UILayout, item: _progress.Progress) -> None:
         bar.progress(factor=fraction, type="BAR", text=text)
     else:
         row.label(text=text, icon="SORTTIME")
-    row.operator(CANCEL_IDNAME, text="", icon="X", emboss=False).serial = item.serial
+    row.operator(CANCEL_IDNAME, text="", icon="X", emboss=False).serial = item._serial
 
 
 @bpy.app.handlers.persistent  # type: ignore[untyped-decorator]  # returns the function itself

@@ -27,7 +27,7 @@ class Stats:
     runs)``. Times are in seconds.
     """
 
-    submitted: int
+    submitted: int  #: tasks accepted: completed + failed + cancelled + pending (+1 while one runs)
     completed: int  #: ran and returned
     failed: int  #: ran and raised (post_on_main failures are also logged)
     cancelled: int  #: never ran: cancelled by the caller, or by unregister()/exit

@@ -383,7 +383,7 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it raised one) are
     raised together as an ``ExceptionGroup``; ``sys.exit()`` in a worker just ends that thread.
 
-    The block owns: threads from ``scope.start``, ``threading.Thread``\\ s (daemon or not)
+    The block owns: threads from ``scope.start``, ``threading.Thread`` objects (daemon or not)
     started inside the block by the main thread or by threads the block owns, however deep, and
     the work they give a ``ThreadPoolExecutor`` (asyncio's ``run_in_executor`` too), whichever
     worker runs it, with the threads that work starts. It does not own, and never waits for:

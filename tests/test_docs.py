@@ -85,20 +85,9 @@ def test_the_api_reference_has_an_entry_for_every_public_name(site):
         assert f'id="mainthread_tasks.{path}"' in html, path
 
 
-#: Offences in the built API pages that only a change of a docstring in mainthread_tasks/ can fix
-#: (the lead's list: /work/docstring_todo.md): (page, the object's anchor, the offence). The check
-#: below fails on any other offence, and on a listed one that is gone: delete its line then.
-KNOWN_OFFENDERS = {
-    ("reference.md", "mainthread_tasks.joined_threads", "RST escape '\\ '"),
-    ("reference.md", "mainthread_tasks.run_async", "RST escape '\\ '"),
-    ("reference.md", "mainthread_tasks.progress", "Sphinx role ':class:'"),
-    ("reference.md", "mainthread_tasks.progress", "RST '::' before an example"),
-    ("reference.md", "mainthread_tasks.Progress", "Sphinx role ':func:'"),
-    ("reference.md", "mainthread_tasks.ui_context", "RST '::' before an example"),
-    ("reference.md", "mainthread_tasks.ui_context", "private name in the signature: _FoundArea"),
-    ("reference.md", "mainthread_tasks.ui_only", "RST '::' before an example"),
-    ("reference.md", "mainthread_tasks.pump", "private helper named: wake_main()"),
-}
+#: Offences in the built API pages left on purpose: (page, the object's anchor, the offence). None:
+#: the check below fails on any offence, and on a listed one that is gone.
+KNOWN_OFFENDERS: set[tuple[str, str, str]] = set()
 
 _SECTION = re.compile(r'<h[2-6] id="(mainthread_tasks\.[\w.]+)"')
 _ROLE = re.compile(r":(class|func|meth|attr|exc|mod|data|obj|ref):")
