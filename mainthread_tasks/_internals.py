@@ -228,7 +228,7 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "asyncio: loop._ready, handle._cancelled, and the order of steps in BaseEventLoop._run_once",
-        "_async",
+        "_loop, _async",
         "_run_once runs `ntodo = len(self._ready)` callbacks with popleft(), all of them however long "
         "they take: MainLoop's _ready is a deque subclass that hands them out one by one, so an "
         "iteration can end at the UI pass's deadline (the tick budget); a callback kept back is "
