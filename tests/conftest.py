@@ -9,6 +9,7 @@ real: a tier must never pass by quietly testing the wrong thing.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -122,3 +123,19 @@ def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
         if not leaked or time.monotonic() > deadline:
             return leaked
         mainthread_tasks.pump(0.01)
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler (the Blender binary runs none: it handles SIGINT in C)."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+@pytest.fixture
+def fast_switching():
+    """Threads take turns every 10 us instead of 5 ms: races show up within a test's time."""
+    with support.fast_switching():
+        yield
