@@ -2,7 +2,7 @@
 
 ``bpy`` is not thread-safe. Threads may do I/O and waiting; every ``bpy`` call goes through
 ``run_on_main`` / ``call_on_main`` / ``post_on_main`` (or ``@main_thread``) and runs on the main
-thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` in ``--background``.
+thread: from a Blender timer in the UI, from ``pump()`` and what calls it in ``--background``.
 For add-ons: ``ui_context()`` gives operators the area they need, ``progress()`` shows long work
 with a cancel button, tasks wait while a render or bake runs (``ui_only()`` opts out), and
 ``strict_mode()`` makes ``bpy`` used from a worker thread fail loudly (docs/ui.md).

@@ -1,9 +1,8 @@
 """Coroutines on the main thread: one asyncio loop, stepped wherever the queue runs (no thread, no bpy).
 
 ``main_loop()`` makes one ``asyncio`` event loop for the main thread. Nobody runs it for ever:
-it is a source (see ``_wake.Source``), stepped one iteration at a time -- by the
-add-on's timer in Blender's UI (within the pass's tick budget), and by ``pump()``,
-``joined_threads()``, ``run_forever()`` and ``Future.result()`` on the main thread elsewhere. One
+it is a source (see ``_wake.Source``), stepped one iteration at a time wherever the main thread
+runs its work (``_dispatch`` says where), in the UI within the pass's tick budget. One
 iteration is what ``loop.run_forever()`` does between two checks of ``stop()``: run the callbacks
 that are ready, the I/O that is ready and the timers that are due -- in the UI, only as many as
 fit in the pass's budget, like queued tasks (see ``_loop``). To wait, ``pump()`` sleeps in
@@ -315,10 +314,10 @@ def main_loop() -> asyncio.AbstractEventLoop:
     """The asyncio event loop of the main thread, made on first use. Any thread.
 
     Coroutines run on it with ``run_async``; inside them ``asyncio.get_running_loop()`` is this
-    loop. Threads may ``call_soon_threadsafe`` on it. It is stepped by the add-on's timer in the
-    UI and by ``pump()``/``joined_threads()``/``run_forever()``/``result()`` on the main thread
-    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it,
-    as ``close()`` does (the next call makes a new one).
+    loop. Threads may ``call_soon_threadsafe`` on it. It is stepped wherever the main thread runs
+    queued tasks (the add-on's timer in the UI, ``pump()`` and what calls it elsewhere); the last
+    ``unregister()`` or the end of Python cancels its coroutines and closes it, as ``close()`` does
+    (the next call makes a new one).
 
     Raises:
         SchedulerStopped: after the last ``unregister()``, or while Python exits.

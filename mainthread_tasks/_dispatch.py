@@ -1,9 +1,12 @@
 """Running queued tasks on the main thread: ``pump``, the UI timer's ``run_for``, and how the main
 thread waits on a future (no bpy). Main thread only.
 
-Only the main thread takes tasks off the queue (``_queue``) to run them -- in ``pump()``, in the
-Blender timer (``run_for``), while it waits on a future or in ``joined_threads`` -- so the counters
-below are only ever written there. A task's exception goes to its Future (or the log, for
+What runs the main thread's work -- queued tasks, process results, coroutine steps -- is said here
+once (the rest of the package points here): in Blender's UI the add-on's timer (``run_for``);
+elsewhere (``--background``, the ``bpy`` module, plain Python) ``pump()`` and what calls it:
+``joined_threads()`` at the end of its block, ``run_forever()``, and ``result()``/``exception()``
+of a Future on the main thread. Only the main thread takes tasks off the queue (``_queue``), so
+the counters below are only ever written there. A task's exception goes to its Future (or the log, for
 ``post_on_main``); a Ctrl-C is handled by the guard in ``_interrupts``.
 """
 
@@ -185,9 +188,10 @@ def pump(timeout: float | None = 0.0) -> int:
     process result or a coroutine ready to run. Runs the tasks that were queued when it started
     (tasks they queue run at the next call); returns how many ran. Process results and asyncio
     steps that are ready are delivered too, and count. This is how a ``--background`` script, where
-    Blender timers never fire, gets its workers' main-thread calls done (``joined_threads`` calls it
-    for you). Ctrl-C interrupts the task running or the wait; landing between tasks it takes effect
-    after the task in hand, and no task is lost either way. Tasks the UI timer held during a
+    Blender timers never fire, gets its workers' main-thread calls done; ``joined_threads()``,
+    ``run_forever()`` and ``result()`` on the main thread call it for you. Ctrl-C interrupts the
+    task running or the wait; landing between tasks it takes effect after the task in hand, and no
+    task is lost either way. Tasks the UI timer held during a
     render/bake/composite job run first, even while the job goes on: the main thread asked for them
     (waiting for them in the UI would keep the job from ending).
 

@@ -12,10 +12,10 @@ even while the queue is held, ahead of the held tasks. ``run_on_main(fn, *args, 
 every keyword to ``fn``, so the mark travels with the function, not as an option; it is looked at
 only while the queue is held, and costs nothing otherwise.
 
-Only the UI timer holds: ``pump()``, ``joined_threads()`` and waiting on a Future on the main thread
-run tasks even during a job (the main thread asked for them; in the UI, waiting for them would keep
-the job from ever ending). Sources (``add_source``) are held too, except those marked ``ui_only``
-(the progress display). No bpy here: ``_blender`` passes ``bpy.app.is_job_running`` in.
+Only the UI timer holds: ``pump()`` and what calls it (``_dispatch``) run tasks even during a job
+(the main thread asked for them; in the UI, waiting for them would keep the job from ever ending).
+Sources (``add_source``) are held too, except those marked ``ui_only`` (the progress display).
+No bpy here: ``_blender`` passes ``bpy.app.is_job_running`` in.
 """
 
 from __future__ import annotations

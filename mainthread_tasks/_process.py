@@ -21,9 +21,8 @@ and ``pickle`` alone:
   not a well-formed reply to the task in flight (a stray write into the pipe, sizes over the limits)
   fails that task the same way and the child is replaced: no result reaches another task's Future.
 - The pool is a *source* of the scheduler (``_wake.Source``): the main thread reads the
-  children's result pipes without blocking wherever it runs queued tasks -- the UI timer,
-  ``pump()``, ``joined_threads()``, ``run_forever()``, ``result()`` on the main thread -- and
-  completes the futures there, so done-callbacks run on the main thread. No thread is started.
+  children's result pipes without blocking wherever it runs queued tasks (``_dispatch`` says
+  where), and completes the futures there, so done-callbacks run on the main thread. No thread is started.
 - Every file descriptor is touched by the main thread only: it starts children, writes tasks, reads
   results, and stops them. Another thread that submits appends to ``_pending`` (under the pool's
   lock) and wakes the main thread, which dispatches the task at its next poll. A task is written
@@ -104,7 +103,7 @@ class ProcessFuture(MainThreadFuture[_T]):
     it is done run at once in the adding thread, and a cancel() runs them in the cancelling
     thread). ``result()``/``exception()`` on the main thread read results and run queued tasks
     while they wait; in a worker thread they just wait, so something must keep the main thread
-    polling: the UI timer, ``pump()``/``joined_threads()``/``run_forever()`` in the background.
+    running its work: the UI timer, or ``pump()`` and what calls it in the background.
     """
 
     _runs_on_main = False  # RUNNING means "in a worker process": the main thread may wait for it
@@ -843,12 +842,12 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
     ``__init__`` imports bpy: the worker imports only that module. Do the ``bpy`` work with the
     result on the main thread, e.g. in a done-callback (they run on the main thread).
 
-    The main thread reads the results: in the UI the add-on's timer does, in ``--background`` and
-    the bpy module ``pump()``, ``joined_threads()``, ``run_forever()`` and ``result()`` on the
-    main thread do. Tasks wait for a free worker process; the pool starts with the first task and
-    holds ``set_process_workers()`` processes (default: CPU count - 1, at least 1). The Future
-    re-raises ``fn``'s exception with the same type, the worker's traceback attached as its
-    ``__cause__``. ``cancel()`` works until a worker process starts the task.
+    The main thread reads the results wherever it runs queued tasks: in the UI the add-on's timer
+    does, in ``--background`` and the bpy module ``pump()`` and what calls it. Tasks wait for a free
+    worker process; the pool starts with the first task and holds ``set_process_workers()``
+    processes (default: CPU count - 1, at least 1). The Future re-raises ``fn``'s exception with the
+    same type, the worker's traceback attached as its ``__cause__``. ``cancel()`` works until a
+    worker process starts the task.
 
     Raises:
         TypeError: ``fn`` is not callable; ``fn`` or an argument cannot be pickled or needs
