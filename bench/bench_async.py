@@ -59,7 +59,7 @@ def inside_ui(out: Path, quick: bool) -> None:
     import bpy
 
     import mainthread_tasks as mt
-    from mainthread_tasks import _async, _blender, _pacing, _scheduler
+    from mainthread_tasks import _async, _blender, _pacing, _wake
 
     perf_counter = time.perf_counter
     busy_wait = _harness.busy_wait
@@ -72,7 +72,7 @@ def inside_ui(out: Path, quick: bool) -> None:
     result: dict = {
         "blender": bpy.app.version_string,
         "python": sys.version.split()[0],
-        "tick_budget": _pacing.tick_budget,
+        "tick_budget": _pacing.PACING.tick_budget,
         "step_length": STEP_SECONDS,
         "coroutines": coroutines,
         "steps_each": steps_each,
@@ -208,7 +208,7 @@ def inside_ui(out: Path, quick: bool) -> None:
         The timer as Blender idling leaves it (LONG_IDLE_AFTER s after the latest work)."""
         loop_source = _async._source
         if sleepers:
-            _scheduler.add_source(loop_source)
+            _wake.add_source(loop_source)
             for future in sleepers:
                 future.cancel()
             while loop_source.tasks:
@@ -218,9 +218,9 @@ def inside_ui(out: Path, quick: bool) -> None:
         if timers.is_registered(_blender._drain_timer):
             timers.unregister(_blender._drain_timer)
         if state in ("disabled", "no_loop"):
-            _scheduler.remove_source(loop_source)
+            _wake.remove_source(loop_source)
         else:
-            _scheduler.add_source(loop_source)
+            _wake.add_source(loop_source)
         if state == "loop_asleep":
             sleepers.extend(mt.run_async(asyncio.sleep(3600)) for _ in range(SLEEPERS))
             mt.pump()  # their first step: they fall asleep

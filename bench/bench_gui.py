@@ -144,7 +144,7 @@ def inside_ui(out: Path, quick: bool) -> None:
     import bpy
 
     import mainthread_tasks as mt
-    from mainthread_tasks import _blender, _pacing, _scheduler
+    from mainthread_tasks import _blender, _dispatch, _pacing, _stats
 
     idle_pass_seconds = 1.0 if quick else 5.0  # about as many passes as the backlog drain has
     cpu_cycles = 6 if quick else 75  # cycles through the IDLE_STATES: 22.5 s of windows per state
@@ -292,7 +292,7 @@ def inside_ui(out: Path, quick: bool) -> None:
             overrun[0] += busy_wait(BACKLOG_TASK_SECONDS)
             ran[0] += 1
 
-        _scheduler.reset_stats()  # for the longest timer pass of the add-on during the drain
+        _stats.reset_stats()  # for the longest timer pass of the add-on during the drain
         # What the add-on's timer saw in each pass (it runs just before this recorder in a pass): floats
         # into preallocated lists, so that the probe allocates nothing the garbage collector tracks.
         seen = {"blender_part": [], "budget": [], "addon_pass": [], "task_overrun": []}
@@ -303,9 +303,9 @@ def inside_ui(out: Path, quick: bool) -> None:
             addon=seen["addon_pass"].append,
             tasks=seen["task_overrun"].append,
         ):
-            part(_pacing.blender_part)
-            budget(_pacing.pass_budget)
-            addon(_scheduler._last_tick)
+            part(_pacing.PACING.blender_part)
+            budget(_pacing.PACING.pass_budget)
+            addon(_dispatch.COUNTERS.last_tick)
             tasks(overrun[0])
 
         passes.probe = probe
@@ -361,7 +361,7 @@ def inside_ui(out: Path, quick: bool) -> None:
 
     def stalls():
         """The add-on's timer (tick budget per pass) next to the docs recipe, which drains all at once."""
-        results["tick_budget"] = _pacing.tick_budget
+        results["tick_budget"] = _pacing.PACING.tick_budget
         results["backlog_tasks"] = backlog_tasks
         results["backlog_task_seconds"] = BACKLOG_TASK_SECONDS
 

@@ -183,7 +183,7 @@ def overhead(out: Path, quick: bool) -> None:
     out.write_text(
         json.dumps(
             {
-                "where": f"bpy {bpy.app.version_string} module, Python {sys.version.split()[0]} ({sys.executable})",
+                "where": f"bpy {bpy.app.version_string} module, Python {sys.version.split()[0]}",
                 "tasks": many,
                 "per_task": runs,
                 "round_trip_p50": {name: statistics.median(values) for name, values in trips_seen.items()},

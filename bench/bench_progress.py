@@ -140,7 +140,7 @@ def timer_costs(mt, repeats: int) -> dict:
     (the same code without the check), and the job check of a pass with tasks (no job running)."""
     import timeit
 
-    from mainthread_tasks import _blender, _pacing, _scheduler
+    from mainthread_tasks import _blender, _pacing, _wake
 
     mt.register()  # binds bpy.app.is_job_running
     qsize, clock, idle_interval, run_pass = (
@@ -156,7 +156,7 @@ def timer_costs(mt, repeats: int) -> dict:
             run_pass()
             return 0.0
         now = state["empty_at"] = clock()
-        if _scheduler._sources:
+        if _wake.SOURCES.all:
             return 0.0
         return idle_interval(now)
 

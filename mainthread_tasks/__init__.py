@@ -2,10 +2,10 @@
 
 ``bpy`` is not thread-safe. Threads may do I/O and waiting; every ``bpy`` call goes through
 ``run_on_main`` / ``call_on_main`` / ``post_on_main`` (or ``@main_thread``) and runs on the main
-thread: from a Blender timer in the UI, from ``pump()`` or ``joined_threads()`` in ``--background``.
+thread: from a Blender timer in the UI, from ``pump()`` and what calls it in ``--background``.
 For add-ons: ``ui_context()`` gives operators the area they need, ``progress()`` shows long work
 with a cancel button, tasks wait while a render or bake runs (``ui_only()`` opts out), and
-``strict_mode()`` makes ``bpy`` used from a worker thread fail loudly (docs/addons.md).
+``strict_mode()`` makes ``bpy`` used from a worker thread fail loudly (docs/ui.md).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import typing  # the module, not its names: the package's public names are exact
 
 from ._async import main_loop, run_async
 from ._blender import register, unregister
+from ._dispatch import pump
 from ._errors import MainThreadTasksError, NoSuchArea, NotMainThreadError, SchedulerStopped, ThreadsStillRunning
 from ._future import MainThreadFuture
 from ._headless import run_forever
@@ -21,8 +22,9 @@ from ._hold import ui_only
 from ._pacing import set_tick_budget
 from ._process import run_in_process, set_process_workers
 from ._progress import Progress, progress
-from ._scheduler import Stats, call_on_main, main_thread, post_on_main, pump, run_on_main, stats
+from ._stats import Stats, stats
 from ._strict import strict_mode
+from ._submit import call_on_main, main_thread, post_on_main, run_on_main
 from ._threadinfo import is_main_thread
 from ._threads import ThreadScope, joined_threads
 from ._ui import ui_context

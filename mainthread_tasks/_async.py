@@ -1,12 +1,11 @@
 """Coroutines on the main thread: one asyncio loop, stepped wherever the queue runs (no thread, no bpy).
 
 ``main_loop()`` makes one ``asyncio`` event loop for the main thread. Nobody runs it for ever:
-it is a source of the scheduler (see ``_scheduler``), stepped one iteration at a time -- by the
-add-on's timer in Blender's UI (within the pass's tick budget), and by ``pump()``,
-``joined_threads()``, ``run_forever()`` and ``Future.result()`` on the main thread elsewhere. One
+it is a source (see ``_wake.Source``), stepped one iteration at a time wherever the main thread
+runs its work (``_dispatch`` says where), in the UI within the pass's tick budget. One
 iteration is what ``loop.run_forever()`` does between two checks of ``stop()``: run the callbacks
 that are ready, the I/O that is ready and the timers that are due -- in the UI, only as many as
-fit in the pass's budget, like queued tasks (see ``_ReadyQueue``). To wait, ``pump()`` sleeps in
+fit in the pass's budget, like queued tasks (see ``_loop``). To wait, ``pump()`` sleeps in
 poll(2) on the loop's selector (an epoll/kqueue fd, readable when any of its sockets is) until
 the loop's next timer; in the UI the timer polls no later than that timer, within the idle
 polling rules. Nothing busy-polls.
@@ -23,10 +22,7 @@ persistent), and runs under ``--background`` and in the ``bpy`` module too.
 from __future__ import annotations
 
 import asyncio
-import collections
-import heapq
 import inspect
-import itertools
 import logging
 import select
 import selectors
@@ -34,20 +30,15 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from . import _scheduler
+from . import _dispatch
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
+from ._lifecycle import LIFECYCLE
+from ._loop import CLOSED_BY_ITS_USER, MainLoop
 from ._threadinfo import is_main_thread
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from contextvars import Context
-
-    from typing_extensions import TypeVarTuple, Unpack  # typing has them from Python 3.11 (Blender 3.4: 3.10)
-
-    _Ts = TypeVarTuple("_Ts")
+from ._wake import add_source, remove_source, wake_main
 
 __all__ = ("AsyncFuture", "main_loop", "run_async")
 
@@ -59,198 +50,8 @@ STOP_GRACE_SECONDS = 1.0
 # stepped to poll its sockets while coroutines run: the longest an I/O event waits there.
 IO_POLL_SECONDS = 0.01
 
-# _LoopSource.stopping when the loop's user closed it (main_loop().close()): its Futures are cancelled.
-_CLOSED_BY_ITS_USER = "the main loop was closed"
 
 _T = TypeVar("_T")
-
-
-class _KeptBack:
-    """What ``_ReadyQueue.popleft`` hands the loop instead of a callback it keeps back."""
-
-    _cancelled = True  # BaseEventLoop._run_once skips a cancelled handle before touching anything else
-
-
-_KEPT_BACK = _KeptBack()
-
-
-class _ReadyQueue(collections.deque[asyncio.Handle]):
-    """asyncio's queue of ready callbacks (``loop._ready``), able to end an iteration at a deadline.
-
-    ``BaseEventLoop._run_once`` runs every callback that is ready when an iteration starts
-    (``ntodo = len(self._ready)``, then ``popleft()`` each), however long they take: 100 ready
-    coroutines take one iteration, and a UI pass would last all their steps. So between
-    ``start(deadline)`` and ``finish()`` (main thread, around the iterations of one poll), once a
-    callback as long as the one before it would end past ``deadline`` -- the queue's own rule --
-    ``popleft`` hands out a stand-in that the loop skips, and keeps the callback back:
-    ``restore()``, after the iteration, puts what it kept back at the front again, in order, for
-    the next iteration. The first callback of a poll always runs: the loop always moves. Without
-    a deadline it behaves like a deque.
-
-    An I/O callback kept back is one of the handles that ``add_reader``/``add_writer`` made: the
-    loop queues that same object every iteration its fd is ready (the selector is level-triggered),
-    so the next iteration may queue it again behind its restored copy. It must not run twice:
-    ``popleft`` skips a handle that it finds again behind the restored ones.
-    """
-
-    __slots__ = ("deadline", "kept", "restored", "again", "cut", "ran", "last")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.deadline: float | None = None
-        self.kept: list[asyncio.Handle] = []
-        self.restored = 0  # how many callbacks at the front were put back by restore()
-        self.again: set[int] = set()  # their id()s, to skip a second copy in the same iteration
-        self.cut = False  # the current poll has reached its deadline
-        self.ran = 0  # callbacks handed out in the current poll
-        self.last = 0.0  # perf_counter() when the latest one was handed out
-
-    # The loop takes what it gets for a handle: _KEPT_BACK passes for a cancelled one.
-    def popleft(self) -> asyncio.Handle | _KeptBack:  # type: ignore[override]
-        handle = super().popleft()
-        if self.restored:
-            self.restored -= 1
-        elif self.again and id(handle) in self.again:
-            return _KEPT_BACK  # queued again by the selector behind its restored copy
-        deadline = self.deadline
-        if deadline is not None:
-            now = perf_counter()
-            if self.cut or (self.ran and now + (now - self.last) > deadline):
-                self.cut = True
-                self.kept.append(handle)
-                return _KEPT_BACK
-            self.last = now
-        self.ran += 1
-        return handle
-
-    def start(self, deadline: float | None) -> None:
-        self.deadline, self.cut, self.ran, self.last = deadline, False, 0, perf_counter()
-
-    def restore(self) -> None:
-        """After an iteration: the callbacks kept back go to the front again, in their order."""
-        kept = self.kept
-        self.restored = len(kept)
-        if kept:
-            self.again = {id(handle) for handle in kept}
-            self.extendleft(reversed(kept))
-            kept.clear()
-        elif self.again:
-            self.again = set()
-
-    def finish(self) -> int:
-        """After the poll: how many callbacks ran; the queue behaves like a deque again."""
-        self.deadline = None
-        return self.ran
-
-
-class _Timers(list[tuple[float, int, asyncio.TimerHandle]]):
-    """The loop's timers, a heap of ``(when, order, handle)`` that ``MainLoop.call_at`` adds to:
-    the host sleeps until the next one.
-
-    asyncio keeps its own heap (``loop._scheduled``); this one holds the same handles, so that the
-    time to the next timer is read through their public ``when()``/``cancelled()``. Main thread
-    (``call_at`` is not thread-safe in asyncio either). A list, for heapq's C calls; ``order``
-    breaks ties, so that handles are never compared (their ``==`` compares the callbacks' args).
-    """
-
-    __slots__ = ("purge_at", "order")
-
-    _PURGE_MIN = 100
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.purge_at = self._PURGE_MIN  # more entries: drop the cancelled ones (amortized O(1))
-        self.order = itertools.count()
-
-    def purge(self) -> None:
-        """Drop the cancelled timers, which would otherwise stay until due (long timeouts)."""
-        self[:] = [entry for entry in self if not entry[2].cancelled()]
-        heapq.heapify(self)
-        self.purge_at = max(self._PURGE_MIN, 2 * len(self))
-
-    def next_when(self) -> float | None:
-        while self:
-            when, _order, timer = self[0]
-            if not timer.cancelled():
-                return when
-            heapq.heappop(self)
-        return None
-
-    def drop_due(self, before: float) -> None:
-        """After an iteration that started at loop time ``before``: it took every timer due by then."""
-        while self and self[0][0] < before:
-            heapq.heappop(self)
-
-
-class MainLoop(asyncio.SelectorEventLoop):
-    """The main thread's event loop (``main_loop()``); stepped by mainthread_tasks, never run by it.
-
-    Use it like any loop inside coroutines (``asyncio.get_running_loop()`` returns it) and for
-    ``call_soon_threadsafe`` from threads. Do not ``run_forever``/``run_until_complete`` it
-    yourself while mainthread_tasks steps it.
-    """
-
-    # The attributes added here start with _mt_: never a name of asyncio's own (see the top).
-
-    def __init__(self, owner: _LoopSource | None = None, selector: selectors.BaseSelector | None = None) -> None:
-        super().__init__(selector)
-        self._ready: _ReadyQueue = _ReadyQueue()  # private: see the top of the module
-        self._mt_owner = owner
-        self._mt_timers = _Timers()
-        self.set_exception_handler(_quiet_about_given_up_tasks)
-
-    def call_at(
-        self,
-        when: float,
-        callback: Callable[[Unpack[_Ts]], object],
-        *args: Unpack[_Ts],
-        context: Context | None = None,
-    ) -> asyncio.TimerHandle:
-        # Every timer goes through here: call_later, asyncio.sleep and asyncio.timeout call it.
-        timer = super().call_at(when, callback, *args, context=context)
-        timers = self._mt_timers
-        heapq.heappush(timers, (timer.when(), next(timers.order), timer))
-        if len(timers) > timers.purge_at:
-            timers.purge()
-        return timer
-
-    def close(self) -> None:
-        """Close the loop. The main loop first cancels its coroutines and lets their ``finally``
-        blocks run, as ``asyncio.run`` does before it closes one (their Futures are cancelled),
-        and stops being stepped; the next ``run_async()``/``main_loop()`` makes a new loop. Main
-        thread, outside the loop (a running loop raises RuntimeError, as any loop does)."""
-        owner = self._mt_owner
-        if owner is None or self.is_running() or self.is_closed():
-            super().close()
-            return
-        self._mt_owner = None
-        owner.wind_down(_CLOSED_BY_ITS_USER)
-        super().close()
-        owner.closed()
-
-    def _mt_due(self) -> float | None:
-        """Seconds until the loop has work without I/O (0.0: now), or None."""
-        if self._ready:
-            return 0.0
-        timers = self._mt_timers
-        if not timers:
-            return None
-        when, _order, timer = timers[0]
-        if timer.cancelled():
-            next_when = timers.next_when()
-            if next_when is None:
-                return None
-            when = next_when
-        return max(0.0, when - self.time())
-
-
-def _quiet_about_given_up_tasks(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The main loop's exception handler: asyncio's own, less its "Task was destroyed but it is
-    pending!" for a task that a stop gave up on and named in its warning (see wind_down)."""
-    task = context.get("task")
-    if loop.is_closed() and isinstance(task, asyncio.Task) and not task.done():
-        return
-    loop.default_exception_handler(context)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -283,7 +84,7 @@ class AsyncFuture(MainThreadFuture[_T]):
 
 
 class _LoopSource:
-    """The loop as a scheduler source (the interface is in ``_scheduler``)."""
+    """The loop as a source of main-thread work (the interface is ``_wake.Source``)."""
 
     def __init__(self) -> None:
         selector = selectors.DefaultSelector()
@@ -333,7 +134,7 @@ class _LoopSource:
 
     def poll(self, deadline: float | None = None) -> int:
         """Run loop iterations while work is ready: one without a deadline; with one, as many as fit
-        before it, the last one ended early if need be (see _ReadyQueue). Returns the callbacks run.
+        before it, the last one ended early if need be (see _loop._ReadyQueue). Returns the callbacks run.
         Finishes a stop that was asked for inside the loop's step (see ``stop``)."""
         loop = self.loop
         if loop.is_running() or loop.is_closed() or self.due() != 0.0 or _running_loop() is not None:
@@ -371,7 +172,7 @@ class _LoopSource:
             if not self._fds:
                 self._next_io_poll = monotonic() + IO_POLL_SECONDS
         elapsed = perf_counter() - started
-        if elapsed >= _scheduler.slow_task_seconds:
+        if elapsed >= _dispatch.slow_task_seconds:
             logger.warning(
                 "coroutine steps blocked the main thread for %.3f s (tasks: %s); await more often, "
                 "or do slow work with run_in_process or loop.run_in_executor",
@@ -399,7 +200,7 @@ class _LoopSource:
         if is_main_thread() and not loop.is_running():
             loop.close()  # MainLoop.close: wind_down(), then closed()
         else:
-            _scheduler.add_source(self)
+            add_source(self)
 
     def wind_down(self, message: str) -> None:
         """Main thread, the loop not running: cancel every task of the loop, as ``asyncio.run``
@@ -427,7 +228,7 @@ class _LoopSource:
 
     def closed(self) -> None:
         """After the loop closed: no longer a source; what a thread queued to start meanwhile fails."""
-        _scheduler.remove_source(self)
+        remove_source(self)
         # run_async from another thread before close(): its start() was queued and dropped with
         # the loop (after close() call_soon_threadsafe raises instead, and run_async says so).
         for future, coro in list(self.starting.items()):
@@ -437,7 +238,7 @@ class _LoopSource:
 
     def _fail(self, future: Future[Any]) -> None:
         """The Future of a coroutine that the end of its loop cut short."""
-        if self.stopping == _CLOSED_BY_ITS_USER:
+        if self.stopping == CLOSED_BY_ITS_USER:
             future.cancel()
             return
         try:
@@ -502,10 +303,10 @@ def _loop_source() -> _LoopSource:
         with _source_lock:
             source = _source
             if source is None or source.stopping is not None or source.loop.is_closed():
-                if _scheduler._stopped is not None:
-                    raise SchedulerStopped(_scheduler._stopped)
+                if LIFECYCLE.stopped is not None:
+                    raise SchedulerStopped(LIFECYCLE.stopped)
                 source = _source = _LoopSource()
-                _scheduler.add_source(source)
+                add_source(source)
     return source
 
 
@@ -513,10 +314,10 @@ def main_loop() -> asyncio.AbstractEventLoop:
     """The asyncio event loop of the main thread, made on first use. Any thread.
 
     Coroutines run on it with ``run_async``; inside them ``asyncio.get_running_loop()`` is this
-    loop. Threads may ``call_soon_threadsafe`` on it. It is stepped by the add-on's timer in the
-    UI and by ``pump()``/``joined_threads()``/``run_forever()``/``result()`` on the main thread
-    elsewhere; the last ``unregister()`` or the end of Python cancels its coroutines and closes it,
-    as ``close()`` does (the next call makes a new one).
+    loop. Threads may ``call_soon_threadsafe`` on it. It is stepped wherever the main thread runs
+    queued tasks (the add-on's timer in the UI, ``pump()`` and what calls it elsewhere); the last
+    ``unregister()`` or the end of Python cancels its coroutines and closes it, as ``close()`` does
+    (the next call makes a new one).
 
     Raises:
         SchedulerStopped: after the last ``unregister()``, or while Python exits.
@@ -527,7 +328,7 @@ def main_loop() -> asyncio.AbstractEventLoop:
 def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
     """Run the coroutine ``coro`` on the main thread's loop; return its Future. Any thread.
 
-    Between its ``await``\\ s the coroutine runs on the main thread, so it may call ``bpy``
+    Between its ``await`` expressions the coroutine runs on the main thread, so it may call ``bpy``
     directly. ``await asyncio.sleep()``, streams, ``asyncio.wrap_future(run_in_process(...))`` and
     ``loop.run_in_executor`` work. The Future is a ``concurrent.futures.Future``: its result is the
     coroutine's; ``cancel()`` cancels the coroutine (its ``finally`` blocks run); at the last
@@ -558,5 +359,5 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
             if source.starting.pop(future, None) is None:
                 return future
             continue
-        _scheduler.wake_main()
+        wake_main()
         return future

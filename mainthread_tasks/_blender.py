@@ -1,9 +1,9 @@
 """The Blender side: register()/unregister() and the timer that drains the queue in the UI within the
-tick budget (the budget and the pass timings the timer keeps are in ``_pacing``).
+tick budget (the budget, the pacing and the pass timings are ``_pacing``'s).
 
-This module and ``_preferences`` are the only ones that import ``bpy``, and this one only inside
-functions: importing the package touches no Blender state, and the core also runs on plain Python
-(where register() just counts users).
+This module imports ``bpy`` only inside functions, as every module of the package that uses it
+does: importing the package touches no Blender state, and the core also runs on plain Python (where
+register() just counts users).
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ import sys
 from time import perf_counter
 from typing import Any
 
-from . import _hold, _pacing, _scheduler, _strict
+from . import _hold, _queue, _strict
+from ._dispatch import COUNTERS, run_for
+from ._hold import HOLD
+from ._lifecycle import LIFECYCLE
+from ._pacing import MIN_BUDGET_SHARE, PACING
 from ._shared import shared_record
+from ._wake import SOURCES
 
 __all__ = ("register", "unregister")
 
 logger = logging.getLogger("mainthread_tasks")
 
-#: However late Blender's own part of a pass ran, a pass that finds tasks gets at least this share
-#: of the tick budget: the queue always moves.
-MIN_BUDGET_SHARE = 0.125
-#: How many recent passes tell what Blender's own part of a pass usually takes (their median).
-PACING_SAMPLES = 9
 #: After IDLE_AFTER seconds without work the timer polls every IDLE_POLL seconds (every third idle
 #: pass) instead of every pass, and after LONG_IDLE_AFTER seconds (Blender idling: most of its
 #: time) every LONG_IDLE_POLL seconds: the first task after a quiet spell waits at most that much
@@ -56,9 +56,8 @@ _shared = shared_record(
     previous=0,
 )
 _clock = perf_counter
-_qsize = _scheduler._qsize
-_held = _scheduler._held  # tasks held during a render/bake/composite job (see _hold)
-_holding = False  #: the timer holds the queue now (main thread)
+_qsize = _queue.qsize
+_held = _queue.held  # tasks held during a render/bake/composite job (see _hold)
 
 
 def _no_jobs(_job_type: str) -> bool:
@@ -83,14 +82,14 @@ def _drain_timer() -> float:
     # polls every IDLE_POLL, later LONG_IDLE_POLL seconds instead of every pass (README,
     # "Performance"). Work found puts it back to every pass.
     global _queue_empty_at
-    if _qsize() or _held or _holding:
+    if _qsize() or _held or HOLD.reason:
         if _jobs_hold():
             return _hold.HOLD_POLL
         if _qsize() or _held:
             _run_pass()
             return 0.0
     now = _queue_empty_at = _clock()
-    if _scheduler._sources:
+    if SOURCES.all:
         return _sources_pass(now)
     return _idle_interval(now)
 
@@ -98,24 +97,22 @@ def _drain_timer() -> float:
 def _jobs_hold() -> bool:
     """While a render/bake/composite job runs, hold the queue instead of running it (see _hold);
     True while held. At the end of a hold the next passes run the held tasks. Never raises."""
-    global _holding, _pass_end
+    global _pass_end
     try:
         reason = _hold.job_running(_is_job_running)
     except BaseException:  # see _drain_timer
         logger.exception("mainthread_tasks: checking for render/bake/composite jobs failed")
         return False
     if reason:
-        _holding = True
         try:
-            _hold.hold_pass(reason, _pacing.tick_budget)
+            _hold.hold_pass(reason, PACING.tick_budget)
         except BaseException:  # a ui_only task's Ctrl-C, say: still held
             logger.exception("mainthread_tasks: a pass holding the queue was interrupted")
         return True
-    if _holding:
-        _holding = False
+    if HOLD.reason:
         _hold.release()
         _pass_end = _clock()  # as after work: poll every pass while the held tasks drain
-        _pacing.forget_pacing()  # Blender's part of the passes during the job says nothing now
+        PACING.forget()  # Blender's part of the passes during the job says nothing now
     return False
 
 
@@ -130,7 +127,7 @@ def _sources_pass(now: float) -> float:
     """A pass with the queue empty while sources (process results, the asyncio loop) exist.
 
     Polls them when one is busy or due, within the tick budget (paced like the queue's passes,
-    see _paced_budget); then sleeps no longer than the idle rules allow, nor past the soonest
+    see Pacing.paced_budget); then sleeps no longer than the idle rules allow, nor past the soonest
     due(). Never raises (see _drain_timer).
     """
     global _pass_end, _sources_left_work
@@ -138,12 +135,12 @@ def _sources_pass(now: float) -> float:
         return _hold.HOLD_POLL
     due = None
     try:
-        due = _scheduler.sources_due()
+        due = SOURCES.due()
         if due is not None and due <= 0.0:
-            budget = _paced_budget(now, _sources_left_work)[0]
-            if _scheduler._poll_sources(now + budget):
+            budget = PACING.paced_budget(now - _pass_end if _sources_left_work else None)
+            if SOURCES.poll(now + budget):
                 _pass_end = _clock()
-            due = _scheduler.sources_due()
+            due = SOURCES.due()
     except BaseException:
         logger.exception("mainthread_tasks: polling the sources interrupted the timer pass")
     _sources_left_work = due is not None and due <= 0.0
@@ -151,43 +148,17 @@ def _sources_pass(now: float) -> float:
     return interval if due is None or interval <= due else max(due, 0.0)
 
 
-def _paced_budget(started: float, continuing: bool) -> tuple[float, float]:
-    """The budget of a pass that finds work, and Blender's own part of the pass before it.
-
-    Pacing. In a backlog (``continuing``: our previous pass found work and left some), Blender
-    handled events, redrew and maybe slept since that pass ended: its own part of the pass. If that
-    ran longer than its median over the latest passes of this backlog, give the overrun back from
-    this pass's budget, so that the time between two passes stays about budget + a usual pass (a
-    longer redraw that persists becomes the usual within a few passes). A new backlog starts a
-    fresh history (what Blender's passes took before it says little about now); its part is 0.0.
-    """
-    budget = _pacing.tick_budget
-    if not continuing:
-        _pacing.forget_pacing()
-        return budget, 0.0
-    rest = started - _pass_end
-    rests = _pacing.rests
-    if len(rests) < PACING_SAMPLES:
-        rests.append(rest)
-    else:
-        slot = _pacing.rest_slot
-        rests[slot] = rest
-        _pacing.rest_slot = (slot + 1) % PACING_SAMPLES
-    overrun = rest - sorted(rests)[len(rests) // 2]
-    if overrun > 0.0:
-        budget = max(budget * MIN_BUDGET_SHARE, budget - overrun)
-    return budget, rest
-
-
 def _run_pass() -> None:
     """A timer pass that found tasks: run them within this pass's budget, keep the timings."""
     global _pass_end, _queue_empty_at
     started = _clock()
     try:
-        continuing = _pass_end > _queue_empty_at  # the pass before this one ran tasks and left some
-        budget, rest = _paced_budget(started, continuing)
-        if continuing:
-            _pacing.blender_part, _pacing.pass_interval = rest, rest + _scheduler._last_tick
+        # In a backlog (the pass before this one ran tasks and left some), Blender's own part of
+        # the pass since then paces this one (see Pacing.paced_budget).
+        rest = started - _pass_end if _pass_end > _queue_empty_at else None
+        budget = PACING.paced_budget(rest)
+        if rest is not None:
+            PACING.record_backlog_pass(rest, COUNTERS.last_tick)
         # Other copies of the library that ran tasks earlier in this event-loop pass (see
         # SHARED_PASS_RECORD) already spent part of it.
         shared = _shared
@@ -196,18 +167,16 @@ def _run_pass() -> None:
         if shared.previous > 1 or shared.spent:  # other copies have work: split the budget
             budget = max(budget * MIN_BUDGET_SHARE, min(budget / max(shared.previous, 1), budget - shared.spent))
         shared.count += 1
-        if _scheduler._sources:
+        if SOURCES.all:
             # Process results and coroutine steps share the pass's budget: at most half of it, so
             # that neither they nor the queue can starve the other.
-            _scheduler._poll_sources(started + budget * 0.5)
+            SOURCES.poll(started + budget * 0.5)
             budget = max(budget * MIN_BUDGET_SHARE, budget - (_clock() - started))
-        _pacing.pass_budget = budget
-        if _scheduler.run_for(budget):
+        PACING.pass_budget = budget
+        if run_for(budget):
             # No queued task is older than the last moment the queue was seen empty. This bound
             # costs nothing per task (tasks carry no timestamp).
-            wait = _pacing.queue_wait = started - _queue_empty_at
-            if wait > _pacing.longest_queue_wait:
-                _pacing.longest_queue_wait = wait
+            PACING.record_wait(started - _queue_empty_at)
         _pass_end = _clock()
         if not _qsize() and not _held:
             _queue_empty_at = _pass_end
@@ -256,7 +225,7 @@ def register() -> None:
         SchedulerStopped: Python is exiting.
     """
     global _pass_end, _queue_empty_at, _is_job_running
-    _scheduler.acquire()
+    LIFECYCLE.acquire()
     try:
         bpy = _bpy()
         if bpy is None:
@@ -278,7 +247,7 @@ def register() -> None:
             _progress_ui.register()
     except BaseException:
         # Roll back: Blender's addon_utils deletes the module of an add-on whose register() raised.
-        if not _scheduler.release():
+        if not LIFECYCLE.release():
             _remove_blender_side()
         raise
 
@@ -290,7 +259,7 @@ def unregister() -> None:
     SchedulerStopped, and submissions raise SchedulerStopped until the next register(). Never
     raises for an extra call or a timer that is already gone.
     """
-    if _scheduler.release():
+    if LIFECYCLE.release():
         return
     _remove_blender_side()
 

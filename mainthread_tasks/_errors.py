@@ -46,8 +46,8 @@ class ThreadsStillRunning(MainThreadTasksError, TimeoutError):
     """
 
     def __init__(self, threads: Iterable[threading.Thread], timeout: float) -> None:
-        self.threads = tuple(threads)
-        self.timeout = timeout
+        self.threads = tuple(threads)  #: the threading.Thread objects still alive at the timeout
+        self.timeout = timeout  #: the timeout, in seconds
         names = ", ".join(repr(t.name) for t in self.threads)
         super().__init__(
             f"{len(self.threads)} thread(s) still running after {timeout:g} s: {names}; "
@@ -64,8 +64,8 @@ class NoSuchArea(MainThreadTasksError, LookupError):
     """
 
     def __init__(self, message: str, area_type: str, region_type: str) -> None:
-        self.area_type = area_type
-        self.region_type = region_type
+        self.area_type = area_type  #: the area type looked for, e.g. "VIEW_3D"
+        self.region_type = region_type  #: the region type looked for, e.g. "WINDOW"
         super().__init__(message)
 
 

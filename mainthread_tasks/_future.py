@@ -18,7 +18,7 @@ it (``wait``, ``as_completed``, ``_chain_future``) keeps working, but:
 - ``cancel()`` notifies waiters at once (state ``CANCELLED_AND_NOTIFIED``): nobody has to dequeue a
   cancelled task before ``concurrent.futures.wait`` sees it;
 - the main thread starts and finishes a task's future without taking the lock (the scheduler's
-  run loop, ``_scheduler._run_batch``, does both inline), with two atomic ``dict.setdefault`` calls
+  run loop, ``_dispatch.run_batch``, does both inline), with two atomic ``dict.setdefault`` calls
   on the future's ``__dict__`` (one C call each, under the GIL; they never run Python code since
   the keys are str):
 
@@ -341,7 +341,7 @@ def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
 
 
 def _no_main_thread_wait(future: MainThreadFuture[Any], timeout: float | None) -> None:
-    raise NotImplementedError("mainthread_tasks._scheduler sets how the main thread waits")
+    raise NotImplementedError("mainthread_tasks._dispatch sets how the main thread waits")
 
 
 # How the main thread waits for a future: by running queued tasks meanwhile, since the task it

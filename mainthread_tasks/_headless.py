@@ -13,9 +13,11 @@ if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
 
-from . import _blender, _scheduler
+from . import _blender
+from ._dispatch import pump
 from ._errors import NotMainThreadError
 from ._threadinfo import is_main_thread
+from ._wake import wake_main
 
 __all__ = ("run_forever",)
 
@@ -35,7 +37,7 @@ def _until_check(until: Any) -> tuple[Callable[[], bool], bool]:
         return until.is_set, False
     done = getattr(until, "done", None)
     if callable(done) and callable(getattr(until, "add_done_callback", None)):
-        until.add_done_callback(lambda _future: _scheduler.wake_main())  # concurrent or asyncio Future
+        until.add_done_callback(lambda _future: wake_main())  # concurrent or asyncio Future
         return done, True
     if callable(until):
         return (lambda: bool(until())), False
@@ -76,7 +78,7 @@ def run_forever(until: Until = None) -> None:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         signalled.append(signum)
-        _scheduler.wake_main()
+        wake_main()
 
     previous: dict[signal.Signals, Callable[[], None]] = {}
     try:
@@ -90,7 +92,7 @@ def run_forever(until: Until = None) -> None:
         # in a thread of its own): run_forever would sleep through it. Slices let the handler run.
         slice_seconds = None if wakes and os.name == "posix" else UNTIL_POLL_SECONDS
         while not signalled and not should_stop():
-            _scheduler.pump(slice_seconds)
+            pump(slice_seconds)
     finally:
         for restore in previous.values():
             restore()

@@ -70,10 +70,10 @@ def _executor_exit_hook() -> str | None:
 
 
 def _task_call_opcode() -> str | None:
-    from . import _interrupts, _scheduler
+    from . import _dispatch, _interrupts
 
-    if not _interrupts._task_lines.get(_scheduler._run_batch.__code__):
-        return "no CALL_FUNCTION_EX in _run_batch: the Ctrl-C guard cannot tell a task from the dispatcher"
+    if not _interrupts._task_lines.get(_dispatch.run_batch.__code__):
+        return "no CALL_FUNCTION_EX in run_batch: the Ctrl-C guard cannot tell a task from the dispatcher"
     return None
 
 
@@ -182,7 +182,7 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "threading._register_atexit",
-        "_scheduler, _progress",
+        "_lifecycle, _progress",
         "runs the stop at exit before Python joins non-daemon threads, so a worker blocked in "
         "call_on_main gets SchedulerStopped instead of hanging the exit (atexit runs too late)",
         "none in the standard library: an exit would hang with a worker blocked on the main thread",
@@ -191,7 +191,7 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "concurrent.futures.thread's exit hook (_python_exit), registered when the module is imported",
-        "_scheduler",
+        "_lifecycle",
         "exit hooks run in reverse order: the package imports concurrent.futures.thread before "
         "registering its own, so executor threads blocked in call_on_main are released before "
         "concurrent.futures joins them",
@@ -203,14 +203,14 @@ INTERNALS: tuple[Internal, ...] = (
         "the CALL_FUNCTION_EX opcode (dis) and frames' f_code/f_lineno/f_back",
         "_interrupts",
         "the Ctrl-C guard tells a task's own code (raise now) from the dispatcher's bookkeeping "
-        "(hold the signal back) by the line of _run_batch the signal interrupted",
+        "(hold the signal back) by the line of run_batch the signal interrupted",
         "a flag set around every task: a cost per task",
         _task_call_opcode,
         ("CALL_FUNCTION_EX",),
     ),
     Internal(
         "sys._getframe",
-        "_scheduler",
+        "_dispatch",
         "a pump() nested in a task delivers a Ctrl-C held back to that task: it looks at the frame "
         "it returns to (only when a signal was held back)",
         "inspect.currentframe(), which is sys._getframe",
@@ -264,7 +264,7 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "asyncio: loop._ready, handle._cancelled, and the order of steps in BaseEventLoop._run_once",
-        "_async",
+        "_loop, _async",
         "_run_once runs `ntodo = len(self._ready)` callbacks with popleft(), all of them however long "
         "they take: MainLoop's _ready is a deque subclass that hands them out one by one, so an "
         "iteration can end at the UI pass's deadline (the tick budget); a callback kept back is "

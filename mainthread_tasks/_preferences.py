@@ -12,7 +12,7 @@ import logging
 
 import bpy
 
-from . import _pacing, _scheduler
+from . import _pacing, _stats
 
 __all__ = ("register", "unregister")
 
@@ -38,7 +38,7 @@ class MAINTHREADTASKS_OT_reset_stats(bpy.types.Operator):
     bl_options = {"INTERNAL"}
 
     def execute(self, _context: bpy.types.Context) -> set[str]:
-        _scheduler.reset_stats()
+        _stats.reset_stats()
         _pacing.reset_pass_stats()
         return {"FINISHED"}
 
@@ -64,15 +64,20 @@ class MainThreadTasksPreferences(bpy.types.AddonPreferences):
     def draw(self, _context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "tick_budget_ms")
-        s = _scheduler.stats()
+        s = _stats.stats()
         rows = (
             ("Pending", str(s.pending), "Running", s.running or "-"),
             ("Completed", str(s.completed), "Failed", str(s.failed)),
             ("Cancelled", str(s.cancelled), "Add-ons using it", str(s.registered)),
-            ("Passes with tasks", str(s.ticks), "Latest budget", _ms(_pacing.pass_budget)),
+            ("Passes with tasks", str(s.ticks), "Latest budget", _ms(_pacing.PACING.pass_budget)),
             ("Latest pass", _ms(s.last_tick), "Longest pass", _ms(s.longest_tick)),
-            ("Pass interval", _ms(_pacing.pass_interval), "Blender's part", _ms(_pacing.blender_part)),
-            ("Queue wait \u2264", _ms(_pacing.queue_wait), "Longest wait \u2264", _ms(_pacing.longest_queue_wait)),
+            ("Pass interval", _ms(_pacing.PACING.pass_interval), "Blender's part", _ms(_pacing.PACING.blender_part)),
+            (
+                "Queue wait \u2264",
+                _ms(_pacing.PACING.queue_wait),
+                "Longest wait \u2264",
+                _ms(_pacing.PACING.longest_queue_wait),
+            ),
             ("Longest task", _ms(s.longest_task), "", s.longest_task_name),
         )
         box = layout.box()

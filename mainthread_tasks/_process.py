@@ -20,10 +20,9 @@ and ``pickle`` alone:
   pipes out of what its tasks start (``_process_child._keep_pipes_to_ourselves``). A reply that is
   not a well-formed reply to the task in flight (a stray write into the pipe, sizes over the limits)
   fails that task the same way and the child is replaced: no result reaches another task's Future.
-- The pool is a *source* of the scheduler (``_scheduler.add_source``): the main thread reads the
-  children's result pipes without blocking wherever it runs queued tasks -- the UI timer,
-  ``pump()``, ``joined_threads()``, ``run_forever()``, ``result()`` on the main thread -- and
-  completes the futures there, so done-callbacks run on the main thread. No thread is started.
+- The pool is a *source* of the scheduler (``_wake.Source``): the main thread reads the
+  children's result pipes without blocking wherever it runs queued tasks (``_dispatch`` says
+  where), and completes the futures there, so done-callbacks run on the main thread. No thread is started.
 - Every file descriptor is touched by the main thread only: it starts children, writes tasks, reads
   results, and stops them. Another thread that submits appends to ``_pending`` (under the pool's
   lock) and wakes the main thread, which dispatches the task at its next poll. A task is written
@@ -37,7 +36,7 @@ the main thread asks a pipe for data without blocking -- non-blocking reads on P
 where a pipe cannot be made non-blocking nor polled, ``PeekNamedPipe`` (as ``multiprocessing``'s
 ``Connection.poll`` does) before each read; both are in "the pipes" below. Windows passes the
 children their pipes as handles in a handle list (``_spawn``), and the main thread sleeps there in
-slices of 10 ms (``_scheduler``), asking the pipes after each. Pipes, not loopback sockets that
+slices of 10 ms (``_wake``), asking the pipes after each. Pipes, not loopback sockets that
 select() could wait on: results are unpickled here, and a loopback port is open to every local
 program (see docs/processes.md). Workers end with Blender even when it dies in the middle of their
 task: a Job Object on Windows (``_windows``), PR_SET_PDEATHSIG on Linux
@@ -63,10 +62,13 @@ from concurrent.futures import InvalidStateError
 from time import monotonic, perf_counter
 from typing import IO, Any, Literal, ParamSpec, TypeVar, cast
 
-from . import _errors, _process_child, _scheduler
+from . import _errors, _process_child
+from ._args import not_callable, task_name
 from ._errors import SchedulerStopped
 from ._future import MainThreadFuture
+from ._lifecycle import LIFECYCLE
 from ._threadinfo import is_main_thread
+from ._wake import add_source, remove_source, wake_main
 
 __all__ = ("ProcessFuture", "run_in_process", "set_process_workers")
 
@@ -110,7 +112,7 @@ class ProcessFuture(MainThreadFuture[_T]):
     it is done run at once in the adding thread, and a cancel() runs them in the cancelling
     thread). ``result()``/``exception()`` on the main thread read results and run queued tasks
     while they wait; in a worker thread they just wait, so something must keep the main thread
-    polling: the UI timer, ``pump()``/``joined_threads()``/``run_forever()`` in the background.
+    running its work: the UI timer, or ``pump()`` and what calls it in the background.
     """
 
     _runs_on_main = False  # RUNNING means "in a worker process": the main thread may wait for it
@@ -243,27 +245,27 @@ def _pickle_call(
         except Exception:  # noqa: BLE001 - a __reduce__ may raise anything: the fn is the culprit then
             what = "the function itself"
         raise TypeError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): {what} cannot be pickled, so it cannot be sent "
+            f"run_in_process({task_name(fn)}, ...): {what} cannot be pickled, so it cannot be sent "
             f"to a worker process: {exc}. Use a function defined at the top level of a module (not a lambda, "
             "a nested function or a bound method of an unpicklable object) and plain data"
         ) from exc
     if "__main__" in pickler.modules:
         raise TypeError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): it needs something defined in __main__ (the "
+            f"run_in_process({task_name(fn)}, ...): it needs something defined in __main__ (the "
             "script Blender runs), which a worker process cannot import; move the function (and any class it "
             "is given) into a module of its own and import it from there"
         )
     blender = sorted(m for m in pickler.modules if m.partition(".")[0] in _process_child.BLENDER_MODULES)
     if blender:
         raise TypeError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): it needs Blender's module(s) {', '.join(blender)}, "
+            f"run_in_process({task_name(fn)}, ...): it needs Blender's module(s) {', '.join(blender)}, "
             "which a worker process does not have (it runs plain Python); pass plain data and do the bpy work "
             "on the main thread with the result"
         )
     body = buffer.getvalue()
     if len(body) > max_message_bytes:
         raise ValueError(
-            f"run_in_process({_scheduler.task_name(fn)}, ...): the arguments pickle to {len(body):,} bytes, more "
+            f"run_in_process({task_name(fn)}, ...): the arguments pickle to {len(body):,} bytes, more "
             f"than {max_message_bytes:,}; pass a file path and read the data in the worker"
         )
     # The packages above every module the call needs, with their __path__ (empty for a module
@@ -451,7 +453,7 @@ else:
 
 
 class _Pool:
-    """The worker processes and their tasks; a source of the scheduler (see ``_scheduler``)."""
+    """The worker processes and their tasks; a source (see ``_wake.Source``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # must be held while touching _pending or _closed
@@ -477,7 +479,7 @@ class _Pool:
         if is_main_thread():
             self._dispatch()
         else:
-            _scheduler.wake_main()
+            wake_main()
 
     def counts(self) -> tuple[int, int, int]:
         """``(processes alive, tasks pending, tasks running)``. Any thread (a snapshot)."""
@@ -911,7 +913,7 @@ def _current_pool() -> _Pool:
     with _pool_lock:
         if _pool is None or _pool._closed is not None:
             _pool = _Pool()
-            _scheduler.add_source(_pool)
+            add_source(_pool)
         return _pool
 
 
@@ -926,12 +928,12 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
     ``__init__`` imports bpy: the worker imports only that module. Do the ``bpy`` work with the
     result on the main thread, e.g. in a done-callback (they run on the main thread).
 
-    The main thread reads the results: in the UI the add-on's timer does, in ``--background`` and
-    the bpy module ``pump()``, ``joined_threads()``, ``run_forever()`` and ``result()`` on the
-    main thread do. Tasks wait for a free worker process; the pool starts with the first task and
-    holds ``set_process_workers()`` processes (default: CPU count - 1, at least 1). The Future
-    re-raises ``fn``'s exception with the same type, the worker's traceback attached as its
-    ``__cause__``. ``cancel()`` works until a worker process starts the task.
+    The main thread reads the results wherever it runs queued tasks: in the UI the add-on's timer
+    does, in ``--background`` and the bpy module ``pump()`` and what calls it. Tasks wait for a free
+    worker process; the pool starts with the first task and holds ``set_process_workers()``
+    processes (default: CPU count - 1, at least 1). The Future re-raises ``fn``'s exception with the
+    same type, the worker's traceback attached as its ``__cause__``. ``cancel()`` works until a
+    worker process starts the task.
 
     Raises:
         TypeError: ``fn`` is not callable; ``fn`` or an argument cannot be pickled or needs
@@ -949,20 +951,20 @@ def run_in_process(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs)
         on); ``SchedulerStopped`` when the pool stopped first (last ``unregister()``, exit).
     """
     if not callable(fn):
-        raise _scheduler._not_callable(fn)
-    if _scheduler._stopped is not None:
-        raise SchedulerStopped(_scheduler._stopped)
+        raise not_callable(fn)
+    if LIFECYCLE.stopped is not None:
+        raise SchedulerStopped(LIFECYCLE.stopped)
     body, packages = _pickle_call(fn, args, kwargs)
     _interpreter()  # a missing interpreter is the caller's error, now
     future: ProcessFuture[_T] = ProcessFuture()
     future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
     pool = _current_pool()
-    pool.submit(_Task(future, body, packages, _scheduler.task_name(fn)))
-    stopped = _scheduler._stopped
+    pool.submit(_Task(future, body, packages, task_name(fn)))
+    stopped = LIFECYCLE.stopped
     if stopped is not None and pool._closed is None:
         # Stopped between the check above and the submit, after the scheduler stopped its sources:
         # nobody else will stop this pool.
-        _scheduler.remove_source(pool)
+        remove_source(pool)
         pool.stop(stopped)
     return future
 
@@ -989,7 +991,7 @@ def set_process_workers(n: int) -> int:
         if is_main_thread():
             pool._dispatch()  # (no result is read here: no done-callback runs inside this call)
         else:
-            _scheduler.wake_main()
+            wake_main()
     return previous
 
 
@@ -1017,5 +1019,3 @@ def reset_counts() -> None:
 
 # stats() and reset_stats() reach the pool's counters through these (the scheduler imports no
 # other module of the package).
-_scheduler._process_counts = counts
-_scheduler._reset_process_counts = reset_counts

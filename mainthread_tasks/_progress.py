@@ -32,7 +32,8 @@ from time import monotonic
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import _scheduler, _threads
+from . import _threads
+from ._wake import Source, add_source, remove_source
 
 __all__ = ("Progress", "progress")
 
@@ -44,7 +45,7 @@ _active: list[Progress] = []  # open progresses, oldest first; replaced only und
 _serials = itertools.count(1)
 #: The UI display (a source for the scheduler: ``_progress_ui.StatusBar``) while the library is
 #: registered in Blender's UI, else None: progresses then go to stderr.
-_display: _scheduler.Source | None = None
+_display: Source | None = None
 _printer: threading.Thread | None = None
 _printer_wake = threading.Event()
 _print_lock = threading.Lock()  # one line at a time; must be held while writing a line or closing
@@ -85,7 +86,7 @@ def _total(value: object) -> float | None:
 
 
 class Progress:
-    """Progress and cancellation of one piece of long work, from :func:`progress`. Any thread.
+    """Progress and cancellation of one piece of long work, from ``progress()``. Any thread.
 
     Workers call ``advance()``/``update()`` as often as they like (no lock, no ``bpy``) and check
     ``cancelled`` to stop early. The display (Blender's status bar, or stderr headless) reads it by
@@ -93,8 +94,8 @@ class Progress:
     """
 
     __slots__ = (
-        "serial",
-        "started",
+        "_serial",
+        "_started",
         "_label",
         "_total",
         "_steps",
@@ -110,8 +111,8 @@ class Progress:
     )
 
     def __init__(self, label: str, total: float | None = None) -> None:
-        self.serial = next(_serials)  #: unique per process: the status bar's cancel button names it
-        self.started = monotonic()
+        self._serial = next(_serials)  # unique per process: the status bar's cancel button names it
+        self._started = monotonic()
         self._label = _label(label)
         self._total = _total(total)
         self._steps = itertools.count()  # advance(): one C call, atomic
@@ -155,7 +156,10 @@ class Progress:
     if TYPE_CHECKING:  # mypy types a property only in its decorator form: a bool, not Any
 
         @property
-        def cancelled(self) -> bool: ...
+        def cancelled(self) -> bool:
+            """True once the work was asked to stop: by ``cancel()``, the status bar's cancel button
+            or ESC in Blender, or an exception leaving the ``with`` block. Any thread; workers check
+            it and stop early."""
 
     else:  # attrgetter: a getter without a Python frame, workers read it in tight loops
         cancelled = property(
@@ -211,6 +215,7 @@ class Progress:
 
     @property
     def label(self) -> str:
+        """What the work is called, as shown ("Downloading"); ``update(label=...)`` changes it."""
         return self._label
 
     @property
@@ -259,7 +264,7 @@ class Progress:
             _write_line(self._final_line())
 
     def _final_line(self) -> str:
-        seconds = self._ended - self.started
+        seconds = self._ended - self._started
         outcome = self._outcome
         if outcome == "done":
             return f"{self._label}: done, {self.text()} in {seconds:.1f} s"
@@ -290,11 +295,11 @@ def _amount(value: float) -> str:
 
 
 def progress(label: str, total: float | None = None) -> Progress:
-    """Start showing the progress of a piece of work; returns its :class:`Progress`. Any thread.
+    """Start showing the progress of a piece of work; returns its ``Progress``. Any thread.
 
     In Blender's UI (the library registered there) a status-bar item shows the label, the count
     and the percentage, with a cancel button; ESC over Blender cancels the newest progress.
-    Elsewhere a line goes to stderr at most once a second while it changes, and one when it ends::
+    Elsewhere a line goes to stderr at most once a second while it changes, and one when it ends:
 
         with progress("Downloading", total=len(urls)) as p:   # in a worker thread
             for url in urls:
@@ -311,7 +316,7 @@ def progress(label: str, total: float | None = None) -> Progress:
     with _registry_lock:
         _active.append(created)
         if _display is not None:
-            _scheduler.add_source(_display)
+            add_source(_display)
         else:
             _ensure_printer()
     return created
@@ -328,31 +333,31 @@ def open_progresses() -> tuple[Progress, ...]:
 def find(serial: int) -> Progress | None:
     """The open progress with this serial number; with 0, the newest one not cancelled yet."""
     for item in reversed(_active):
-        if (item.serial == serial) if serial else not item._cancelled:
+        if (item._serial == serial) if serial else not item._cancelled:
             return item
     return None
 
 
-def set_display(display: _scheduler.Source | None) -> None:
+def set_display(display: Source | None) -> None:
     """Show progresses with ``display`` (Blender's UI), or on stderr with None. Main thread."""
     global _display
     with _registry_lock:
         _display = display
         if display is not None:
             if _active:
-                _scheduler.add_source(display)
+                add_source(display)
         elif _active:
             _ensure_printer()
 
 
-def remove_display_if_idle(display: _scheduler.Source) -> bool:
+def remove_display_if_idle(display: Source) -> bool:
     """Stop polling ``display`` when no progress is open; True if it was removed. Main thread.
 
     Under the registry lock, so that a progress opened meanwhile adds it back after, not before."""
     with _registry_lock:
         if _active:
             return False
-        _scheduler.remove_source(display)
+        remove_source(display)
         return True
 
 
@@ -399,7 +404,7 @@ def _print_while_open() -> None:
         changed = False
         with _print_lock:
             for item in items:
-                if item._closed or now - item.started < PRINT_INTERVAL:
+                if item._closed or now - item._started < PRINT_INTERVAL:
                     continue
                 shown = (item._label, item.text(), item._cancelled)
                 changed |= shown != item._printed

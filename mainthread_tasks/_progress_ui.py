@@ -29,7 +29,8 @@ from time import perf_counter
 
 import bpy
 
-from . import _progress, _scheduler
+from . import _progress
+from ._wake import remove_source
 
 __all__ = ("register", "unregister")
 
@@ -83,7 +84,7 @@ class StatusBar:
         self.windows_when_drawn: frozenset[int] = frozenset()
         self.redraws = 0
 
-    # -- the source protocol (see _scheduler) ---------------------------------------------------------
+    # -- the source protocol (see _wake.Source) -----------------------------------------------------
 
     def fds(self) -> tuple[int, ...]:
         return ()
@@ -99,7 +100,7 @@ class StatusBar:
         if now < self.next_poll:
             return 0
         self.next_poll = now + REDRAW_INTERVAL
-        shown = tuple((p.serial, p.label, p.text(), p.cancelled) for p in _progress.open_progresses())
+        shown = tuple((p._serial, p.label, p.text(), p.cancelled) for p in _progress.open_progresses())
         if shown != self.shown:
             self.shown = shown
             self.redraw()
@@ -189,7 +190,7 @@ def _draw_item(row: bpy.types.UILayout, item: _progress.Progress) -> None:
         bar.progress(factor=fraction, type="BAR", text=text)
     else:
         row.label(text=text, icon="SORTTIME")
-    row.operator(CANCEL_IDNAME, text="", icon="X", emboss=False).serial = item.serial
+    row.operator(CANCEL_IDNAME, text="", icon="X", emboss=False).serial = item._serial
 
 
 @bpy.app.handlers.persistent  # type: ignore[untyped-decorator]  # returns the function itself
@@ -225,7 +226,7 @@ def unregister() -> None:
     """Undo register(); open progresses go on, shown on stderr. Main thread; idempotent."""
     global _registered
     _progress.set_display(None)
-    _scheduler.remove_source(status_bar)
+    remove_source(status_bar)
     status_bar.forget_regions()
     status_bar.shown = ()
     for keymap, item in _keymap_items:

@@ -36,7 +36,8 @@ from contextlib import contextmanager
 from time import monotonic
 from typing import Any, ParamSpec
 
-from . import _scheduler
+from ._args import check_timeout, not_callable
+from ._dispatch import pump
 from ._errors import NotMainThreadError, ThreadsStillRunning
 from ._shared import shared_record
 from ._threadinfo import is_main_thread
@@ -256,7 +257,7 @@ class ThreadScope:
             TypeError: ``fn`` is not callable.
         """
         if not callable(fn):
-            raise _scheduler._not_callable(fn)
+            raise not_callable(fn)
 
         def run() -> None:
             try:
@@ -355,7 +356,7 @@ class ThreadScope:
                 # step) runs before the block ends. Once: work that others keep queueing cannot
                 # hold the block open. A task run here may start threads: they are joined too.
                 drained = True
-                _scheduler.pump(0.0)
+                pump(0.0)
                 continue
             drained = False
             if deadline is None or timeout is None:
@@ -368,7 +369,7 @@ class ThreadScope:
                     raise ThreadsStillRunning(alive, timeout)
                 wait = min(remaining, _JOIN_POLL_SECONDS)
             # Run the workers' main-thread calls while they finish: they may be blocked on them.
-            _scheduler.pump(wait)
+            pump(wait)
 
 
 @contextmanager
@@ -382,7 +383,7 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
     like ``asyncio.TaskGroup``, the workers' exceptions (and the block's own, if it raised one) are
     raised together as an ``ExceptionGroup``; ``sys.exit()`` in a worker just ends that thread.
 
-    The block owns: threads from ``scope.start``, ``threading.Thread``\\ s (daemon or not)
+    The block owns: threads from ``scope.start``, ``threading.Thread`` objects (daemon or not)
     started inside the block by the main thread or by threads the block owns, however deep, and
     the work they give a ``ThreadPoolExecutor`` (asyncio's ``run_in_executor`` too), whichever
     worker runs it, with the threads that work starts. It does not own, and never waits for:
@@ -404,7 +405,7 @@ def joined_threads(timeout: float | None = None) -> Iterator[ThreadScope]:
             "joined_threads() runs main-thread tasks while it joins, so it must be used on the main thread"
         )
     if timeout is not None:
-        timeout = _scheduler._check_timeout(timeout, "joined_threads()")
+        timeout = check_timeout(timeout, "joined_threads()")
     scope = ThreadScope()
     _install_layers()
     _open_scopes.append(scope)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ("ui_context",)
 
 
-class _FoundArea(TypedDict):
+class FoundArea(TypedDict):
     """What ``ui_context()`` found (a plain dict at run time)."""
 
     window: Window
@@ -36,21 +36,22 @@ class _FoundArea(TypedDict):
 
 
 @contextlib.contextmanager
-def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW") -> Iterator[_FoundArea]:
+def ui_context(area_type: str = "VIEW_3D", region_type: str = "WINDOW") -> Iterator[FoundArea]:
     """Run the block with an area of ``area_type`` and its ``region_type`` region as the context.
 
     Main thread only (a task run by ``run_on_main``/``call_on_main``/``post_on_main``, an operator,
     a handler). It picks the largest area of that type in the active window, else the largest one in
     any other window, and enters ``bpy.context.temp_override(window=..., area=..., region=...)``
-    for the block, so that operators which need that editor pass their ``poll()``::
+    for the block, so that operators which need that editor pass their ``poll()``:
 
-        def frame_everything():                       # queued with run_on_main from a worker
+        # queued with run_on_main from a worker
+        def frame_everything():
             with ui_context("VIEW_3D") as found:
                 bpy.ops.view3d.view_all()
                 print(found["area"].width)
 
     The block gets a dict with the ``window``, ``screen``, ``area`` and ``region`` it uses. Needs
-    Blender 3.2 or newer (``temp_override``); the rest of the library works on 3.0 and 3.1 too.
+    Blender 3.2 or newer (``temp_override``); the library is tested from Blender 3.4.
 
     Raises:
         NotMainThreadError: called from another thread.
@@ -92,7 +93,7 @@ def _check_type_name(struct: type[Area | Region], argument: str, value: object) 
         )
 
 
-def find_area(bpy: Any, area_type: str, region_type: str) -> _FoundArea:
+def find_area(bpy: Any, area_type: str, region_type: str) -> FoundArea:
     """The largest ``area_type`` area with a ``region_type`` region: in the active window if it has
     one, else in any window. Main thread. Raises NoSuchArea.
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import venv
 from collections.abc import Iterable, Iterator
@@ -36,7 +38,9 @@ TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package.
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 # The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
-# griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats).
+# griffe-sphinx reads the ``#:`` comments that document attributes (the fields of Stats); mkdocstrings
+# formats long signatures with ruff; Playwright drives Debian's chromium-headless-shell (apt) to
+# take screenshots of the built site at 1280 px and on a phone (its own browser download is not used).
 DOCS_REQUIREMENTS = [
     "mkdocs==1.6.1",
     "mkdocs-material==9.8.1",
@@ -45,7 +49,12 @@ DOCS_REQUIREMENTS = [
     "griffe==2.4.1",
     "griffe-sphinx==0.3.1",
     "pymdown-extensions==13.1",
+    "ruff==0.17.6",
+    "playwright==1.65.2",
 ]
+#: Python's documentation, for the site's links to it: Debian's package of it, whichever python3.X-doc
+#: the python3-doc package names; only its objects.inv is kept.
+PYTHON_DOC_PACKAGE = "python3-doc"
 # The benchmark's plots (bench/_plots.py runs in this venv, never inside Blender).
 BENCH_REQUIREMENTS = ["matplotlib==3.11.2"]
 # The lint tier: ruff (lint + format check) and mypy --strict, which reads bpy's types from the
@@ -200,6 +209,46 @@ def docs_python() -> Path:
     """A venv with MkDocs, Material and mkdocstrings, for ``scripts/docs.py``, and the test tools
     for the ``docs`` tier (tests/test_docs.py; the suite's fixtures patch fake-bpy-module)."""
     return venv_python("venv-docs", [*DOCS_REQUIREMENTS, *test_requirements()])
+
+
+def python_inventory() -> Path:
+    """Python's Sphinx inventory (``objects.inv``), for mkdocstrings' links to the Python docs.
+
+    Taken from Debian's python3.X-doc package (``apt-get download``, no install) into the cache,
+    once; a machine without apt-get gets a SetupError saying what is missing.
+    """
+    folder = CACHE / "python-inventory"
+    inventory = folder / "objects.inv"
+    if inventory.is_file():
+        return inventory
+    if not shutil.which("apt-get"):
+        raise SetupError(f"the docs link to Python's: need apt-get to fetch {PYTHON_DOC_PACKAGE} (Debian/Ubuntu)")
+    depends = subprocess.run(["apt-cache", "depends", PYTHON_DOC_PACKAGE], capture_output=True, text=True).stdout
+    if "Depends:" not in depends and os.geteuid() == 0:  # no package lists yet (a fresh machine)
+        _run(["apt-get", "update", "-qq"])
+        depends = subprocess.run(["apt-cache", "depends", PYTHON_DOC_PACKAGE], capture_output=True, text=True).stdout
+    names = [line.split(":", 1)[1].strip() for line in depends.splitlines() if line.strip().startswith("Depends:")]
+    package = next((name for name in names if name.startswith("python3.") and name.endswith("-doc")), None)
+    if package is None:
+        raise SetupError(f"apt-cache depends {PYTHON_DOC_PACKAGE} names no python3.X-doc package:\n{depends}")
+    with tempfile.TemporaryDirectory() as tmp:
+        # As root, apt downloads as user _apt, who may not write into a private temporary folder.
+        sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+        _run(["apt-get", "download", "-qq", *sandbox, package], cwd=tmp)
+        (deb,) = Path(tmp).glob("*.deb")
+        member = "./usr/share/doc/" + package.removesuffix("-doc") + "/html/objects.inv"
+        data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            extracted = tar.extractfile(member)
+            if extracted is None:
+                raise SetupError(f"{deb.name} has no {member}")
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / "objects.inv.partial"
+            partial.write_bytes(extracted.read())
+            partial.replace(inventory)
+    (folder / "source.txt").write_text(f"{deb.name}: {member}\n")
+    log(f"Python's inventory: {inventory} (from {deb.name})")
+    return inventory
 
 
 def bench_python() -> Path:

@@ -7,8 +7,9 @@
 The build is strict (``mkdocs build --strict``): a broken link, a reference to a name the API does
 not have or a missing included file fails it. MkDocs, Material and mkdocstrings are installed into
 their own venv under the cache (scripts/_setup.py ``docs_python()``); the API reference is read from
-the package's docstrings without importing it. The ``docs`` test tier builds the site too
-(tests/test_docs.py).
+the package's docstrings without importing it, and links to the Python docs through the inventory of
+Debian's Python documentation package (``python_inventory()``). The ``docs`` test tier builds the
+site too (tests/test_docs.py).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def build_command(python: str | Path, site_dir: Path = SITE, config: Path = ROOT
 
 
 def environment() -> dict[str, str]:
-    # Material 9.x prints a banner about its successor at every build; the pinned version is what
-    # this site is built with, so keep the build's output to what the build says.
-    return dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    """The build's environment: where Python's inventory is (mkdocs.yml reads it), and no banner."""
+    return dict(
+        os.environ,
+        MAINTHREAD_TASKS_PYTHON_INVENTORY=_setup.python_inventory().as_uri(),
+        # Material 9.x prints a banner about its successor at every build; the pinned version is
+        # what this site is built with, so keep the build's output to what the build says.
+        NO_MKDOCS_2_WARNING="1",
+    )
 
 
 def main(argv: list[str]) -> int:

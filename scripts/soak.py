@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run one pytest selection many times in fresh interpreters; count passes, failures and crashes.
 
-    python3 scripts/soak.py --runs 30 -- tests/test_stress.py tests/test_hardening.py tests/test_fuzz.py
+    python3 scripts/soak.py --runs 30 -- tests/test_stress.py tests/test_interrupts.py tests/test_fuzz.py
     python3 scripts/soak.py --runs 30 --python ~/.cache/mainthread_tasks/venv-dev-*/bin/python -- -m "not blender" tests
 
 A crash is a run whose interpreter died by a signal (pytest's own exit status, not core files:

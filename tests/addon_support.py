@@ -28,10 +28,12 @@ build = load_script("build")
 
 
 def legacy_zip(source: Path, folder: Path) -> Path:
-    """The one-file add-on ``source/__init__.py`` packaged for the legacy installer (``<name>/__init__.py``)."""
+    """The add-on folder ``source`` packaged for the legacy installer: its top-level modules, as
+    ``<name>/<module>.py`` (its tests stay out)."""
     target = folder / f"{source.name}-legacy.zip"
     with zipfile.ZipFile(target, "w") as archive:
-        archive.write(source / "__init__.py", f"{source.name}/__init__.py")
+        for module in sorted(source.glob("*.py")):
+            archive.write(module, f"{source.name}/{module.name}")
     return target
 
 

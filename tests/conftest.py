@@ -9,6 +9,7 @@ real: a tier must never pass by quietly testing the wrong thing.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import mainthread_tasks  # noqa: E402 - after the sys.path entry above
-from mainthread_tasks import _pacing, _scheduler  # noqa: E402 - after the sys.path entry above
+from mainthread_tasks import _hold, _lifecycle, _pacing, _stats  # noqa: E402 - after the sys.path entry above
 from tests import support  # noqa: E402 - after the sys.path entry above
 
 # The test kit's sample add-on and its suite: tests/test_testing_kit.py runs them through the
@@ -91,7 +92,7 @@ def clean_scheduler(timers):
     threads_before = set(threading.enumerate())
     yield
     leaked = _wait_for_threads(threads_before, timeout=10.0)
-    left = _scheduler.stats()
+    left = mainthread_tasks.stats()
     _reset_scheduler()
     assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
     # The scheduler's state must not outlive the test that made it: the first test to leave a
@@ -101,14 +102,13 @@ def clean_scheduler(timers):
 
 
 def _reset_scheduler() -> None:
-    while _scheduler.stats().registered:
+    # Each stateful module's own reset, as a test would call it; no private attribute is poked.
+    while mainthread_tasks.stats().registered:
         mainthread_tasks.unregister()
-    _scheduler._reject_queued()
-    _scheduler._stop_sources("the test is over")  # a process pool or asyncio loop a test left behind
-    _scheduler._stopped = None  # back to the state right after import: accepting, no users
-    _scheduler.reset_stats()
-    _pacing.reset_pass_stats()
-    _pacing.tick_budget = _pacing.DEFAULT_TICK_BUDGET
+    _lifecycle.LIFECYCLE.reset()  # cancels what is queued, stops a process pool or loop left behind
+    _stats.reset_stats()
+    _pacing.PACING.reset()
+    _hold.HOLD.reset()
 
 
 def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
@@ -124,3 +124,19 @@ def _wait_for_threads(before, timeout: float) -> list[threading.Thread]:
         if not leaked or time.monotonic() > deadline:
             return leaked
         mainthread_tasks.pump(0.01)
+
+
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler (the Blender binary runs none: it handles SIGINT in C)."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+@pytest.fixture
+def fast_switching():
+    """Threads take turns every 10 us instead of 5 ms: races show up within a test's time."""
+    with support.fast_switching():
+        yield

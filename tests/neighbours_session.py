@@ -45,7 +45,7 @@ def import_two_copies():
     finally:
         sys.path.remove(str(vendor))
         shutil.rmtree(vendor)
-    assert bundled._threads is not addon._threads and bundled._scheduler is not addon._scheduler
+    assert bundled._threads is not addon._threads and bundled._submit is not addon._submit
     return addon, bundled
 
 

@@ -153,6 +153,7 @@ def load_script(name: str):
     package)."""
     spec = importlib.util.spec_from_file_location(f"mainthread_tasks_{name}_script", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -160,9 +161,9 @@ def load_script(name: str):
 def discard_queued() -> None:
     """End a test that leaves main-thread tasks queued on purpose: cancel them (the conftest fails
     a test that leaves any, so that a leak is found by the test that made it)."""
-    from mainthread_tasks import _scheduler
+    from mainthread_tasks import _lifecycle
 
-    _scheduler._reject_queued()
+    _lifecycle.LIFECYCLE.reject_queued()
 
 
 def threads() -> list[threading.Thread]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _blender, _pacing
+from mainthread_tasks import _blender, _pacing, _wake
 from tests import support
 
 
@@ -22,7 +22,7 @@ def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass
     assert mt.set_tick_budget(0.02) == _pacing.DEFAULT_TICK_BUDGET
     assert mt.set_tick_budget(0.001) == 0.02
     budgets = []
-    monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: budgets.append(budget) or 0)
+    monkeypatch.setattr(_blender, "run_for", lambda budget: budgets.append(budget) or 0)
     mt.post_on_main(int)
     _blender._drain_timer()
     assert budgets == [0.001]
@@ -33,7 +33,7 @@ def test_set_tick_budget_returns_the_previous_value_and_applies_to_the_next_pass
 def test_set_tick_budget_rejects_values_out_of_range(bad):
     with pytest.raises(ValueError, match="0.0001 .. 1"):
         mt.set_tick_budget(bad)
-    assert _pacing.tick_budget == _pacing.DEFAULT_TICK_BUDGET
+    assert _pacing.PACING.tick_budget == _pacing.DEFAULT_TICK_BUDGET
 
 
 @pytest.mark.parametrize("bad", ["4", None, True])
@@ -48,27 +48,31 @@ def test_timer_passes_record_a_queue_wait_bound():
     time.sleep(0.02)
     _blender._drain_timer()
     # The task waited about 20 ms; the bound is the time since the queue was last seen empty.
-    assert 0.02 <= _pacing.queue_wait < 1.0
-    assert _pacing.longest_queue_wait >= _pacing.queue_wait
+    assert 0.02 <= _pacing.PACING.queue_wait < 1.0
+    assert _pacing.PACING.longest_queue_wait >= _pacing.PACING.queue_wait
     _pacing.reset_pass_stats()
-    assert (_pacing.pass_interval, _pacing.queue_wait, _pacing.longest_queue_wait) == (0.0, 0.0, 0.0)
+    assert (_pacing.PACING.pass_interval, _pacing.PACING.queue_wait, _pacing.PACING.longest_queue_wait) == (
+        0.0,
+        0.0,
+        0.0,
+    )
 
 
 def test_passes_draining_a_backlog_record_the_interval_and_blenders_part(monkeypatch):
-    monkeypatch.setattr(_pacing, "tick_budget", 0.0001)
+    monkeypatch.setattr(_pacing.PACING, "tick_budget", 0.0001)
     for _ in range(3):
         mt.post_on_main(time.sleep, 0.005)
     _blender._drain_timer()  # runs one (budget spent), two left
     time.sleep(0.02)  # Blender's part of the pass
     _blender._drain_timer()
-    assert 0.02 <= _pacing.blender_part < 1.0
-    assert _pacing.pass_interval >= _pacing.blender_part + 0.005  # + the previous pass's task
+    assert 0.02 <= _pacing.PACING.blender_part < 1.0
+    assert _pacing.PACING.pass_interval >= _pacing.PACING.blender_part + 0.005  # + the previous pass's task
     while mt.stats().pending:
         _blender._drain_timer()
 
 
 def test_a_backlog_left_by_a_pass_keeps_growing_the_bound(monkeypatch):
-    monkeypatch.setattr(_pacing, "tick_budget", 0.0001)
+    monkeypatch.setattr(_pacing.PACING, "tick_budget", 0.0001)
 
     def slow():
         time.sleep(0.005)
@@ -77,9 +81,9 @@ def test_a_backlog_left_by_a_pass_keeps_growing_the_bound(monkeypatch):
     for _ in range(4):
         mt.post_on_main(slow)
     _blender._drain_timer()  # runs one (budget spent), three left
-    first = _pacing.queue_wait
+    first = _pacing.PACING.queue_wait
     _blender._drain_timer()
-    assert _pacing.queue_wait > first  # measured from the same "last empty" moment
+    assert _pacing.PACING.queue_wait > first  # measured from the same "last empty" moment
     while mt.stats().pending:
         _blender._drain_timer()
 
@@ -138,7 +142,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
             clock.now += budget
             return 1
 
-        monkeypatch.setattr(copy._scheduler, "run_for", run_for)
+        monkeypatch.setattr(copy, "run_for", run_for)
     mt.post_on_main(int)  # stays queued (run_for is a stub)
     vendored_copy.post_on_main(int)
 
@@ -151,7 +155,7 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
         return [budgets[i][-1] for i in order]
 
     budget = _pacing.DEFAULT_TICK_BUDGET
-    floor = budget * _blender.MIN_BUDGET_SHARE
+    floor = budget * _pacing.MIN_BUDGET_SHARE
     assert one_pass(0) == [budget]  # alone: the whole budget
     assert one_pass(0, 1) == [budget, floor]  # the other copy's new backlog: what is left, at least the floor
     assert one_pass(0, 1) == [budget / 2, budget / 2]  # both had work in the pass before: half each
@@ -160,19 +164,19 @@ def test_copies_of_the_library_share_one_budget_per_pass(clock, monkeypatch, ven
     assert one_pass(1) == [budget]  # ...then the whole budget again
     # A timer that starts well after the other copy's pass ended runs in a later event-loop pass.
     assert one_pass(0, 1, apart=2 * _blender.SAME_PASS_WITHIN) == [budget, budget]
-    assert _pacing.pass_budget == budget and vendored_copy._pacing.pass_budget == budget
+    assert _pacing.PACING.pass_budget == budget and vendored_copy._pacing.PACING.pass_budget == budget
     support.discard_queued()
 
 
 def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_spell(clock, monkeypatch):
-    monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: pytest.fail("ran a batch with nothing queued"))
+    monkeypatch.setattr(_blender, "run_for", lambda budget: pytest.fail("ran a batch with nothing queued"))
     clock.now += _blender.IDLE_AFTER / 2
     assert _blender._drain_timer() == 0.0  # recently registered: every pass
     clock.now += _blender.IDLE_AFTER
     assert _blender._drain_timer() == _blender.IDLE_POLL  # a quiet spell: every IDLE_POLL seconds
     clock.now += _blender.LONG_IDLE_AFTER
     assert _blender._drain_timer() == _blender.LONG_IDLE_POLL  # idling for long: less often still
-    assert _pacing.queue_wait == 0.0 and mt.stats().ticks == 0
+    assert _pacing.PACING.queue_wait == 0.0 and mt.stats().ticks == 0
     assert _blender._queue_empty_at == clock.now  # the queue-wait bound still moves on
     monkeypatch.undo()  # the real run_for (and clock) again
     mt.post_on_main(int)
@@ -183,7 +187,7 @@ def test_idle_passes_neither_count_nor_run_a_batch_and_poll_less_after_a_quiet_s
 
 def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_one(clock, monkeypatch):
     budgets = []
-    monkeypatch.setattr(_blender._scheduler, "run_for", lambda budget: budgets.append(budget) or 1)
+    monkeypatch.setattr(_blender, "run_for", lambda budget: budgets.append(budget) or 1)
     mt.post_on_main(int)  # stays queued (run_for is a stub): every pass finds a backlog
 
     def passes(*parts):
@@ -196,8 +200,10 @@ def test_pacing_gives_back_an_overrun_of_blenders_part_and_adapts_to_a_lasting_o
     assert passes(0.5) == [budget]  # the first pass of a backlog: nothing to compare with
     assert passes(*[0.005] * 8) == [budget] * 8
     assert passes(0.008) == [pytest.approx(budget - 0.003)]  # 3 ms late: 3 ms less
-    assert _pacing.pass_budget == pytest.approx(budget - 0.003) and _pacing.blender_part == pytest.approx(0.008)
-    floor = budget * _blender.MIN_BUDGET_SHARE
+    assert _pacing.PACING.pass_budget == pytest.approx(budget - 0.003) and _pacing.PACING.blender_part == pytest.approx(
+        0.008
+    )
+    floor = budget * _pacing.MIN_BUDGET_SHARE
     assert passes(0.020) == [floor]  # very late: never below the floor, the queue keeps moving
     assert passes(0.005) == [budget]
     # Redraws that got slower for good (e.g. the tasks change the scene) become the usual.
@@ -220,9 +226,9 @@ def test_passes_that_step_coroutines_are_paced_like_the_queues(clock, monkeypatc
         budgets.append(deadline - clock.now)
         return 1
 
-    monkeypatch.setattr(_blender._scheduler, "_sources", (object(),))
-    monkeypatch.setattr(_blender._scheduler, "sources_due", lambda: 0.0)  # always work left
-    monkeypatch.setattr(_blender._scheduler, "_poll_sources", poll_sources)
+    monkeypatch.setattr(_wake.SOURCES, "all", (object(),))
+    monkeypatch.setattr(_wake.Sources, "due", lambda self: 0.0)  # always work left
+    monkeypatch.setattr(_wake.Sources, "poll", lambda self, deadline=None: poll_sources(deadline))
     monkeypatch.setattr(_blender, "_sources_left_work", False)
 
     def passes(*parts):
@@ -234,9 +240,9 @@ def test_passes_that_step_coroutines_are_paced_like_the_queues(clock, monkeypatc
     budget = _pacing.DEFAULT_TICK_BUDGET
     assert passes(0.5, *[0.005] * 8) == [pytest.approx(budget)] * 9  # a new backlog, then usual passes
     assert passes(0.008) == [pytest.approx(budget - 0.003)]  # 3 ms late: 3 ms less
-    assert passes(0.020) == [pytest.approx(budget * _blender.MIN_BUDGET_SHARE)]
+    assert passes(0.020) == [pytest.approx(budget * _pacing.MIN_BUDGET_SHARE)]
     assert passes(0.005) == [pytest.approx(budget)]
-    assert mt.stats().ticks == 0 and _pacing.pass_budget == 0.0  # the queue's figures are its own
+    assert mt.stats().ticks == 0 and _pacing.PACING.pass_budget == 0.0  # the queue's figures are its own
 
 
 def test_preferences_are_not_registered_unless_the_package_is_an_enabled_addon():
@@ -262,7 +268,7 @@ def test_preferences_register_with_the_addon_entry_and_apply_the_saved_budget():
         assert preferences.MainThreadTasksPreferences.is_registered
         prefs = addons[mt.__name__].preferences
         prefs.tick_budget_ms = 7.0
-        assert _pacing.tick_budget == pytest.approx(0.007)
+        assert _pacing.PACING.tick_budget == pytest.approx(0.007)
         mt.register()  # a second user: registered once
         mt.unregister()
         assert preferences.MainThreadTasksPreferences.is_registered
@@ -270,7 +276,7 @@ def test_preferences_register_with_the_addon_entry_and_apply_the_saved_budget():
         assert not preferences.MainThreadTasksPreferences.is_registered
         assert not bpy.app.timers.is_registered(preferences._redraw_timer)
         mt.register()  # enabled again in the same session: the saved 7 ms applies at once
-        assert _pacing.tick_budget == pytest.approx(0.007)
+        assert _pacing.PACING.tick_budget == pytest.approx(0.007)
         addons[mt.__name__].preferences.tick_budget_ms = 4.0  # (the old struct died with its class)
     finally:
         while mt.stats().registered:

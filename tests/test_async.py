@@ -14,7 +14,7 @@ from concurrent.futures import CancelledError
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _async, _blender, _scheduler
+from mainthread_tasks import _async, _blender, _wake
 from tests import process_work, support
 from tests.support import run_script
 
@@ -22,7 +22,7 @@ from tests.support import run_script
 @pytest.fixture(autouse=True)
 def fresh_loop():
     yield
-    _scheduler._stop_sources("test over")  # cancels coroutines, closes the loop
+    _wake.SOURCES.stop("test over")  # cancels coroutines, closes the loop
     assert _async._source is None or _async._source.loop.is_closed()
 
 
@@ -133,7 +133,7 @@ def test_streams_with_a_selector_that_has_no_fd_to_sleep_on(monkeypatch):
     Forced here with SelectSelector, which is what Windows gets."""
     import selectors
 
-    _scheduler._stop_sources("a fresh loop with another selector")
+    _wake.SOURCES.stop("a fresh loop with another selector")
     monkeypatch.setattr(selectors, "DefaultSelector", selectors.SelectSelector)
     steps = []
 
@@ -273,9 +273,9 @@ def test_last_unregister_from_inside_the_loop_stops_it_when_the_step_ends(where)
     if where == "done_callback":
         quitter.add_done_callback(lambda _future: mt.unregister())
     deadline = time.monotonic() + 5
-    while _scheduler.stats().registered and time.monotonic() < deadline:
+    while mt.stats().registered and time.monotonic() < deadline:
         mt.pump(0.05)
-    assert not _scheduler.stats().registered, "the coroutine never ran"
+    assert not mt.stats().registered, "the coroutine never ran"
     # No further pump: the step that unregistered has ended, and the stop with it.
     assert events == ["finally ran"]
     assert sleeper.done() and isinstance(sleeper.exception(0), mt.SchedulerStopped)
@@ -303,7 +303,7 @@ def test_a_stop_cancels_the_tasks_the_coroutines_started_too():
         return "returned"
 
     assert mt.run_async(starts_and_returns()).result(timeout=5) == "returned"
-    _scheduler._stop_sources("stopped by the test")
+    _wake.SOURCES.stop("stopped by the test")
     assert events == ["background finally ran"] and starts_and_returns.task.cancelled()
 
 
@@ -318,21 +318,21 @@ def test_a_stop_from_another_thread_is_done_by_the_main_threads_next_poll():
 
     future = mt.run_async(long())
     mt.pump()
-    thread = threading.Thread(target=_scheduler._stop_sources, args=("stopped from a thread",))
+    thread = threading.Thread(target=_wake.SOURCES.stop, args=("stopped from a thread",))
     thread.start()
     thread.join(5)
     assert not events and not future.done()  # asyncio's objects are the main thread's to touch
     mt.pump(1)
     assert events == ["finally ran"]
     assert isinstance(future.exception(0), mt.SchedulerStopped) and _async._source.loop.is_closed()
-    assert not _scheduler._sources
+    assert not _wake.SOURCES.all
 
 
 def test_after_main_loop_close_the_main_thread_sleeps_and_run_async_makes_a_new_loop():
     closed = mt.main_loop()
     mt.pump(0.001)  # the wake-up socket exists: the closed loop's fd number is not reused by it
     closed.close()
-    assert not any(s is _async._source for s in _scheduler._sources)  # dropped as a source
+    assert not any(s is _async._source for s in _wake.SOURCES.all)  # dropped as a source
     started = time.monotonic()
     pumps = 0
     while time.monotonic() - started < 0.3:
@@ -394,7 +394,7 @@ def test_a_coroutine_that_refuses_to_stop_is_named_once_and_its_waiters_released
     mt.pump()
     task = next(iter(_async._source.tasks)).get_name()
     with caplog.at_level(logging.WARNING):
-        _scheduler._stop_sources("stopped by the test")
+        _wake.SOURCES.stop("stopped by the test")
         assert isinstance(future.exception(0), mt.SchedulerStopped)
         del future  # (its done-callback holds the task)
         gc.collect()  # the given-up task is garbage now: asyncio would log it as destroyed pending

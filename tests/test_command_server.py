@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _scheduler
+from mainthread_tasks import _wake
 from tests import support
 
 EXAMPLES = support.ROOT / "examples"
@@ -69,7 +69,7 @@ def serve(private_dir, caplog):
             assert future.result(timeout=10) is None
             assert not server.connection_file.exists()
             assert server.connections == 0
-        _scheduler._stop_sources("test over")  # closes the loop: a pending task would be reported now
+        _wake.SOURCES.stop("test over")  # closes the loop: a pending task would be reported now
         gc.collect()
     assert support.threads() == [threading.main_thread()]
     noise = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]

@@ -1,13 +1,15 @@
-"""The README's main command works: build the add-on, install it in Blender, run the examples."""
+"""The README's demo command works (build the add-on, install it in Blender, run the examples), and
+so does the headless page's command line."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 
 import pytest
 
-from tests import support
+from tests import doc_blocks, support
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary]
 
@@ -21,12 +23,15 @@ def test_demo_command_builds_installs_and_runs(tmp_path):
     assert python, "python3 is needed to run scripts/demo.py"
     env = dict(os.environ, BLENDER=bpy.app.binary_path)
     env.pop("PYTHONPATH", None)
+    # The README's command, as printed, from the top of a checkout; fewer files, and a .blend to look at.
+    command = shlex.split(doc_blocks.block(doc_blocks.README, "try-it").text)
+    assert command == ["python3", "scripts/demo.py"], command
     # support.run kills the whole process group on timeout: demo.py's Blender with it.
     proc = support.run(
-        [python, str(support.ROOT / "scripts" / "demo.py"), "--files", "6", "--save", str(tmp_path / "demo.blend")],
+        [python, *command[1:], "--files", "6", "--save", str(tmp_path / "demo.blend")],
         300,
         env=env,
-        cwd=tmp_path,
+        cwd=support.ROOT,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -57,18 +62,18 @@ def test_demo_command_builds_installs_and_runs(tmp_path):
     assert (tmp_path / "demo.blend").stat().st_size > 0
 
 
-def test_readme_headless_command_runs_as_printed(tmp_path):
-    """The README's ``blender --background ... --python-expr "..."`` block, run as a user pastes it
-    from the top of a checkout: four workers, four cubes, ``7 objects``, exit status 0."""
+def test_the_headless_pages_command_runs_as_printed(tmp_path):
+    """The ``blender --background ... --python-expr "..."`` block of docs/headless.md, run as a user
+    pastes it from the top of a checkout: four workers, four cubes, ``7 objects``, exit status 0."""
     if not support.IN_BLENDER_BINARY:
         pytest.skip("runs where the Blender executable is the interpreter")
     import re
-    import shlex
 
     import bpy
 
-    blocks = re.findall(r"```sh\n(blender --background .*?)\n```", (support.ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 1, "the README's headless block moved: update this test"
+    page = (support.ROOT / "docs" / "headless.md").read_text()
+    blocks = re.findall(r"```sh\n(blender --background .*?)\n```", page, re.S)
+    assert len(blocks) == 1, "the headless page's command moved: update this test"
     command = shlex.split(blocks[0])
     assert command[0] == "blender" and command[-2] == "--python-expr", command
     env = dict(os.environ)

@@ -123,3 +123,12 @@ def test_script_end_with_executor_threads_blocked_in_call_on_main(tmp_path):
     blocked in call_on_main: the library releases them before concurrent.futures joins them."""
     out = _run_to_a_clean_exit(EXECUTOR_BLOCKED_AT_EXIT, tmp_path, "SCRIPT ENDS WITH EXECUTOR THREADS BLOCKED")
     assert out.count("EXECUTOR THREAD GOT SchedulerStopped\n") == 2, out
+
+
+# -- the tests' own helpers ----------------------------------------------------------------
+
+
+def test_run_script_uses_the_process_group_killer(tmp_path):
+    # tests/support.run_script runs through support.run (kills Xvfb/Blender children too).
+    proc = run_script("print('ok')", tmp_path)
+    assert proc.returncode == 0 and "ok" in proc.stdout

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import concurrent.futures as cf
+import logging
 import math
+import random
 import threading
 import time
 
@@ -357,7 +360,7 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
     import gc
     import sys
 
-    from mainthread_tasks import _scheduler
+    from mainthread_tasks import _lifecycle
 
     future = _future_makers()[maker]()
     seen_by_other = []
@@ -385,7 +388,7 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
     try:
         hoard = [{} for _ in range(200)]  # empty the dict free list: making a dict must allocate
         gc.set_threshold(1)  # ...and any allocation collects
-        seen_by_main = future.__dict__  # what _scheduler._run_batch does first with a future
+        seen_by_main = future.__dict__  # what _dispatch.run_batch does first with a future
     finally:
         gc.set_threshold(*threshold)
         gc.callbacks.remove(hand_over_mid_collection)
@@ -395,4 +398,75 @@ def test_a_future_is_born_with_its_dict_so_no_two_threads_can_each_make_one(make
     _kept_alive.extend([future, seen_by_main, *seen_by_other])
     assert seen_by_other[0] is seen_by_main, "two __dict__ objects over one values array (CPython 3.11)"
     future.cancel()
-    _scheduler._reject_queued()
+    _lifecycle.LIFECYCLE.reject_queued()
+
+
+# -- wait()/as_completed() with our futures and a stock one --------------------------------
+
+
+def test_wait_on_sets_mixing_our_futures_and_a_stock_one_never_deadlocks(fast_switching):
+    stock = concurrent.futures.Future()  # a pool job both threads wait on
+    ours = [mt.run_on_main(int) for _ in range(64)]
+    stop = threading.Event()
+
+    def waiter(seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            mine = rng.sample(ours, 3) + [stock]
+            concurrent.futures.wait(mine, timeout=0)
+            for _ in concurrent.futures.as_completed([*mine[:1], stock], timeout=None) if False else ():
+                pass
+
+    threads = [threading.Thread(target=waiter, args=(seed,), daemon=True) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    assert not any(t.is_alive() for t in threads), "concurrent.futures.wait deadlocked"
+    stock.set_result(None)
+    mt.pump()
+    done, _ = concurrent.futures.wait([*ours, stock], timeout=5)
+    assert len(done) == 65
+
+
+def test_each_future_has_its_own_lock_made_lazily():
+    a, b = mt.run_on_main(int), mt.run_on_main(int)
+    assert "_lock" not in a.__dict__
+    assert a._condition is not b._condition and a._lock is not b._lock
+    mt.pump()
+
+
+# -- set_result on a task's own Future ----------------------------------------------------
+
+
+def test_a_task_setting_its_own_result_keeps_the_first_and_is_logged(caplog):
+    holder = {}
+
+    def task():
+        holder["future"].set_result("the task's own")
+        return "the return value"
+
+    holder["future"] = future = mt.run_on_main(task)
+    with caplog.at_level(logging.WARNING, logger="mainthread_tasks"):
+        mt.pump()
+    assert future.result() == "the task's own"
+    assert "first result wins" in caplog.text
+
+
+def test_set_result_misuse_while_somebody_watches_does_not_escape_pump(caplog):
+    holder = {}
+    called = []
+
+    def task():
+        holder["future"].set_exception(ValueError("set by the task"))
+        return "ignored"
+
+    holder["future"] = future = mt.run_on_main(task)
+    future.add_done_callback(called.append)  # watched: the finish takes the lock
+    with caplog.at_level(logging.WARNING, logger="mainthread_tasks"):
+        assert mt.pump() == 1
+    assert called == [future] and str(future.exception()) == "set by the task"
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        future.set_result(1)  # outside the dispatcher, misuse still raises as with any Future

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import mainthread_tasks as mt
-from mainthread_tasks import _interrupts, _scheduler
+from mainthread_tasks import _interrupts, _lifecycle, _wake
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -171,7 +171,7 @@ class Lifecycle(RuleBasedStateMachine):
                             lost = (
                                 f"Ctrl-C lost: handler {signal.getsignal(signal.SIGINT)!r}, deferred "
                                 f"{_interrupts.GUARD.deferred!r}, interrupter alive {thread.is_alive()}, "
-                                f"sources {_scheduler._sources!r}, stats {mt.stats()}"
+                                f"sources {_wake.SOURCES.all!r}, stats {mt.stats()}"
                             )
                             break
                 except KeyboardInterrupt:
@@ -278,4 +278,4 @@ def test_random_interleavings_keep_every_guarantee():
         Lifecycle.TestCase("runTest").runTest()
     finally:
         sys.setswitchinterval(previous)
-        _scheduler._reject_queued()
+        _lifecycle.LIFECYCLE.reject_queued()

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _blender, _hold, _scheduler
+from mainthread_tasks import _args, _blender, _hold, _queue, _wake
 from tests import support
 
 
@@ -36,8 +36,7 @@ def jobs(monkeypatch):
     fake.running.clear()
     _blender._drain_timer()  # ends a hold the test left
     mt.pump()
-    _blender._holding = False  # even when the test failed half-way
-    _scheduler._held_reason = ""
+    _hold.HOLD.reset()
 
 
 def test_tasks_wait_while_a_render_runs_and_run_in_order_after(jobs):
@@ -134,7 +133,7 @@ def test_ui_only_keeps_the_function_recognisable():
     wrapped = mt.ui_only(set_status)
     assert wrapped("x") == "x" and wrapped.__name__ == "set_status" and wrapped.__doc__ == "Sets the status."
     assert mt.ui_only(wrapped) is wrapped
-    assert _scheduler.task_name(wrapped).endswith("set_status")
+    assert _args.task_name(wrapped).endswith("set_status")
     with pytest.raises(TypeError, match="callable"):
         mt.ui_only("print('x')")
 
@@ -168,7 +167,7 @@ def test_the_last_unregister_cancels_held_tasks(jobs):
     submitted.wait(10)
     support.wait_until(lambda: mt.stats().pending == 2)
     _blender._drain_timer()
-    assert mt.stats().pending == 2 and len(_scheduler._held) == 2
+    assert mt.stats().pending == 2 and len(_queue.held) == 2
     mt.unregister()
     thread.join(10)
     assert future.cancelled() and isinstance(raised[0], mt.SchedulerStopped) and mt.stats().pending == 0
@@ -198,7 +197,7 @@ def test_sources_are_held_except_ui_only_ones(jobs):
 
     data, ui = Source(False), Source(True)
     for source in (data, ui):
-        _scheduler.add_source(source)
+        _wake.add_source(source)
     try:
         jobs.running.add("COMPOSITE")
         for _ in range(3):
@@ -209,7 +208,7 @@ def test_sources_are_held_except_ui_only_ones(jobs):
         assert data.polls == 1 and not mt.stats().held
     finally:
         for source in (data, ui):
-            _scheduler.remove_source(source)
+            _wake.remove_source(source)
 
 
 def test_no_job_check_while_idle(jobs):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import _thread
 import inspect
+import io
 import math
+import socket
+import socketserver
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr
 
 import pytest
 
@@ -383,3 +389,180 @@ def test_a_layer_put_over_ours_keeps_working_and_a_block_puts_ours_back_when_it_
         with mt.joined_threads(timeout=10):
             threading.Thread(target=lambda: 1 / 0).start()
     assert [type(e) for e in info.value.exceptions] == [ZeroDivisionError]
+
+
+# -- _DummyThreads -------------------------------------------------------------------------
+
+
+def test_block_does_not_wait_for_threads_python_did_not_start():
+    done = threading.Event()
+
+    def c_callback_like():
+        threading.current_thread()  # logging does this: leaves a _DummyThread behind
+        done.set()
+
+    started = time.monotonic()
+    with mt.joined_threads(timeout=10):
+        _thread.start_new_thread(c_callback_like, ())
+        assert done.wait(5)
+    assert time.monotonic() - started < 2
+
+
+# -- idle pool threads, per-connection threads of an older server --------------------------
+
+
+def test_idle_threads_of_an_executor_from_before_the_block_do_not_keep_it_open():
+    with ThreadPoolExecutor(max_workers=3) as pool:  # created outside the block
+        results = []
+        started = time.monotonic()
+        with mt.joined_threads():  # default timeout None: a wrong rule hangs here (the test timeout fails it)
+            for n in range(6):
+                pool.submit(lambda n=n: results.append(mt.call_on_main(lambda: n * n)))
+        assert sorted(results) == [0, 1, 4, 9, 16, 25]  # the work started in the block has ended
+        assert time.monotonic() - started < 5
+
+
+def test_a_pool_thread_running_a_work_item_is_waited_for():
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pool.submit(int).result()  # threads exist, idle
+        done = []
+        with mt.joined_threads():
+            pool.submit(lambda: (time.sleep(0.3), done.append(1)))
+            pool.submit(lambda: (time.sleep(0.3), done.append(2)))
+        assert sorted(done) == [1, 2]
+
+
+def test_work_given_in_the_block_to_a_pool_thread_from_before_it_is_waited_for():
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(int).result()  # its one worker exists, idle, from before the block
+        done = []
+        with mt.joined_threads():
+            pool.submit(lambda: (time.sleep(0.3), done.append("in the block")))
+        assert done == ["in the block"]
+
+
+def test_pool_work_from_before_the_block_is_not_the_blocks():
+    release = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        before = pool.submit(release.wait, 10)  # busy since before the block
+        started = time.monotonic()
+        with mt.joined_threads():
+            pass
+        assert time.monotonic() - started < 2 and not before.done()
+        release.set()
+
+
+def test_per_connection_threads_of_a_server_from_before_the_block_are_not_the_blocks():
+    release = threading.Event()
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            release.wait(10)  # a connection held open
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    serving.start()
+    try:
+        started = time.monotonic()
+        with mt.joined_threads():
+            client = socket.create_connection(server.server_address, timeout=5)
+            time.sleep(0.1)  # the server starts a thread for it
+        assert time.monotonic() - started < 3
+    finally:
+        release.set()
+        client.close()
+        server.shutdown()
+        server.server_close()
+        serving.join(5)
+
+
+# -- failures raised by the right block ----------------------------------------------------
+
+
+def _fail(message):
+    raise ValueError(message)
+
+
+def test_an_inner_block_does_not_raise_the_outer_blocks_failure():
+    with pytest.raises(ExceptionGroup) as outer:
+        with mt.joined_threads():
+            thread = threading.Thread(target=_fail, args=("outer's",))
+            thread.start()
+            thread.join()
+
+            def helper():
+                with mt.joined_threads() as inner:
+                    inner.start(int)
+
+            helper()  # must not raise the outer block's failure
+    assert [str(e) for e in outer.value.exceptions] == ["outer's"]
+
+
+def test_a_failure_left_by_a_block_exited_with_ctrl_c_goes_to_the_excepthook_once(monkeypatch):
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(str(args.exc_value)))
+    gate = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        with mt.joined_threads() as scope:
+            scope.start(lambda: (gate.wait(5), _fail("late")))
+            raise KeyboardInterrupt
+    gate.set()
+    with mt.joined_threads() as later:  # an unrelated block: must not raise "late"
+        later.start(time.sleep, 0.2)
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == ["late"]
+
+
+# -- sys.exit() in a plain thread ----------------------------------------------------------
+
+
+def test_sys_exit_in_a_plain_thread_just_ends_it():
+    with mt.joined_threads():
+        thread = threading.Thread(target=sys.exit, args=(3,))
+        thread.start()
+
+
+# -- chained excepthooks -------------------------------------------------------------------
+
+
+def test_another_librarys_hook_chaining_to_ours_prints_the_failure_once():
+    original = threading.excepthook
+    try:
+        threading.excepthook = threading.__excepthook__  # prints (pytest's own hook collects instead)
+        with mt.joined_threads():
+            previous = threading.excepthook  # ours while a block was open, up to issue 18
+
+            def theirs(args):
+                previous(args)
+
+            threading.excepthook = theirs  # another library chains while a block is open
+        gate = threading.Event()
+        outsider = threading.Thread(target=lambda: (gate.wait(5), _fail("printed once")))
+        outsider.start()  # not any block's
+        stderr = io.StringIO()
+        with redirect_stderr(stderr), mt.joined_threads():
+            gate.set()
+            outsider.join(5)
+        assert stderr.getvalue().count("ValueError: printed once") == 1, stderr.getvalue()
+        assert "RecursionError" not in stderr.getvalue()
+    finally:
+        threading.excepthook = original
+
+
+# -- a late failure -----------------------------------------------------------------------
+
+
+def test_a_scope_thread_failing_after_the_timeout_is_reported(monkeypatch):
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(str(args.exc_value)))
+    gate = threading.Event()
+    with pytest.raises(mt.ThreadsStillRunning):
+        with mt.joined_threads(timeout=0.1) as scope:
+            scope.start(lambda: (gate.wait(5), _fail("after the timeout")))
+    gate.set()
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == ["after the timeout"]

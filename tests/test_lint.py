@@ -180,7 +180,7 @@ def _import_circle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_circle():
     graph = _import_graph(ROOT / "mainthread_tasks")
-    assert graph["_preferences"] and graph["_scheduler"], "the parser finds the package's imports"
+    assert graph["_preferences"] and graph["_submit"], "the parser finds the package's imports"
     assert _import_circle(graph) is None, " -> ".join(_import_circle(graph) or ())
 
 
@@ -188,6 +188,46 @@ def test_the_bench_has_no_import_circle():
     graph = _import_graph(ROOT / "bench")
     assert graph["run"], "the parser finds the bench's imports"
     assert _import_circle(graph) is None, " -> ".join(_import_circle(graph) or ())
+
+
+def _writes_into_other_modules(path: Path, package: set[str]) -> list[str]:
+    """Assignments (``=``, ``+=``, ``del``, ``setattr``) to an attribute of another of the
+    package's modules, as ``path`` spells them: each piece of state has one owner, which changes it
+    through its own functions."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    modules = set()  # names bound to the package's modules in this file
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1 and not node.module:
+            modules.update(alias.asname or alias.name for alias in node.names if alias.name in package)
+    found = []
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+            targets = [ast.Attribute(value=node.args[0], attr="?")] if node.args else []
+        for target in targets:
+            for part in ast.walk(target):
+                if isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name) and part.value.id in modules:
+                    found.append(f"{path.name}:{node.lineno} writes {part.value.id}.{part.attr}")
+    return found
+
+
+def test_no_module_of_the_package_writes_another_modules_attributes():
+    folder = ROOT / "mainthread_tasks"
+    package = {path.stem for path in folder.glob("*.py")}
+    found = [line for path in sorted(folder.rglob("*.py")) for line in _writes_into_other_modules(path, package)]
+    assert not found, found
+
+
+def test_the_write_check_catches_a_write(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from . import _pacing, _queue\n_pacing.tick_budget = 1\nsetattr(_queue, 'held', [])\n")
+    assert len(_writes_into_other_modules(sample, {"_pacing", "_queue"})) == 2
 
 
 #: What a module of bench/ may not import at module level: they exist inside Blender only (bpy), or

@@ -18,7 +18,7 @@ import types
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _errors, _process, _process_child, _scheduler
+from mainthread_tasks import _errors, _process, _process_child, _wake
 from tests import process_work as work
 from tests import support
 from tests.support import ROOT, run_script, start_thread
@@ -38,7 +38,7 @@ def fresh_pool():
 def _stop_pool():
     pool = _process._pool
     if pool is not None:
-        _scheduler.remove_source(pool)
+        _wake.remove_source(pool)
         pool.stop("test over")
         _process._pool = None
 
@@ -208,7 +208,7 @@ def test_a_submission_just_before_the_main_thread_sleeps_is_not_lost():
             self.asked += 1
             if self.asked == 1:
                 self.work = True  # "another thread submitted", wake_main() was a no-op
-                _scheduler.wake_main()
+                _wake.wake_main()
                 return None
             return 0.0 if self.work else None
 
@@ -220,13 +220,13 @@ def test_a_submission_just_before_the_main_thread_sleeps_is_not_lost():
             pass
 
     source = LateWork()
-    _scheduler.add_source(source)
+    _wake.add_source(source)
     try:
         started = time.monotonic()
         assert mt.pump(5.0) == 1
         assert time.monotonic() - started < 2.5
     finally:
-        _scheduler.remove_source(source)
+        _wake.remove_source(source)
 
 
 def test_the_worker_has_the_parents_sys_path_and_neither_bpy_nor_its_main():

@@ -173,11 +173,11 @@ def test_context_manager_closes_and_an_exception_cancels(quiet_progress):
 def test_find_and_the_newest_one_not_cancelled():
     a, b, c = mt.progress("a"), mt.progress("b"), mt.progress("c")
     assert _progress.open_progresses()[-3:] == (a, b, c)
-    assert _progress.find(0) is c and _progress.find(a.serial) is a
+    assert _progress.find(0) is c and _progress.find(a._serial) is a
     c.cancel()
     assert _progress.find(0) is b  # what ESC cancels next
     c.close()
-    assert _progress.find(c.serial) is None
+    assert _progress.find(c._serial) is None
     for p in (a, b):
         p.close()
     assert _progress.find(0) is None
@@ -209,7 +209,7 @@ def test_headless_lines_at_most_once_per_interval_and_one_at_the_end(quiet_progr
     assert min(gaps) >= interval * 0.95, gaps
     line = r"Downloading: \d+/100 \d+% \| Baking: \d+"
     for stamp, text in periodic:
-        if stamp < bake.started + interval and re.fullmatch(r"Downloading: \d+/100 \d+%\n", text):
+        if stamp < bake._started + interval and re.fullmatch(r"Downloading: \d+/100 \d+%\n", text):
             continue  # Baking opened a moment later: shown once it is an interval old
         assert re.fullmatch(line + r"( \(cancelling\))?\n", text), periodic
     assert periodic[-1][1].endswith(f"Baking: {bake.text()} (cancelling)\n"), periodic[-1]  # the cancel, once

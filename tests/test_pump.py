@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
+import weakref
 
 import pytest
 
 import mainthread_tasks as mt
+from mainthread_tasks import _dispatch
 from tests import support
 from tests.support import start_thread
 
@@ -169,9 +172,9 @@ def test_stats_names_the_running_task():
 
 
 def test_slow_task_is_logged_with_its_name(caplog, monkeypatch):
-    from mainthread_tasks import _scheduler
+    from mainthread_tasks import _dispatch
 
-    monkeypatch.setattr(_scheduler, "slow_task_seconds", 0.05)
+    monkeypatch.setattr(_dispatch, "slow_task_seconds", 0.05)
 
     def sluggish():
         time.sleep(0.06)
@@ -199,3 +202,61 @@ def test_call_on_main_inside_a_task_runs_inline():
     future = mt.run_on_main(outer)
     assert mt.pump() == 1
     assert future.result(0) == "inner ran inline"
+
+
+# -- a failed task pins memory -------------------------------------------------------------
+
+
+class Big:
+    """Stands in for a 200 MB argument."""
+
+
+def _drop_and_raise(big):
+    del big
+    raise ValueError("failed")
+
+
+@pytest.mark.allow_errors("logged", reason="the task fails on purpose: the test is about what its failure keeps alive")
+def test_a_failed_task_keeps_neither_its_arguments_nor_a_cycle():
+    gc.disable()
+    try:
+        big = Big()
+        alive = weakref.ref(big)
+        future = mt.run_on_main(_drop_and_raise, big)
+        mt.post_on_main(_drop_and_raise, big)
+        del big
+        with pytest.raises(ValueError):
+            mt.pump()
+            future.result()
+        future.result  # noqa: B018 - the failed Future is still held here
+        assert alive() is None, "the traceback kept the last task's arguments alive"
+        dead_future = weakref.ref(future)
+        del future
+        assert dead_future() is None, "a failed Future sits in a reference cycle"
+    finally:
+        gc.enable()
+
+
+# -- a task object whose attributes raise --------------------------------------------------
+
+
+class Command:
+    """A callable whose __getattr__ raises, as command objects and proxies do."""
+
+    def __getattr__(self, name):
+        raise KeyError(name)
+
+    def __repr__(self):
+        raise RuntimeError("no repr either")
+
+    def __call__(self):
+        return "done"
+
+
+def test_nothing_a_task_object_does_escapes_the_dispatcher(monkeypatch):
+    monkeypatch.setattr(_dispatch, "slow_task_seconds", 0.0)  # every task is "slow": names looked up
+    future = mt.run_on_main(Command())
+    mt.post_on_main(Command())
+    assert mt.pump() == 2
+    assert future.result() == "done"
+    assert "Command object" in mt.stats().longest_task_name

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import mainthread_tasks
-from mainthread_tasks import _blender, _pacing, _scheduler
+from mainthread_tasks import _blender, _pacing, _wake
 
 
 class SocketSource:
@@ -65,9 +65,9 @@ class SocketSource:
 @pytest.fixture
 def source():
     made = SocketSource()
-    _scheduler.add_source(made)
+    _wake.add_source(made)
     yield made
-    _scheduler.remove_source(made)
+    _wake.remove_source(made)
     if made.stopped is None:
         made.stop("test over")
 
@@ -103,13 +103,13 @@ def test_pump_wakes_for_a_task_submitted_while_it_sleeps_on_sources(source):
 
 def test_pump_wakes_at_a_source_due_time():
     source = SocketSource(due=time.monotonic() + 0.2)
-    _scheduler.add_source(source)
+    _wake.add_source(source)
     try:
         started = time.monotonic()
         assert mainthread_tasks.pump(5.0) == 1
         assert 0.15 <= time.monotonic() - started < 2.0
     finally:
-        _scheduler.remove_source(source)
+        _wake.remove_source(source)
         source.stop("test over")
 
 
@@ -128,10 +128,10 @@ def test_waiting_on_a_future_on_main_polls_sources(source):
 def test_last_unregister_stops_sources_with_the_reason():
     source = SocketSource()
     mainthread_tasks.register()
-    _scheduler.add_source(source)
+    _wake.add_source(source)
     mainthread_tasks.unregister()
     assert source.stopped and "unregister" in source.stopped
-    assert source not in _scheduler._sources
+    assert source not in _wake.SOURCES.all
 
 
 @pytest.mark.allow_errors("logged", reason="the failing source is logged on purpose; caplog checks it")
@@ -141,7 +141,7 @@ def test_a_failing_source_is_logged_and_the_queue_goes_on(caplog):
             raise ValueError("source bug")
 
     broken = Broken()
-    _scheduler.add_source(broken)
+    _wake.add_source(broken)
     try:
         ran = []
         mainthread_tasks.post_on_main(ran.append, 1)
@@ -149,13 +149,13 @@ def test_a_failing_source_is_logged_and_the_queue_goes_on(caplog):
             assert mainthread_tasks.pump() == 1
         assert ran == [1] and "source bug" in caplog.text
     finally:
-        _scheduler.remove_source(broken)
+        _wake.remove_source(broken)
         broken.stop("test over")
 
 
 def test_add_source_is_idempotent(source):
-    _scheduler.add_source(source)
-    assert sum(s is source for s in _scheduler._sources) == 1
+    _wake.add_source(source)
+    assert sum(s is source for s in _wake.SOURCES.all) == 1
 
 
 # -- the UI timer (driven by hand here; the GUI tier runs it in Blender's event loop) -------------
@@ -176,7 +176,7 @@ class FakeSource(SocketSource):
 
 def test_timer_polls_a_busy_source_every_pass_within_the_budget(monkeypatch):
     source = FakeSource()
-    _scheduler.add_source(source)
+    _wake.add_source(source)
     try:
         monkeypatch.setattr(_blender, "_pass_end", _blender._clock() - 2 * _blender.LONG_IDLE_AFTER)  # long idle
         assert _blender._drain_timer() == _blender.LONG_IDLE_POLL and source.polls == 0  # idle source: not polled
@@ -187,27 +187,27 @@ def test_timer_polls_a_busy_source_every_pass_within_the_budget(monkeypatch):
         source.send(b"r")
         started = time.perf_counter()
         assert _blender._drain_timer() == 0.0  # busy: every pass
-        assert source.got == [b"r"] and started < source.deadlines[-1] <= started + _pacing.tick_budget + 0.01
+        assert source.got == [b"r"] and started < source.deadlines[-1] <= started + _pacing.PACING.tick_budget + 0.01
         # Work done counts as work: the timer stays at every pass for IDLE_AFTER seconds.
         source.is_busy = False
         assert _blender._drain_timer() == 0.0
     finally:
-        _scheduler.remove_source(source)
+        _wake.remove_source(source)
         source.stop("test over")
 
 
 def test_timer_pass_with_tasks_gives_sources_part_of_the_budget():
     source = FakeSource()
-    _scheduler.add_source(source)
+    _wake.add_source(source)
     try:
         ran = []
         mainthread_tasks.post_on_main(ran.append, 1)
         started = time.perf_counter()
         assert _blender._drain_timer() == 0.0
         assert ran == [1] and source.polls == 1
-        assert source.deadlines[0] <= started + _pacing.tick_budget / 2 + 0.01
+        assert source.deadlines[0] <= started + _pacing.PACING.tick_budget / 2 + 0.01
     finally:
-        _scheduler.remove_source(source)
+        _wake.remove_source(source)
         source.stop("test over")
 
 
@@ -227,9 +227,9 @@ class RingsAsItSleeps:
 
     def due(self):
         self.checks += 1
-        if self.checks == 2:  # _sleep's re-check, with the flag raised
+        if self.checks == 2:  # Waker.sleep's re-check, with the flag raised
             self.work = True
-            _scheduler.wake_main()
+            _wake.wake_main()
         return 0.0 if self.work else None
 
     def poll(self, deadline=None):
@@ -242,17 +242,17 @@ class RingsAsItSleeps:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the scheduler's _sleep leaves the wake byte of a ring that its last check answered; the next "
+    reason="_wake.Waker.sleep leaves the wake byte of a ring that its last check answered; the next "
     "pump() then returns at once (test_pump_wakes_at_a_source_due_time failed so under Wine, where the main "
     "thread sleeps in 10 ms slices). Fix: drain the wake socket before raising the flag (issue 21 report)",
 )
 def test_a_ring_answered_by_the_last_check_leaves_no_wake_for_the_next_sleep():
     source = RingsAsItSleeps()
-    _scheduler.add_source(source)
+    _wake.add_source(source)
     try:
         assert mainthread_tasks.pump(5.0) == 1
         started = time.monotonic()
         assert mainthread_tasks.pump(0.3) == 0
         assert time.monotonic() - started >= 0.25, "the next pump() woke at once: the ring's byte was left over"
     finally:
-        _scheduler.remove_source(source)
+        _wake.remove_source(source)

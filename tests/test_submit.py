@@ -222,3 +222,13 @@ def test_per_thread_fifo_order_with_mixed_submissions():
     mt.pump()
     for tag in range(4):
         assert [i for t, i in seen if t == tag] == list(range(300))
+
+
+def test_the_order_claim_on_the_main_thread():
+    # Queued tasks run in submission order; call_on_main on the main thread runs inline, first.
+    order = []
+    mt.post_on_main(order.append, "queued 1")
+    mt.run_on_main(order.append, "queued 2")
+    mt.call_on_main(order.append, "inline")
+    mt.pump()
+    assert order == ["inline", "queued 1", "queued 2"]

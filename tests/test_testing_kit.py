@@ -10,6 +10,7 @@ only printed, a timer, a gui test in the real UI, a crash followed by more tests
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import doc_blocks
 from tests.support import ROOT, run
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary]
@@ -260,16 +262,19 @@ def test_the_launcher_says_when_there_is_no_blender(tmp_path):
     assert "no Blender: pass --blender PATH" in proc.stdout
 
 
-EXAMPLE = ROOT / "examples" / "asset_downloader"
-#: The command the README gives for the example add-on's own tests (run from its folder).
-EXAMPLE_COMMAND = "python3 -m mainthread_tasks.testing --addon ../../mainthread_tasks --addon . tests"
-
-
-def test_the_example_addons_own_tests_pass_as_the_readme_runs_them(tmp_path):
-    assert EXAMPLE_COMMAND in (ROOT / "README.md").read_text()
+def test_the_example_addons_own_tests_pass_as_the_readme_and_the_tutorial_run_them(tmp_path):
+    command = doc_blocks.command(doc_blocks.block(doc_blocks.README, "example-tests"))
+    assert doc_blocks.command(doc_blocks.block(doc_blocks.TUTORIAL, "test-command")) == command
+    # The tutorial shows the example's demo server and tests whole: these runs run them.
+    example = ROOT / "examples" / "asset_downloader"
+    assert doc_blocks.included(doc_blocks.block(doc_blocks.TUTORIAL, "demo-assets")) == example / "demo_assets.py"
+    tests = example / "tests" / "test_asset_downloader.py"
+    assert doc_blocks.included(doc_blocks.block(doc_blocks.TUTORIAL, "tests")) == tests
     python, env = _launcher_environment(tmp_path)
     report = tmp_path / "report.xml"
-    args = EXAMPLE_COMMAND.split()[3:]
+    prefix = "python3 -m mainthread_tasks.testing "
+    assert command.startswith(prefix), command
+    args = shlex.split(command.removeprefix(prefix))
     command = [
         python,
         "-m",
@@ -279,7 +284,7 @@ def test_the_example_addons_own_tests_pass_as_the_readme_runs_them(tmp_path):
         *args,
         f"--junitxml={report}",
     ]
-    proc = run(command, LAUNCHER_TIMEOUT, cwd=EXAMPLE, env=env)
+    proc = run(command, LAUNCHER_TIMEOUT, cwd=ROOT, env=env)  # from the top of a checkout
     out = f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
     assert proc.returncode == 0, out
     root = ET.parse(report).getroot()
@@ -287,7 +292,7 @@ def test_the_example_addons_own_tests_pass_as_the_readme_runs_them(tmp_path):
         {p.get("name"): p.get("value") for p in suite.iter("property")}["mode"] for suite in root.iter("testsuite")
     ]
     assert modes == ["background", "gui"], out
-    assert [int(suite.get("tests")) for suite in root.iter("testsuite")] == [1, 1], out
+    assert [int(suite.get("tests")) for suite in root.iter("testsuite")] == [3, 1], out
     assert all(suite.get(k) == "0" for suite in root.iter("testsuite") for k in ("failures", "errors", "skipped")), out
 
 

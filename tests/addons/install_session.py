@@ -124,7 +124,7 @@ def check_tick_budget_preference(mt, name):
     prefs = bpy.context.preferences.addons[name].preferences
     assert abs(prefs.tick_budget_ms - 4.0) < 1e-6, prefs.tick_budget_ms
     prefs.tick_budget_ms = 2.5  # as dragging the slider does: applies at once
-    assert abs(mt._pacing.tick_budget - 0.0025) < 1e-9, mt._pacing.tick_budget
+    assert abs(mt._pacing.PACING.tick_budget - 0.0025) < 1e-9, mt._pacing.PACING.tick_budget
     mt.set_tick_budget(0.004)
     prefs.tick_budget_ms = 4.0
 

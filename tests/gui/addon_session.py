@@ -230,7 +230,7 @@ def step_progress_in_the_status_bar(seconds=2.0):
         for item in [p, *more]:
             item.close()
         yield from wait_until(lambda: not progress_items(), 5, "the items to go")
-        yield from wait_until(lambda: mt._scheduler._sources == (), 5, "the display to stop polling")
+        yield from wait_until(lambda: mt._wake.SOURCES.all == (), 5, "the display to stop polling")
         facts["progress_display"] = {
             "redraws_per_second_while_changing": round(rate, 1),
             "redraws_while_static_1_5s": static,
@@ -331,10 +331,10 @@ def step_example_addon(assets=12):
 def step_example_cancelled_with_esc(assets=60):
     before = set(bpy.data.objects.keys())
     assert bpy.ops.asset_downloader.download(count=assets) == {"FINISHED"}
-    downloader = next(t for t in threading.enumerate() if t.name == "asset-downloader")
+    (download,) = example.downloads  # the coroutine's Future
     yield from wait_until(lambda: len(_new_objects(before)) >= 5, 30, "five assets")
     press("ESC")
-    yield from wait_until(lambda: not downloader.is_alive(), 30, "the download to stop after ESC")
+    yield from wait_until(lambda: download.done(), 30, "the download to stop after ESC")
     yield from wait_until(lambda: not mt.stats().pending, 10, "the queue to drain")
     created = len(_new_objects(before))
     yield from pause(1.0)

@@ -250,14 +250,14 @@ def run_backlog(label, creators=8, objects_each=25, posters=4, posts_each=2000):
         "tasks": total,
         "seconds": round(elapsed, 2),
         "peak_pending": peak_pending,
-        "tick_budget_ms": ms(mt._pacing.tick_budget),
+        "tick_budget_ms": ms(mt._pacing.PACING.tick_budget),
         "longest_pass_ms": ms(s.longest_tick),
         "longest_task_ms": ms(s.longest_task),
         "longest_task": s.longest_task_name,
         "ui_passes": len(gaps) + 1,
         "ui_gap_median_ms": ms(statistics.median(gaps)),
         "ui_gap_max_ms": ms(max(gaps)),
-        "longest_queue_wait_ms": ms(mt._pacing.longest_queue_wait),
+        "longest_queue_wait_ms": ms(mt._pacing.PACING.longest_queue_wait),
     }
 
 
@@ -274,7 +274,7 @@ def step_backlog():
 def step_tick_budget_preference():
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.tick_budget_ms = 1.0  # as the slider does: applies from the next pass, no restart
-    assert abs(mt._pacing.tick_budget - 0.001) < 1e-9
+    assert abs(mt._pacing.PACING.tick_budget - 0.001) < 1e-9
     result = yield from run_backlog("budget", creators=4, objects_each=10, posters=2, posts_each=2000)
     facts["backlog_budget_1ms"] = result
     assert result["longest_pass_ms"] <= 1.0 + result["longest_task_ms"] + 10.0, result
@@ -545,7 +545,8 @@ def step_coroutines(hops=1000, hop_seconds=0.0002, sleeps=10, sleep_seconds=0.2,
     }
     shown = facts["coroutines"]
     assert max(between) <= 1, shown  # at most one pass from one step to the next
-    assert marks[-1] - marks[0] >= hops * hop_seconds / mt._pacing.tick_budget / 2, shown  # it did yield to the UI
+    # It did yield to the UI:
+    assert marks[-1] - marks[0] >= hops * hop_seconds / mt._pacing.PACING.tick_budget / 2, shown
     # The timer polls every 50 ms (Blender idling) but wakes for the coroutine's timer: a wake-up is
     # late by about a pass, not by up to 50 ms.
     assert min(late) >= 0.0, shown
@@ -655,7 +656,7 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
 
     def recorder():  # registered after both drain timers: runs after them in every pass
         if all(c._pass_end > last[0] for c in copies):
-            both.append((mt._pacing.pass_budget, copy._pacing.pass_budget))
+            both.append((mt._pacing.PACING.pass_budget, copy._pacing.PACING.pass_budget))
         last[0] = perf_counter()
         return 0.0
 
@@ -672,7 +673,7 @@ def step_vendored_copy_shares_one_budget(tasks=300, task_seconds=0.0005, budget=
         copy.unregister()
         for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
             del sys.modules[module]
-    limit = budget * (1 + mt._blender.MIN_BUDGET_SHARE) + 1e-9
+    limit = budget * (1 + mt._pacing.MIN_BUDGET_SHARE) + 1e-9
     within = sum(a + b <= limit for a, b in both)
     facts["vendored_copy"] = {
         "passes_with_both": len(both),
