@@ -167,9 +167,17 @@ def discard_queued() -> None:
 
 
 def threads() -> list[threading.Thread]:
-    """``threading.enumerate()`` without pytest-timeout's watchdog: where there is no SIGALRM
-    (Windows) it times each test with a Timer thread of its own."""
-    return [t for t in threading.enumerate() if not t.name.startswith("pytest_timeout ")]
+    """The threads Python started (as ``threading.enumerate()`` lists them) but pytest-timeout's
+    watchdog: where there is no SIGALRM (Windows) it times each test with a Timer thread of its own.
+
+    A _DummyThread stands for a thread Python did not start (a test makes one on purpose); before
+    3.13 it stays listed after that thread ended, until its ident is reused, which on Windows can
+    take the rest of the run."""
+    return [
+        t
+        for t in threading.enumerate()
+        if not t.name.startswith("pytest_timeout ") and not isinstance(t, threading._DummyThread)
+    ]
 
 
 def start_thread(target, *args, name=None) -> threading.Thread:
