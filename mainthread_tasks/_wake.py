@@ -190,6 +190,9 @@ class Waker:
                 poller.register(fd, select.POLLIN)
         elif wait is None or wait > SLICE_WITHOUT_POLL:
             wait = SLICE_WITHOUT_POLL
+        # A ring that the last check below answered last time left its byte: drained before the
+        # flag goes up, or this sleep would end at once.
+        self._drain(wake)
         self.asleep = _ON_SOCKET
         ready: list[int] = []
         try:

@@ -240,12 +240,6 @@ class RingsAsItSleeps:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_wake.Waker.sleep leaves the wake byte of a ring that its last check answered; the next "
-    "pump() then returns at once (test_pump_wakes_at_a_source_due_time failed so under Wine, where the main "
-    "thread sleeps in 10 ms slices). Fix: drain the wake socket before raising the flag (issue 21 report)",
-)
 def test_a_ring_answered_by_the_last_check_leaves_no_wake_for_the_next_sleep():
     source = RingsAsItSleeps()
     _wake.add_source(source)
