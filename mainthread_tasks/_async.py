@@ -26,6 +26,7 @@ import inspect
 import logging
 import select
 import selectors
+import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future, InvalidStateError
@@ -93,15 +94,17 @@ class _LoopSource:
         self.starting: dict[AsyncFuture[Any], Coroutine[Any, Any, Any]] = {}
         self.tasks: dict[asyncio.Task[Any], AsyncFuture[Any]] = {}  # main thread only
         self.stopping: str | None = None
+        # epoll/kqueue: an fd that is readable when any registered fd is; select()-based: none.
+        fileno = getattr(selector, "fileno", None)
         try:
-            self._fds: list[int] = [selector.fileno()]  # epoll/kqueue: readable when any registered fd is ready
-        except (AttributeError, NotImplementedError, ValueError):  # select()-based: not waitable
+            self._fds: list[int] = [fileno()] if fileno is not None else []
+        except (NotImplementedError, ValueError):
             self._fds = []
         # With no fd to sleep on (Windows' select()-based selector), the loop's I/O is polled by
         # stepping the loop: every IO_POLL_SECONDS while coroutines run, never in a busy loop.
         self._next_io_poll = 0.0  # time.monotonic()
         self._ready_check = None
-        if self._fds and hasattr(select, "poll"):
+        if self._fds and sys.platform != "win32":
             self._ready_check = select.poll()
             self._ready_check.register(self._fds[0], select.POLLIN)
 

@@ -11,10 +11,11 @@ import logging
 import math
 import select
 import socket
+import sys
 import threading
 from _thread import allocate_lock
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import _queue
 from ._interrupts import dispatcher, interruptible
@@ -117,7 +118,6 @@ class Sources:
 _AWAKE = 0
 _ON_DOORBELL = 1  # no source: a lock kept locked; ringing releases it
 _ON_SOCKET = 2  # sources: poll(2) on their fds plus a wake socket; ringing writes a byte to it
-_HAVE_POLL = hasattr(select, "poll")
 # Where poll(2) is missing (Windows), the sleep looks at the sources' due times and the queue in
 # slices of this length, on the wake socket alone (pipes are not selectable there).
 SLICE_WITHOUT_POLL = 0.01
@@ -184,7 +184,8 @@ class Waker:
             due = source.due()
             if due is not None and (wait is None or due < wait):
                 wait = max(due, 0.0)
-        if _HAVE_POLL:
+        poller: Any = None
+        if sys.platform != "win32":  # poll(2), which Windows lacks
             poller = select.poll()
             for fd in fds:
                 poller.register(fd, select.POLLIN)
@@ -200,7 +201,7 @@ class Waker:
             # (whose ring() found the flag down), before it is seen here.
             if _queue.qsize() or SOURCES.ready():
                 return True
-            if _HAVE_POLL:
+            if poller is not None:
                 ready = [fd for fd, _event in poller.poll(None if wait is None else math.ceil(wait * 1000))]
             else:  # pragma: no cover - Windows
                 ready = [sock.fileno() for sock in select.select([wake], [], [], wait)[0]]
