@@ -272,7 +272,7 @@ def step_cancel_button_and_esc():
         attached = a.attach(concurrent.futures.Future())
         # The status bar's X button: the cancel operator with the progress's serial number.
         module, name = ui.CANCEL_IDNAME.split(".")
-        assert getattr(getattr(bpy.ops, module), name)(serial=a.serial) == {"FINISHED"}
+        assert getattr(getattr(bpy.ops, module), name)(serial=a._serial) == {"FINISHED"}
         assert a.cancelled and attached.cancelled() and not b.cancelled
         press("ESC")
         yield from wait_until(lambda: b.cancelled, 5, "ESC to cancel the newest progress")
