@@ -777,7 +777,7 @@ def step_run_in_process(tasks=6, n=400_000):
     elapsed = perf_counter() - started
     gaps = passes.gaps(mark)
     s = mt.stats()
-    pids = {child.proc.pid for child in mt._process._pool._children}
+    pids = {child.proc.pid for child in mt._process.SHARED._pool._children}
     mt.set_process_workers(previous)
     facts["run_in_process"] = {
         "tasks": tasks + 1,
@@ -859,7 +859,7 @@ def step_quit_with_a_worker_inside():
     mt.set_process_workers(2)
     running = [mt.run_in_process(time.sleep, 600) for _ in range(2)]
     yield from wait_until(lambda: all(f.running() for f in running), 30, "the process tasks to start")
-    facts["quit_process_pids"] = [child.proc.pid for child in mt._process._pool._children]
+    facts["quit_process_pids"] = [child.proc.pid for child in mt._process.SHARED._pool._children]
 
 
 STEPS = (
