@@ -23,6 +23,7 @@ on the Dask workers, and the pipe and parent helpers below).
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import importlib.util
 import io
@@ -140,7 +141,17 @@ def failure_of(exc: BaseException, limit: int) -> tuple[tuple[str, str, str], by
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
         message = f"<{type(exc).__name__} with an unprintable message>"
     try:
-        body = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+        # Without the reducers registered for exception classes: Dask's workers register tblib's
+        # for every one (copyreg), whose pickles Blender could not load (it has no tblib).
+        pickler.dispatch_table = {
+            kind: reduce
+            for kind, reduce in copyreg.dispatch_table.items()
+            if not (isinstance(kind, type) and issubclass(kind, BaseException))
+        }
+        pickler.dump(exc)
+        body = buffer.getvalue()
         pickle.loads(body)  # e.g. a required __init__ argument missing from args: fails here, not in Blender
     except BaseException:  # noqa: BLE001 - the parent then raises a stand-in with the same text
         body = b""
