@@ -111,8 +111,8 @@ class Broker:
     # -- the event loop -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        import cloudpickle
-        from distributed import Client
+        import cloudpickle  # type: ignore[import-not-found]  # (in the broker's interpreter only)
+        from distributed import Client  # type: ignore[import-not-found]
 
         # execute() and the helpers it calls go to the workers by value (see run_on_worker).
         cloudpickle.register_pickle_by_value(self.child)
@@ -162,7 +162,7 @@ class Broker:
 
     async def _relay(self, number: int, future: Any) -> None:
         """Pass the task's outcome on to Blender once Dask has it."""
-        from distributed.client import FutureCancelledError
+        from distributed.client import FutureCancelledError  # type: ignore[import-not-found]
 
         try:
             failure, data = await future

@@ -210,7 +210,9 @@ class ClusterPool:
                 try:
                     self._broker = _Broker(self._python, self._address)
                 except Exception as exc:  # noqa: BLE001 - e.g. python= is not a program
-                    fail(task, _errors.process_died()(f"could not start the broker process ({self._python}): {exc}"), exc)
+                    fail(
+                        task, _errors.process_died()(f"could not start the broker process ({self._python}): {exc}"), exc
+                    )
                     continue
             task.number = NUMBERS.next()
             header = pickle.dumps(
@@ -300,4 +302,3 @@ class ClusterPool:
                     f"{task.name} was in flight and is lost. The next task starts a new broker"
                 ),
             )
-

@@ -86,7 +86,9 @@ class _Child:
         self.proc = proc
         self.task_fd = task_fd
         self.reader = _pipes.Reader(result_fd)
-        self.exit_fd = _pipes.process_exit_fd(proc)  # readable once the process has ended, if the system has such a thing
+        self.exit_fd = _pipes.process_exit_fd(
+            proc
+        )  # readable once the process has ended, if the system has such a thing
         self.task: Task | None = None  # the Task in flight
         self.quiet = 0  # polls since the task went out that read nothing from it
         self.sys_path: list[str] | None = None  # the sys.path it was sent last

@@ -62,12 +62,13 @@ class _SharedSize:
         return max(1, (os.cpu_count() or 2) - 1)
 
 
-def _check_workers(n: object, where: str) -> int:
+def _check_workers(n: object, where: str, name: str = "workers") -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{where}: workers must be an int, got {n!r}")
-    if not 1 <= n <= MAX_WORKERS:
-        raise ValueError(f"{where}: workers must be within 1 .. {MAX_WORKERS}, got {n!r}")
-    return int(n)
+        raise TypeError(f"{where}: {name} must be an int, got {n!r}")
+    value = int(n)
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"{where}: {name} must be within 1 .. {MAX_WORKERS}, got {n!r}")
+    return value
 
 
 class ProcessPool(Executor):
@@ -106,7 +107,9 @@ class ProcessPool(Executor):
             if not isinstance(cluster, str):
                 raise TypeError(f"{where}: cluster must be a str such as 'tcp://host:8786', got {cluster!r}")
             if "://" not in cluster:
-                raise ValueError(f"{where}: cluster must be a Dask scheduler address such as 'tcp://host:8786', got {cluster!r}")
+                raise ValueError(
+                    f"{where}: cluster must be a Dask scheduler address such as 'tcp://host:8786', got {cluster!r}"
+                )
         if python is not None and not isinstance(python, str):
             raise TypeError(f"{where}: python must be the path of an interpreter (a str), got {python!r}")
         self._size: Callable[[], int] = _SharedSize() if workers is None else _fixed(_check_workers(workers, where))
@@ -270,11 +273,7 @@ def set_process_workers(n: int) -> int:
     """
     size = SHARED._size
     assert isinstance(size, _SharedSize)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"set_process_workers(): n must be an int, got {n!r}")
-    if not 1 <= n <= MAX_WORKERS:
-        raise ValueError(f"set_process_workers(): n must be within 1 .. {MAX_WORKERS}, got {n!r}")
-    previous, size.workers = size(), int(n)
+    previous, size.workers = size(), _check_workers(n, "set_process_workers()", "n")
     pool = SHARED._pool
     if pool is not None and not pool.closed:
         if is_main_thread():

@@ -201,8 +201,8 @@ def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, 
         if sys_path is not None:
             sys.path[:] = sys_path
     except BaseException as exc:  # noqa: BLE001 - every failure goes back
-        failure, data = failure_of(exc, state["limit"])
-        return _wire.reply_header(number, failure), data
+        failed, data = failure_of(exc, state["limit"])
+        return _wire.reply_header(number, failed), data
     failure, data = execute(body, packages, state["limit"])
     return _wire.reply_header(number, failure), data
 

@@ -157,4 +157,3 @@ def read_message(fd: int) -> tuple[bytes, bytes] | None:
     if header is None or body is None:
         return None
     return header, body
-

@@ -359,5 +359,3 @@ def test_bad_arguments_are_refused_at_once():
         mt.ProcessPool(2, cluster="tcp://127.0.0.1:1")
     with pytest.raises(TypeError, match="python must be"):
         mt.ProcessPool(cluster="tcp://127.0.0.1:1", python=3)
-
-

@@ -427,9 +427,7 @@ _FORGED = pickle.dumps("forged")
         pytest.param(lambda: b"\0" * 16, id="zeros"),
         pytest.param(lambda: b"\xff" * 16, id="junk-length-prefix"),
         pytest.param(lambda: b"hello\n", id="text"),
-        pytest.param(
-            lambda: _wire.pack_prefix(len(_REPLY), len(_FORGED)) + _REPLY + _FORGED, id="another-tasks-reply"
-        ),
+        pytest.param(lambda: _wire.pack_prefix(len(_REPLY), len(_FORGED)) + _REPLY + _FORGED, id="another-tasks-reply"),
     ],
 )
 def test_a_stray_write_into_the_result_pipe_fails_that_task_and_reaches_no_other(junk):

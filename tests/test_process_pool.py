@@ -15,8 +15,8 @@ import mainthread_tasks as mt
 from mainthread_tasks import _process
 from tests import process_work as work
 from tests import support
-from tests.support import start_thread
 from tests.support import process_alive as alive
+from tests.support import start_thread
 
 
 @pytest.fixture
