@@ -118,7 +118,7 @@ def inside_blender(out: Path, quick: bool) -> None:
     result = {
         "blender": bpy.app.version_string,
         "python": sys.version.split()[0],
-        "interpreter": mt._process._interpreter(),
+        "interpreter": mt._interpreter.interpreter(),
         "tasks": tasks,
         "n": n,
         "task_seconds_on_main": min(runs["main_thread"]) / tasks,
@@ -208,7 +208,7 @@ def inside_ui(out: Path, quick: bool) -> None:
     seconds = 0.5 if quick else 2.0
     passes: list[float] = []
     polls: list[float] = []
-    pool_poll = mt._process._Pool.poll
+    pool_poll = mt._pool.LocalPool.poll
 
     def timed_poll(self, deadline=None):
         started = perf_counter()
@@ -217,7 +217,7 @@ def inside_ui(out: Path, quick: bool) -> None:
         finally:
             polls.append(perf_counter() - started)
 
-    mt._process._Pool.poll = timed_poll
+    mt._pool.LocalPool.poll = timed_poll
     mt.register()
     result: dict = {"blender": bpy.app.version_string, "seconds": seconds, "phases": {}}
 

@@ -7,6 +7,7 @@
     python3 bench/run.py --skip-background  # GUI mode only
     python3 bench/run.py --skip-process   # without run_in_process's figures (bench/bench_process.py)
     python3 bench/run.py --skip-async     # without the coroutines' figures (bench/bench_async.py)
+    python3 bench/run.py --skip-cluster   # without ProcessPool(cluster=...)'s figures (bench/bench_cluster.py)
     python3 bench/run.py --report         # the table and plots again from bench/results/latest.json
     BLENDER=/opt/blender/blender python3 bench/run.py
     python3 bench/run.py --blender-5.2    # Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds)
@@ -32,11 +33,12 @@ import sys
 import _harness
 import bench_async
 import bench_background
+import bench_cluster
 import bench_gui
 import bench_process
 
 #: Every bench, in the table's order (each runs in this order too); ``--skip-<KEY>`` leaves one out.
-BENCHES = (bench_background, bench_gui, bench_process, bench_async)
+BENCHES = (bench_background, bench_gui, bench_process, bench_async, bench_cluster)
 
 
 def main(argv: list[str]) -> int:

@@ -20,7 +20,7 @@ from ._future import MainThreadFuture
 from ._headless import run_forever
 from ._hold import ui_only
 from ._pacing import set_tick_budget
-from ._process import run_in_process, set_process_workers
+from ._process import ProcessPool, run_in_process, set_process_workers
 from ._progress import Progress, progress
 from ._stats import Stats, stats
 from ._strict import strict_mode
@@ -38,6 +38,7 @@ __all__ = (
     "NoSuchArea",
     "NotMainThreadError",
     "ProcessDied",
+    "ProcessPool",
     "Progress",
     "SchedulerStopped",
     "Stats",

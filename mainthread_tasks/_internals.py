@@ -219,7 +219,7 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "sys._base_executable",
-        "_process",
+        "_interpreter",
         "in a venv, the base interpreter is another candidate for the worker processes",
         "the other candidates (sys.executable, pythonX.Y in the prefixes and on PATH)",
         _base_executable,
@@ -246,7 +246,7 @@ INTERNALS: tuple[Internal, ...] = (
     ),
     Internal(
         "_winapi.CreatePipe and _winapi.PeekNamedPipe (Windows)",
-        "_process",
+        "_pipes",
         "a worker's result pipe with a 1 MiB buffer (os.pipe's is 4 KiB), and whether it holds data "
         "before the main thread reads it: Windows pipes cannot be non-blocking nor waited on with "
         "select. _winapi is what subprocess, multiprocessing (Connection.poll) and asyncio call",

@@ -1,27 +1,13 @@
-"""The worker process of ``run_in_process``: its entry point and the wire format (standard library only).
+"""The worker process of a local pool: its entry point, and how a task runs (standard library only).
 
-The parent (``_process``) starts ``python -I <this file> TASK_PIPE RESULT_PIPE PARENT_PID`` with an
+The parent (``_pool``) starts ``python -I <this file> TASK_PIPE RESULT_PIPE PARENT_PID`` with an
 interpreter of its own Python version; the pipes are file descriptors, on Windows handles. Run by
 path, this file is the child's ``__main__``: the child never runs the parent's ``__main__``
-(Blender's ``--python`` script) and never imports ``bpy``. The parent also imports this module,
-for the wire format below.
-
-Wire format, both ways: a message is a 16-byte prefix (the magic ``MAGIC``, the header length as
-an unsigned 32-bit and the body length as an unsigned 64-bit integer, little-endian), the header and
-the body (a pickle, or empty). Headers hold built-in data only: the parent reads a reply's with
-``parse_reply_header``, which runs no code, whatever junk the result pipe holds. One task is in
-flight per child; each task carries a number that its reply repeats, so a reply is never taken for
-another task's.
-
-- parent -> child: header ``(number, sys_path or None, packages, max_result_bytes)``, body the
-  pickled ``(fn, args, kwargs)``. ``sys_path`` is sent when it differs from what the child has (the
-  first task, and after the parent's ``sys.path`` changed). ``packages`` maps the names of the
-  packages that contain the modules the body refers to, to their ``__path__`` in the parent (see
-  ``import_module``).
-- child -> parent (``reply_header``): header ``REPLY.pack(number, 1)`` and the pickled result, or
-  ``REPLY.pack(number, 0)`` followed by the pickled ``(type name, message, traceback text)``, and
-  the pickled exception (empty when it cannot be pickled or is larger than ``max_result_bytes``).
-  A header never exceeds ``MAX_HEADER_BYTES``.
+(Blender's ``--python`` script) and never imports ``bpy``. Messages travel in the format of
+``_wire``: one task is in flight per child, and its reply repeats its number. A task's header
+carries ``sys_path`` when it differs from what the child has (the first task, and after the
+parent's ``sys.path`` changed), and the ``__path__`` of the packages that contain the modules the
+body refers to (see ``import_module``).
 
 The parent reads anything else in the result pipe (a task writing into it, a wrong number, sizes
 over the limits) as the worker's fault: it fails that task and replaces the worker.
@@ -31,160 +17,36 @@ The worker's two pipes are its own: a process that a task starts never holds the
 
 The child ends when its task pipe reaches end-of-file (the parent closed it, or died) or when the
 parent stops it with SIGTERM/SIGKILL. It ignores SIGINT: Ctrl-C in Blender's terminal is for
-Blender, which stops its workers itself.
+Blender, which stops its workers itself. A cluster pool's broker uses this module too (``execute``
+on the Dask workers, and the pipe and parent helpers below).
 """
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import importlib.util
 import io
 import os
 import pickle
 import signal
-import struct
 import sys
 import traceback
 from collections.abc import Iterable
 from importlib.machinery import ModuleSpec
 from typing import IO, Any
 
-PREFIX = struct.Struct("<4sIQ")
-MAGIC = b"MTp1"  # what every message starts with (p: process, 1: this format)
-REPLY = struct.Struct("<QB")  # how a reply's header starts: the task's number, 1 (a result) or 0 (a failure)
-#: The largest header either side sends; the child shortens long exception texts to stay below it.
-MAX_HEADER_BYTES = 1 << 20
-PROTOCOL = pickle.HIGHEST_PROTOCOL  # the same on both sides: parent and child run one Python version
-
-#: Top-level modules that exist only inside Blender. The child blocks ``bpy`` itself (the bpy wheel
-#: may be installed where the child would find it); the parent refuses to send anything that needs
-#: one of these.
-BLENDER_MODULES = frozenset(
-    {
-        "_bpy",
-        "_bpy_types",
-        "addon_utils",
-        "aud",
-        "bgl",
-        "bl_math",
-        "bl_operators",
-        "bl_ui",
-        "blf",
-        "bmesh",
-        "bpy",
-        "bpy_extras",
-        "bpy_types",
-        "freestyle",
-        "gpu",
-        "gpu_extras",
-        "idprop",
-        "imbuf",
-        "mathutils",
-    }
-)
-
-_SMALL = 1 << 16  # a body this small goes out in the same write as its prefix and header
-
-
-class BadMessage(ValueError):
-    """What is in a pipe is not a message of this format (or is over its limits)."""
-
-
-def pack_prefix(header_size: int, body_size: int) -> bytes:
-    return PREFIX.pack(MAGIC, header_size, body_size)
-
-
-def unpack_prefix(data: bytes | bytearray | memoryview, max_body: int | None = None) -> tuple[int, int]:
-    """``(header size, body size)`` from a message's first ``PREFIX.size`` bytes.
-
-    Raises:
-        BadMessage: the magic is wrong, the header is over ``MAX_HEADER_BYTES``, or the body over
-            ``max_body`` (when given).
-    """
-    magic, header_size, body_size = PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise BadMessage(f"it starts with {bytes(data[: PREFIX.size])!r}, not a message")
-    if header_size > MAX_HEADER_BYTES:
-        raise BadMessage(f"it announces a header of {header_size:,} bytes, more than {MAX_HEADER_BYTES:,}")
-    if max_body is not None and body_size > max_body:
-        raise BadMessage(f"it announces a body of {body_size:,} bytes, more than {max_body:,}")
-    return header_size, body_size
-
-
-class _DataOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"a header may hold built-in data only, not {module}.{name}")
-
-
-def load_header(data: bytes | bytearray | memoryview) -> Any:
-    """Unpickle a header: built-in data only, so no code runs. Raises BadMessage."""
-    try:
-        return _DataOnly(io.BytesIO(data)).load()
-    except Exception as exc:  # noqa: BLE001 - whatever the bytes make pickle raise, it is not a header
-        raise BadMessage(f"its header does not unpickle: {exc!r}") from None
-
-
-def reply_header(number: int, failure: tuple[str, str, str] | None = None) -> bytes:
-    """The header of the reply to task ``number``: a result, or the ``failure``'s (type name,
-    message, traceback text)."""
-    if failure is None:
-        return REPLY.pack(number, 1)
-    return REPLY.pack(number, 0) + pickle.dumps(failure, PROTOCOL)
-
-
-def parse_reply_header(data: bytes | bytearray | memoryview) -> tuple[int, tuple[str, str, str] | None]:
-    """``(number, failure)`` from a reply's header (see ``reply_header``). Raises BadMessage."""
-    if len(data) >= REPLY.size:
-        number, ok = REPLY.unpack_from(data)
-        if ok == 1 and len(data) == REPLY.size:
-            return number, None
-        if ok == 0:
-            failure = load_header(data[REPLY.size :])
-            if isinstance(failure, tuple) and len(failure) == 3 and all(isinstance(x, str) for x in failure):
-                return number, failure
-    raise BadMessage(f"its header {bytes(data[:40])!r} is no reply's")
-
-
-def write_message(fd: int, header: bytes, body: bytes = b"") -> None:
-    """Write one message to the pipe ``fd`` (blocking). Raises OSError (BrokenPipeError) if the
-    reader is gone."""
-    data = pack_prefix(len(header), len(body)) + header
-    if len(body) <= _SMALL:
-        data += body
-        body = b""
-    for part in (data, body):
-        view = memoryview(part)
-        while view:
-            view = view[os.write(fd, view) :]
-
-
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 24))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_message(fd: int) -> tuple[bytes, bytes] | None:
-    """Read one message from ``fd`` (blocking): ``(header, body)``, or None at end-of-file.
-
-    Raises:
-        BadMessage: what came is not a message.
-    """
-    prefix = _read_exact(fd, PREFIX.size)
-    if prefix is None:
-        return None
-    header_size, body_size = unpack_prefix(prefix)
-    header = _read_exact(fd, header_size)
-    body = _read_exact(fd, body_size)
-    if header is None or body is None:
-        return None
-    return header, body
-
+if __package__:
+    from . import _wire
+elif "mainthread_tasks_wire" in sys.modules:  # loaded by the broker (see _wire.load_sibling)
+    _wire = sys.modules["mainthread_tasks_wire"]
+else:  # run by path (python -I .../_process_child.py): its folder is not on sys.path
+    _spec = importlib.util.spec_from_file_location(
+        "mainthread_tasks_wire", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wire.py")
+    )
+    assert _spec is not None and _spec.loader is not None
+    _wire = sys.modules["mainthread_tasks_wire"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_wire)
 
 # -- imports in the child -----------------------------------------------------------------------
 
@@ -271,51 +133,78 @@ def _clip(text: str, limit: int = _MAX_TEXT) -> str:
     return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters left out ...]\n{text[-half:]}"
 
 
-def _failure(number: int, exc: BaseException, limit: int) -> tuple[bytes, bytes]:
+def failure_of(exc: BaseException, limit: int) -> tuple[tuple[str, str, str], bytes]:
+    """``((type name, message, traceback text), pickled exception or b"")`` for a failed task."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
         message = f"<{type(exc).__name__} with an unprintable message>"
     try:
-        body = pickle.dumps(exc, PROTOCOL)
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+        # Without the reducers registered for exception classes: Dask's workers register tblib's
+        # for every one (copyreg), whose pickles Blender could not load (it has no tblib).
+        pickler.dispatch_table = {
+            kind: reduce
+            for kind, reduce in copyreg.dispatch_table.items()
+            if not (isinstance(kind, type) and issubclass(kind, BaseException))
+        }
+        pickler.dump(exc)
+        body = buffer.getvalue()
         pickle.loads(body)  # e.g. a required __init__ argument missing from args: fails here, not in Blender
     except BaseException:  # noqa: BLE001 - the parent then raises a stand-in with the same text
         body = b""
     if len(body) > limit:  # the parent refuses bodies over its limit: the stand-in carries the text
         body = b""
-    return reply_header(number, (_clip(_type_name(exc), 1000), _clip(message), _clip(tb))), body
+    return (_clip(_type_name(exc), 1000), _clip(message), _clip(tb)), body
 
 
-def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, bytes]:
-    """Run one task; return the reply ``(header, body)``. Never raises."""
-    number = 0
+def execute(body: bytes, packages: dict[str, list[str]], limit: int) -> tuple[tuple[str, str, str] | None, bytes]:
+    """Unpickle the call in ``body`` and run it: ``(None, pickled result)`` or ``(failure,
+    pickled exception)`` (see ``failure_of``). Never raises.
+
+    What a Dask worker runs for a cluster pool too: the broker sends this function by value (so
+    it and what it calls use nothing but the standard library and this module's functions), and
+    the worker keeps its own ``sys.path``.
+    """
     try:
-        number, sys_path, packages, state["limit"] = pickle.loads(header)  # (from the parent only)
-        if sys_path is not None:
-            sys.path[:] = sys_path
         fn, args, kwargs = _Unpickler(io.BytesIO(body), packages).load()
         del body
         result = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - like ProcessPoolExecutor: every failure goes back
-        return _failure(number, exc, state["limit"])
+        return failure_of(exc, limit)
     del fn, args, kwargs
     try:
-        data = pickle.dumps(result, PROTOCOL)
+        data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
     except BaseException as exc:  # noqa: BLE001 - whatever a __reduce__ raises goes back as this TypeError
         error: Exception = TypeError(
             f"the result ({type(result).__name__}) cannot be pickled, so it cannot be sent back to Blender: "
             f"{exc}; return plain data (numbers, strings, lists, tuples, dicts, bytes)"
         )
         error.__cause__ = exc
-        return _failure(number, error, state["limit"])
-    if len(data) > state["limit"]:
+        return failure_of(error, limit)
+    if len(data) > limit:
         error = ValueError(
-            f"the result pickles to {len(data):,} bytes, more than the {state['limit']:,} bytes a result "
+            f"the result pickles to {len(data):,} bytes, more than the {limit:,} bytes a result "
             "may take; write large data to a file and return its path"
         )
-        return _failure(number, error, state["limit"])
-    return reply_header(number), data
+        return failure_of(error, limit)
+    return None, data
+
+
+def run_task(header: bytes, body: bytes, state: dict[str, int]) -> tuple[bytes, bytes]:
+    """Run one task of a local worker; return the reply ``(header, body)``. Never raises."""
+    number = 0
+    try:
+        number, sys_path, packages, state["limit"] = pickle.loads(header)  # (from the parent only)
+        if sys_path is not None:
+            sys.path[:] = sys_path
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back
+        failed, data = failure_of(exc, state["limit"])
+        return _wire.reply_header(number, failed), data
+    failure, data = execute(body, packages, state["limit"])
+    return _wire.reply_header(number, failure), data
 
 
 def _open_pipes(task_pipe: str, result_pipe: str) -> tuple[int, int]:
@@ -397,8 +286,8 @@ def main(argv: list[str]) -> int:
     state = {"limit": 0}
     while True:
         try:
-            message = read_message(task_fd)
-        except BadMessage as exc:  # not from our parent: nothing sensible to do but end
+            message = _wire.read_message(task_fd)
+        except _wire.BadMessage as exc:  # not from our parent: nothing sensible to do but end
             print(
                 f"mainthread_tasks worker process {os.getpid()}: its task pipe holds no task ({exc})", file=sys.stderr
             )
@@ -408,7 +297,7 @@ def main(argv: list[str]) -> int:
         reply = run_task(*message, state)
         del message
         try:
-            write_message(result_fd, *reply)
+            _wire.write_message(result_fd, *reply)
         except BrokenPipeError:
             return 0
 

@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("MAINTHREAD_TASKS_CACHE", Path.home() / ".cache" / "mainthread_tasks"))
 TEST_REQUIREMENTS = ROOT / "tests" / "requirements.txt"
+#: distributed, for ProcessPool(cluster=...)'s broker and the test's LocalCluster (never in Blender).
+DASK_REQUIREMENTS = ROOT / "tests" / "requirements-dask.txt"
 # setuptools >= 70.1 builds wheels without the separate `wheel` package.
 BUILD_REQUIREMENTS = ["setuptools==80.9.0"]
 # The documentation site (scripts/docs.py): MkDocs, its Material theme, the API pages from docstrings.
@@ -173,6 +175,23 @@ def venv_python(name: str, requirements: list[str], base: str | None = None) -> 
 def test_requirements() -> list[str]:
     lines = TEST_REQUIREMENTS.read_text().splitlines()
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def dask_requirements() -> list[str]:
+    lines = DASK_REQUIREMENTS.read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+#: Debian's Python 3.11: the interpreter of Blender 3.4.1's workers, and of the Dask venv.
+DEBIAN_PYTHON = Path("/usr/bin/python3.11")
+
+
+def dask_python() -> Path:
+    """A venv with ``distributed`` (tests/requirements-dask.txt): the broker of the cluster tests and
+    their LocalCluster, on the host. Made from Debian's python3.11 where there is one, else from
+    the Python running this."""
+    base = str(DEBIAN_PYTHON) if DEBIAN_PYTHON.is_file() else None
+    return venv_python("venv-dask", dask_requirements(), base=base)
 
 
 def dev_python() -> Path:
@@ -479,6 +498,49 @@ def sid_python_version() -> str:
         check=True,
         timeout=60,
     ).stdout.strip()
+
+
+def sid_dask_python() -> Path:
+    """The same as ``dask_python`` for the sid chroot: a venv of the chroot's python3 (made inside
+    it, ``--without-pip``: the chroot has no python3-venv) with ``distributed`` installed into it by
+    the dev venv's pip for the chroot's Python version. It lives under the cache, so it must be
+    mounted where the chroot runs it (``sid_blender([sid_dask_python().parent.parent])``)."""
+    pyver = sid_python_version()
+    requirements = dask_requirements()
+    stamp = _stamp("sid-dask", pyver, *requirements)
+    folder = CACHE / f"venv-sid-dask-py{pyver}-{stamp[:8]}"
+    python = folder / "bin" / "python3"
+    if _fresh(folder, stamp) and python.exists():
+        return python
+    with _locked(CACHE / f"venv-sid-dask-{stamp[:8]}.lock"):
+        if _fresh(folder, stamp) and python.exists():
+            return python
+        log(f"creating {folder} ({' '.join(requirements)}) for the chroot's Python {pyver}")
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        _run([*sid_command([folder]), "python3", "-m", "venv", "--without-pip", str(folder)])
+        site = folder / "lib" / f"python{pyver}" / "site-packages"
+        _run(
+            [
+                str(dev_python()),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--target",
+                str(site),
+                "--python-version",
+                pyver,
+                "--only-binary=:all:",
+                "--implementation",
+                "cp",
+                *requirements,
+            ]
+        )
+        _mark(folder, stamp)
+    return python
 
 
 def sid_blender(binds: Iterable[Path | str] = ()) -> Path:

@@ -120,8 +120,18 @@ def _pytest_tier(tier: str, command: list[str], env: dict[str, str]) -> Outcome:
 def _env(tier: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ, MAINTHREAD_TASKS_TIER=tier, PYTHONFAULTHANDLER="1", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
+    env.setdefault(DASK_PYTHON, "")
     env.update(extra)
     return env
+
+
+#: The interpreter with ``distributed`` that the cluster tests (tests/test_cluster.py) run their
+#: LocalCluster and ProcessPool(cluster=...)'s broker with; set for every tier that runs them.
+DASK_PYTHON = "MAINTHREAD_TASKS_DASK_PYTHON"
+
+
+def _dask_env() -> dict[str, str]:
+    return {DASK_PYTHON: str(_setup.dask_python())}
 
 
 #: The plain-Python tiers: everything but real Blender, the docs site and the linters (their own tiers).
@@ -130,7 +140,7 @@ PLAIN_PYTHON = "not blender and not docs and not lint"
 
 def tier_cpython() -> Outcome:
     python = _setup.dev_python()
-    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env("cpython"))
+    return _pytest_tier("cpython", [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env("cpython", **_dask_env()))
 
 
 def tier_cpython_313() -> Outcome:
@@ -140,7 +150,7 @@ def tier_cpython_313() -> Outcome:
     if base:
         python = _setup.venv_python("venv-dev-py3.13", _setup.test_requirements(), base=base)
         return _noted(
-            _pytest_tier(tier, [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier)),
+            _pytest_tier(tier, [str(python), "-m", "pytest", "-m", PLAIN_PYTHON], _env(tier, **_dask_env())),
             f"Python {_python_version([str(python)])}",
         )
     pyver = _setup.sid_python_version()
@@ -210,13 +220,13 @@ def _bpy_tier(tier: str, version: str, markers: str, **extra: str) -> Outcome:
 
 
 def tier_blender_background() -> Outcome:
-    return _blender_tier("blender-background", CORE_IN_BLENDER)
+    return _blender_tier("blender-background", CORE_IN_BLENDER, **_dask_env())
 
 
 def tier_bpy(version: str):
     def run() -> Outcome:
         # The demo test needs the Blender executable as its interpreter (blender_binary).
-        return _bpy_tier(f"bpy-{version}", version, f"{CORE_IN_BLENDER} and not blender_binary")
+        return _bpy_tier(f"bpy-{version}", version, f"{CORE_IN_BLENDER} and not blender_binary", **_dask_env())
 
     return run
 
@@ -241,13 +251,16 @@ def tier_install_legacy() -> Outcome:
 
 def tier_blender_gui() -> Outcome:
     _setup.xvfb_run()  # installs Xvfb when missing; the test fails loudly if it still is
-    return _blender_tier("blender-gui", "gui")
+    return _blender_tier("blender-gui", "gui", **_dask_env())
 
 
 def _sid_tier(tier: str, markers: str, **extra: str) -> Outcome:
-    """The tests in Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds), through the kit."""
+    """The tests in Debian sid's Blender 5.2 LTS (the chroot scripts/_setup.py builds), through the kit,
+    with the chroot's own Dask venv mounted for the cluster tests."""
     KIT_CACHE.mkdir(parents=True, exist_ok=True)  # mounted: it must exist
-    return _blender_tier(tier, markers, str(_setup.sid_blender([KIT_CACHE])), **extra)
+    dask = _setup.sid_dask_python()
+    blender = _setup.sid_blender([KIT_CACHE, dask.parent.parent])
+    return _blender_tier(tier, markers, str(blender), **{DASK_PYTHON: str(dask)}, **extra)
 
 
 def tier_sid_background() -> Outcome:

@@ -266,3 +266,18 @@ class RaisesWhenUnpickled:
 
 def raises_when_unpickled(name):
     return RaisesWhenUnpickled(name)
+
+
+def append_pid(path):
+    """Append this process's id to the file ``path``; return it (a trace that the task ran)."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return os.getpid()
+
+
+def pid_then_sleep(path, seconds):
+    """Write this process's id to ``path``, sleep ``seconds``, return the id."""
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()

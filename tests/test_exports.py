@@ -25,6 +25,7 @@ CONTRACT = {
     "run_in_process",
     "set_process_workers",
     "ProcessDied",
+    "ProcessPool",
     # part two: add-on ergonomics
     "ui_context",
     "NoSuchArea",

@@ -28,6 +28,7 @@ from tests.addon_support import (
     ui_session_command,
     xwd_to_png,
 )
+from tests.dask_support import Cluster, dask_python_path
 from tests.support import run
 
 pytestmark = [pytest.mark.blender, pytest.mark.blender_binary, pytest.mark.gui]
@@ -44,10 +45,16 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     consumer_zip = consumer_legacy_zip(tmp_path)
     work = tmp_path / "gui"
     env = session_env(work)
+    dask_python = dask_python_path()
+    cluster = Cluster(dask_python)  # for the session's cluster step
+    env.update(MTT_DASK_ADDRESS=cluster.address, MTT_DASK_PYTHON=dask_python, MTT_ROOT=str(ROOT))
     script = shutil.copy(SESSION, work / "gui_session.py")  # away from the repo: import what Blender installed
     result = work / "result.json"
     command = ui_session_command(work, script, str(result), str(addon_zip), str(consumer_zip))
-    proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
+    try:
+        proc = run(command, GUI_TIMEOUT, env=env, cwd=work)
+    finally:
+        cluster.close()
     facts = read_outcome(result, proc)
 
     RESULTS.mkdir(exist_ok=True)
@@ -75,6 +82,10 @@ def test_addon_end_to_end_in_blender_ui(tmp_path):
     assert len(facts["quit_process_pids"]) == 2
     assert not [pid for pid in facts["quit_process_pids"] if os.path.exists(f"/proc/{pid}")], facts["quit_process_pids"]
     assert facts["run_in_process"]["new_threads"] == [], facts["run_in_process"]
+    # 50 Dask tasks applied to the scene by done-callbacks, the UI passing, no thread, no dask.
+    cluster_facts = facts["cluster"]
+    assert cluster_facts["new_threads"] == [] and cluster_facts["dask_in_blender"] == [], cluster_facts
+    assert cluster_facts["ui_gap_max_ms"] < 1000 and cluster_facts["broker_ended"], cluster_facts
     # Coroutines stepped by the add-on's timer: sleep(0) within a pass, no thread, File > New.
     assert facts["coroutines"]["sleep0_most_passes_between_steps"] <= 1, facts["coroutines"]
     assert facts["coroutines"]["threads_seen"] == ["MainThread"], facts["coroutines"]

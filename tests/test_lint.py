@@ -48,7 +48,7 @@ def test_mypy_strict():
 
 #: The modules with code for one system only (``if sys.platform == ...``), which mypy checks only
 #: when told that system.
-PLATFORM_MODULES = ["_process.py", "_process_child.py", "_windows.py", "_internals.py", "_wake.py", "_async.py"]
+PLATFORM_MODULES = ["_pipes.py", "_process_child.py", "_windows.py", "_internals.py", "_wake.py", "_async.py"]
 
 
 @pytest.mark.parametrize("platform", ["win32", "darwin"])

@@ -18,7 +18,7 @@ import types
 import pytest
 
 import mainthread_tasks as mt
-from mainthread_tasks import _errors, _process, _process_child, _wake
+from mainthread_tasks import _calls, _errors, _interpreter, _pipes, _process, _tasks, _wake, _wire
 from tests import process_work as work
 from tests import support
 from tests.support import ROOT, run_script, start_thread
@@ -28,19 +28,11 @@ from tests.support import process_alive as _alive
 @pytest.fixture(autouse=True)
 def fresh_pool():
     """Each test starts without a pool, with the default size; none outlives it (no child left)."""
-    _stop_pool()
-    previous = _process._workers
+    _process.SHARED._stop("test over")
+    previous = _process.SHARED._size.workers
     yield
-    _stop_pool()
-    _process._workers = previous
-
-
-def _stop_pool():
-    pool = _process._pool
-    if pool is not None:
-        _wake.remove_source(pool)
-        pool.stop("test over")
-        _process._pool = None
+    _process.SHARED._stop("test over")
+    _process.SHARED._size.workers = previous
 
 
 def _pump_until(predicate, timeout=30.0):
@@ -250,8 +242,8 @@ def test_the_worker_cannot_import_bpy():
 
 
 def test_the_interpreter_runs_blenders_python_version_and_installation():
-    path = _process._interpreter()
-    version, prefix = _process._probe(path)
+    path = _interpreter.interpreter()
+    version, prefix = _interpreter._probe(path)
     assert version == "{}.{}".format(*sys.version_info[:2])
     # Every tier here has an interpreter of its own installation (Debian's Blender: /usr/bin/python3.11,
     # whereas its sys.executable is another Python 3.11 on PATH).
@@ -266,9 +258,9 @@ def test_no_matching_interpreter_says_what_was_tried(monkeypatch, tmp_path):
         fake = tmp_path / "python3"
         fake.write_text("#!/bin/sh\necho 2.7; echo /nowhere\n")
         fake.chmod(0o755)
-    monkeypatch.setattr(_process, "_python", None)
-    monkeypatch.setattr(_process, "_python_error", None)
-    monkeypatch.setattr(_process, "_candidates", lambda: [str(tmp_path / "missing"), str(fake)])
+    monkeypatch.setattr(_interpreter, "_python", None)
+    monkeypatch.setattr(_interpreter, "_python_error", None)
+    monkeypatch.setattr(_interpreter, "_candidates", lambda: [str(tmp_path / "missing"), str(fake)])
     with pytest.raises(RuntimeError, match="found none") as info:
         mt.run_in_process(work.square, 2)
     message = str(info.value)
@@ -288,7 +280,7 @@ def test_an_exception_keeps_its_type_and_the_workers_traceback(kind, error):
     with pytest.raises(error, match="bad 42") as info:
         future.result(60)
     cause = info.value.__cause__
-    assert isinstance(cause, _process._RemoteTraceback)
+    assert isinstance(cause, _tasks.RemoteTraceback)
     assert "in fail" in str(cause) and "process_work.py" in str(cause)
     assert mt.stats().process_failed == 1
 
@@ -352,7 +344,7 @@ WATCH = "waitpid" if support.WINDOWS else "pidfd"  # how the system at hand watc
 
 def _watch(kind, monkeypatch):
     if kind == "waitpid":  # as where no pidfd exists (Linux < 5.3, macOS, Windows)
-        monkeypatch.setattr(_process, "_process_exit_fd", lambda proc: None)
+        monkeypatch.setattr(_pipes, "process_exit_fd", lambda proc: None)
 
 
 def _kill_helper(pidfile):
@@ -425,7 +417,7 @@ def test_what_a_task_starts_never_holds_the_workers_pipes(how):
 # Replies the pool cannot read (issue 18, hole 2): the task fails, the worker is replaced, and no
 # result reaches another task's Future.
 
-_REPLY = _process_child.reply_header(0)  # a whole reply, to a task number the pool never uses
+_REPLY = _wire.reply_header(0)  # a whole reply, to a task number the pool never uses
 _FORGED = pickle.dumps("forged")
 
 
@@ -435,9 +427,7 @@ _FORGED = pickle.dumps("forged")
         pytest.param(lambda: b"\0" * 16, id="zeros"),
         pytest.param(lambda: b"\xff" * 16, id="junk-length-prefix"),
         pytest.param(lambda: b"hello\n", id="text"),
-        pytest.param(
-            lambda: _process_child.pack_prefix(len(_REPLY), len(_FORGED)) + _REPLY + _FORGED, id="another-tasks-reply"
-        ),
+        pytest.param(lambda: _wire.pack_prefix(len(_REPLY), len(_FORGED)) + _REPLY + _FORGED, id="another-tasks-reply"),
     ],
 )
 def test_a_stray_write_into_the_result_pipe_fails_that_task_and_reaches_no_other(junk):
@@ -457,14 +447,14 @@ def test_a_stray_write_into_the_result_pipe_fails_that_task_and_reaches_no_other
     "sizes, complaint",
     [
         ((0, 50_000), "a body of 50,000 bytes, more than 10,000"),
-        ((_process_child.MAX_HEADER_BYTES + 1, 0), "a header of"),
+        ((_wire.MAX_HEADER_BYTES + 1, 0), "a header of"),
     ],
 )
 def test_a_reply_larger_than_the_limits_is_refused_before_it_is_read(sizes, complaint, monkeypatch):
-    monkeypatch.setattr(_process, "max_message_bytes", 10_000)
+    monkeypatch.setattr(_calls.limits, "max_message_bytes", 10_000)
     mt.set_process_workers(1)
     victim = mt.run_in_process(work.pid).result(20)
-    first = mt.run_in_process(work.stray_write, _process_child.pack_prefix(*sizes), "first")
+    first = mt.run_in_process(work.stray_write, _wire.pack_prefix(*sizes), "first")
     with pytest.raises(mt.ProcessDied, match=complaint):
         first.result(20)  # before: the pool waited for 50,000 bytes that never came
     assert mt.run_in_process(work.pid).result(20) not in (victim, os.getpid())
@@ -476,7 +466,7 @@ def test_a_failure_with_a_huge_message_still_comes_back(monkeypatch):
     with pytest.raises(ValueError) as info:
         mt.run_in_process(work.fail_long, 3_000_000).result(60)
     assert str(info.value) == "x" * 3_000_000
-    monkeypatch.setattr(_process, "max_message_bytes", 10_000)
+    monkeypatch.setattr(_calls.limits, "max_message_bytes", 10_000)
     clipped = r"ValueError: x+\n\[\.\.\. 2,900,000 characters left out \.\.\.\]\nx+ \(the exception itself"
     with pytest.raises(RuntimeError, match=clipped):
         mt.run_in_process(work.fail_long, 3_000_000).result(60)
@@ -507,7 +497,7 @@ def test_unpicklable_result_fails_the_task_and_the_worker_survives():
 
 
 def test_too_big_a_result_fails_the_task_and_the_worker_survives(monkeypatch):
-    monkeypatch.setattr(_process, "max_message_bytes", 10_000)
+    monkeypatch.setattr(_calls.limits, "max_message_bytes", 10_000)
     first = mt.run_in_process(work.pid).result(60)
     with pytest.raises(ValueError, match="more than the 10,000 bytes"):
         mt.run_in_process(work.big_result, 20_000).result(60)
@@ -560,7 +550,7 @@ def test_something_from_a_blender_module_is_refused_at_submit(monkeypatch):
 
 
 def test_too_big_arguments_raise_value_error_at_submit(monkeypatch):
-    monkeypatch.setattr(_process, "max_message_bytes", 1000)
+    monkeypatch.setattr(_calls.limits, "max_message_bytes", 1000)
     with pytest.raises(ValueError, match="arguments pickle to"):
         mt.run_in_process(work.add, b"x" * 2000)
 
@@ -601,7 +591,7 @@ def test_tasks_wait_for_a_free_worker_and_the_pool_grows_and_shrinks():
     s = mt.stats()
     failed = [f.exception(0) for f in futures if f.done()]  # (what went wrong, if a task failed here)
     assert (s.processes, s.process_running, s.process_pending) == (3, 3, 0), failed
-    pids = [child.proc.pid for child in _process._pool._children]
+    pids = [child.proc.pid for child in _process.SHARED._pool._children]
     mt.set_process_workers(1)  # busy workers finish their task first
     assert [f.result(60) for f in futures] == [0, 1, 2]
     _pump_until(lambda: mt.stats().processes == 1)
@@ -812,7 +802,7 @@ from tests import process_work as work
 mt.set_process_workers(2)
 busy = mt.run_in_process(work.sleep_then, 120)  # the first worker takes it at once
 idle = mt.run_in_process(work.pid).result(60)  # a second one
-(busy_child,) = mt._process._pool._busy
+(busy_child,) = mt._process.SHARED._pool._busy
 print("CHILDREN", idle, busy_child.proc.pid, flush=True)
 time.sleep(120)
 """
@@ -824,7 +814,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
     # Linux, the pool's Job Object on Windows.
     script = tmp_path / "parent.py"
     script.write_text(PARENT_OF_WORKERS.format(root=str(ROOT)))
-    parent = subprocess.Popen([_process._interpreter(), str(script)], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([_interpreter.interpreter(), str(script)], stdout=subprocess.PIPE, text=True)
     pids = []
     try:
         line = parent.stdout.readline()

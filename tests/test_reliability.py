@@ -269,10 +269,12 @@ def test_tasks_pending_across_file_new():
 
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "execfile"}
 FORBIDDEN_MODULES = {"pickle", "marshal", "subprocess", "ctypes", "shelve"}
-# run_in_process must start worker processes and send them pickles, so its two modules, and only
-# they, may import these. The pickles travel only over pipes between Blender and the workers it
-# started itself (no file, no socket, nothing another program can write to), and no string is
-# evaluated there either (FORBIDDEN_CALLS holds for them too).
+# The process pools must start processes and send them pickles, so their modules, and only they,
+# may import these. The pickles travel only over pipes between Blender and the processes it started
+# itself (no file, no socket, nothing another program can write to), and no string is evaluated
+# there either (FORBIDDEN_CALLS holds for them too). A cluster pool's broker relays them to and from
+# the Dask scheduler the user named: Blender unpickles what that cluster sends back, as any Dask
+# client does (docs/cluster.md says to point it only at a cluster one trusts).
 # run_forever in the Blender binary puts Blender's own C SIGINT handler back with sigaction(2),
 # through ctypes and the C library already loaded (nothing else is loaded, no string evaluated).
 # The pool's workers end with Blender: a worker asks Linux for PR_SET_PDEATHSIG (prctl, through
@@ -281,8 +283,15 @@ FORBIDDEN_MODULES = {"pickle", "marshal", "subprocess", "ctypes", "shelve"}
 # The test kit's launcher (testing/_launch.py) runs outside Blender and starts Blender, pip and Xvfb;
 # it is not in the add-on zip (scripts/build.py).
 ALLOWED_IMPORTS = {
-    "_process.py": {"pickle", "subprocess"},
+    "_calls.py": {"pickle"},
+    "_tasks.py": {"pickle"},
+    "_wire.py": {"pickle"},
+    "_interpreter.py": {"subprocess"},
+    "_pipes.py": {"subprocess"},
+    "_pool.py": {"pickle", "subprocess"},
+    "_cluster.py": {"pickle", "subprocess"},
     "_process_child.py": {"pickle", "ctypes"},
+    "_broker.py": {"pickle"},
     "_headless.py": {"ctypes"},
     "_windows.py": {"ctypes", "subprocess"},
     "_launch.py": {"subprocess"},

@@ -14,7 +14,8 @@ add-on's timer (asyncio.sleep(0) within a pass, timely wake-ups while Blender id
 127.0.0.1, no thread, idle polling with the loop alive, File > New under a coroutine); a vendored
 copy of the library sharing the tick budget; a second add-on; disable/enable and
 Reload Scripts without doubled timers; run_in_process with a function of an add-on (results through
-the add-on's timer); disabling while workers submit. Then it writes the JSON result and quits with a
+the add-on's timer); 50 tasks on a Dask cluster applied to the scene by done-callbacks (the cluster
+started by tests/test_gui.py); disabling while workers submit. Then it writes the JSON result and quits with a
 worker still calling into the main thread and two worker processes in the middle of a task: Blender
 must exit cleanly, leaving no process behind.
 """
@@ -777,7 +778,7 @@ def step_run_in_process(tasks=6, n=400_000):
     elapsed = perf_counter() - started
     gaps = passes.gaps(mark)
     s = mt.stats()
-    pids = {child.proc.pid for child in mt._process._pool._children}
+    pids = {child.proc.pid for child in mt._process.SHARED._pool._children}
     mt.set_process_workers(previous)
     facts["run_in_process"] = {
         "tasks": tasks + 1,
@@ -794,6 +795,62 @@ def step_run_in_process(tasks=6, n=400_000):
     assert s.process_completed == tasks + 1 and s.process_failed == 0, s
     assert len(pids) == 2 and os.getpid() not in pids, pids
     assert max(gaps) < 2.0, f"the UI stalled while results came in: {facts['run_in_process']}"
+
+
+def step_cluster(tasks=50):
+    """ProcessPool(cluster=...) from the UI: 50 tasks on a real Dask cluster (tests/test_gui.py
+    starts it), each result applied to the scene by a done-callback (the add-on's timer reads the
+    broker's pipe), while the UI keeps passing; no thread in Blender, no dask in Blender."""
+    sys.path.insert(0, os.environ["MTT_ROOT"])  # the cluster's workers import tests.process_work too
+    try:
+        from tests import process_work as work
+    finally:
+        del sys.path[0]
+    threads_before = set(threading.enumerate())
+    pool = mt.ProcessPool(cluster=os.environ["MTT_DASK_ADDRESS"], python=os.environ["MTT_DASK_PYTHON"])
+    names = []
+    for i in range(tasks):
+        obj = bpy.data.objects.new(f"cluster_{i}", None)
+        bpy.context.scene.collection.objects.link(obj)
+        names.append(obj.name)
+    applied = []
+
+    def apply(future, name):
+        on_main("cluster apply")
+        bpy.data.objects[name].location.z = future.result()
+        applied.append(name)
+
+    started = perf_counter()
+    mark = passes.mark()
+    for i, name in enumerate(names):
+        pool.submit(work.square, i).add_done_callback(functools.partial(apply, name=name))
+    seen = set()
+
+    def all_applied():
+        seen.update(threading.enumerate())
+        return len(applied) == tasks
+
+    yield from wait_until(all_applied, 120, "the cluster's results through the add-on's timer")
+    elapsed = perf_counter() - started
+    gaps = passes.gaps(mark)
+    broker = pool._processes()
+    pool.shutdown(wait=False)
+    yield from wait_until(lambda: not pool._processes(), 30, "the broker to end")
+    facts["cluster"] = {
+        "tasks": tasks,
+        "seconds": round(elapsed, 2),
+        "ui_passes": len(gaps) + 1,
+        "ui_gap_median_ms": ms(statistics.median(gaps)) if gaps else None,
+        "ui_gap_max_ms": ms(max(gaps)) if gaps else None,
+        "new_threads": sorted(t.name for t in seen - threads_before),
+        "dask_in_blender": sorted(m for m in ("dask", "distributed") if m in sys.modules),
+        "broker_ended": not os.path.exists(f"/proc/{broker[0]}") if broker else None,
+    }
+    assert sorted(applied) == sorted(names), facts["cluster"]
+    assert [bpy.data.objects[name].location.z for name in names] == [float(i * i) for i in range(tasks)]
+    assert not (seen - threads_before), facts["cluster"]
+    assert facts["cluster"]["dask_in_blender"] == [], facts["cluster"]
+    assert max(gaps) < 1.0, f"the UI stalled while cluster results came in: {facts['cluster']}"
 
 
 def step_disable_while_workers_submit(workers=6):
@@ -859,7 +916,7 @@ def step_quit_with_a_worker_inside():
     mt.set_process_workers(2)
     running = [mt.run_in_process(time.sleep, 600) for _ in range(2)]
     yield from wait_until(lambda: all(f.running() for f in running), 30, "the process tasks to start")
-    facts["quit_process_pids"] = [child.proc.pid for child in mt._process._pool._children]
+    facts["quit_process_pids"] = [child.proc.pid for child in mt._process.SHARED._pool._children]
 
 
 STEPS = (
@@ -877,6 +934,7 @@ STEPS = (
     step_vendored_copy_shares_one_budget,
     step_second_addon_and_no_doubled_timers,
     step_run_in_process,
+    step_cluster,
     step_disable_while_workers_submit,
     step_quit_with_a_worker_inside,
 )

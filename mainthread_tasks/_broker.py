@@ -1,0 +1,236 @@
+"""The broker of a cluster pool: a process between Blender and a Dask scheduler (run by path).
+
+Blender (``_cluster``) starts ``python -I <this file> ADDRESS TASK_PIPE RESULT_PIPE PARENT_PID`` with
+an interpreter that has ``distributed`` installed; Blender itself never imports dask. The broker
+holds the Dask ``Client`` and its threads -- they live here, not in Blender -- and relays:
+
+- tasks from Blender's task pipe (``_wire``: header ``("task", number, packages, limit, name)``, body
+  the pickled call) become ``client.submit(execute, body, packages, limit, key=...)``: each with a
+  key of its own, so equal calls are never merged. ``execute`` (``_process_child``) goes to the
+  workers by value (cloudpickle), so they need nothing of ours installed, only the task's own
+  module; it returns the pickled result or failure, which the broker passes on unread as a reply.
+  The broker never unpickles what the user sends or gets: it needs none of their modules.
+- ``("cancel", number)`` cancels the task on the cluster.
+- A task Dask gives up on (its workers died ``distributed.scheduler.allowed-failures`` + 1 times:
+  KilledWorker), or any other error of Dask's own, goes back as LOST with the reason.
+- When the connection to the scheduler is lost, or cannot be made, the broker sends FATAL and
+  ends: Blender fails every task in flight and starts a new broker for the next submission.
+- At end-of-file on the task pipe (Blender stops the pool, exits or dies), the broker cancels what
+  it has on the cluster, closes the client and ends. It also ends with Blender like a worker does
+  (``_process_child._end_with_parent``; the Job Object on Windows), and the scheduler itself
+  releases the tasks of a client that disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import queue
+import signal
+import sys
+import threading
+import uuid
+from typing import Any
+
+#: How long connecting to the scheduler may take before the broker gives up (FATAL).
+CONNECT_TIMEOUT = 10.0
+#: How often the broker checks that its client is still connected.
+STATUS_INTERVAL = 0.25
+
+
+def _load_child_module() -> Any:
+    """``_process_child`` of this folder (and through it ``_wire``), loaded by path: the broker's
+    folder is not on ``sys.path`` (``-I``)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_process_child.py")
+    spec = importlib.util.spec_from_file_location("mainthread_tasks_process_child", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: ``_process_child.execute``, set by ``main``: what ``run_on_worker`` calls.
+_execute: Any = None
+
+
+def run_on_worker(body: bytes, packages: dict[str, list[str]], limit: int) -> Any:
+    """What a Dask worker runs: ``_process_child.execute``. Defined in the broker's ``__main__``, so
+    that Dask pickles it with cloudpickle (by value), and ``execute`` with it (its module is
+    registered by value): the workers need no copy of mainthread_tasks."""
+    return _execute(body, packages, limit)
+
+
+def _key(name: str, token: str, number: int) -> str:
+    """A key of its own for each submission (Dask merges equal keys), named after the function for
+    the dashboard."""
+    safe = "".join(c if c.isalnum() or c in "._" else "_" for c in name)[:60]
+    return f"{safe}-mainthread_tasks-{token}-{number}"
+
+
+class Broker:
+    """The relay between Blender's pipes and a Dask client. Runs in the broker's event loop."""
+
+    def __init__(self, child: Any, address: str, task_fd: int, result_fd: int) -> None:
+        self.child = child
+        self.wire = child._wire
+        self.address = address
+        self.task_fd = task_fd
+        self.result_fd = result_fd
+        self.outbox: queue.SimpleQueue[tuple[bytes, bytes] | None] = queue.SimpleQueue()
+        self.futures: dict[int, Any] = {}  # number -> the dask Future of a task in flight
+        self.token = uuid.uuid4().hex[:12]
+        self.client: Any = None
+
+    # -- the pipes, each in a thread of its own (Windows pipes cannot be waited on by asyncio) ----
+
+    def _read_tasks(self, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[Any]) -> None:
+        while True:
+            try:
+                message = self.wire.read_message(self.task_fd)
+            except (OSError, self.wire.BadMessage):
+                message = None
+            loop.call_soon_threadsafe(inbox.put_nowait, message)
+            if message is None:
+                return
+
+    def _write_replies(self) -> None:
+        while True:
+            reply = self.outbox.get()
+            if reply is None:
+                return
+            try:
+                self.wire.write_message(self.result_fd, *reply)
+            except OSError:  # Blender is gone: nobody to tell
+                os._exit(0)
+
+    def _notice(self, number: int, kind: int, text: str) -> None:
+        self.outbox.put((self.wire.notice_header(number, kind, text), b""))
+
+    # -- the event loop -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        import cloudpickle  # type: ignore[import-not-found]  # (in the broker's interpreter only)
+        from distributed import Client  # type: ignore[import-not-found]
+
+        # execute() and the helpers it calls go to the workers by value (see run_on_worker).
+        cloudpickle.register_pickle_by_value(self.child)
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        threading.Thread(target=self._read_tasks, args=(loop, inbox), name="task-pipe", daemon=True).start()
+        writer = threading.Thread(target=self._write_replies, name="result-pipe", daemon=True)
+        writer.start()
+        try:
+            try:
+                self.client = await asyncio.wait_for(
+                    Client(self.address, asynchronous=True, set_as_default=False, timeout=CONNECT_TIMEOUT),
+                    CONNECT_TIMEOUT + 5,
+                )
+            except BaseException as exc:  # noqa: BLE001 - whatever it is, Blender is told
+                self._notice(0, self.wire.FATAL, f"could not connect to the Dask scheduler at {self.address}: {exc!r}")
+                return
+            watch = asyncio.ensure_future(self._watch_connection())
+            try:
+                while True:
+                    message = await inbox.get()
+                    if message is None or watch.done():
+                        break
+                    self._handle(*message)
+            finally:
+                watch.cancel()
+                if self.futures and self.client.status == "running":
+                    await self.client.cancel(list(self.futures.values()))
+                await self.client.close(timeout=2)
+        finally:
+            self.outbox.put(None)
+            writer.join(5)
+
+    def _handle(self, header_bytes: bytes, body: bytes) -> None:
+        header = self.wire.load_header(header_bytes)
+        if header[0] == "task":
+            _, number, packages, limit, name = header
+            future = self.client.submit(
+                run_on_worker, body, packages, limit, key=_key(name, self.token, number), pure=False
+            )
+            self.futures[number] = future
+            asyncio.ensure_future(self._relay(number, future))
+        elif header[0] == "cancel":
+            future = self.futures.pop(header[1], None)
+            if future is not None:
+                asyncio.ensure_future(self.client.cancel([future]))
+
+    async def _relay(self, number: int, future: Any) -> None:
+        """Pass the task's outcome on to Blender once Dask has it."""
+        from distributed.client import FutureCancelledError  # type: ignore[import-not-found]
+
+        try:
+            failure, data = await future
+        except FutureCancelledError:
+            if self.futures.pop(number, None) is not None:  # not cancelled by Blender: lost
+                self._notice(
+                    number,
+                    self.wire.LOST,
+                    f"the Dask scheduler at {self.address} dropped it (the connection to it was lost, or "
+                    "it was cancelled there); it may or may not have run",
+                )
+            return
+        except BaseException as exc:  # noqa: BLE001 - Dask's own error (execute never raises)
+            if self.futures.pop(number, None) is not None:
+                self._notice(number, self.wire.LOST, f"the Dask cluster at {self.address} lost it: {_describe(exc)}")
+            return
+        finally:
+            future.release()
+        if self.futures.pop(number, None) is not None:
+            self.outbox.put((self.wire.reply_header(number, failure), data))
+
+    async def _watch_connection(self) -> None:
+        while self.client.status == "running":
+            await asyncio.sleep(STATUS_INTERVAL)
+        self._notice(0, self.wire.FATAL, f"lost the connection to the Dask scheduler at {self.address}")
+
+
+def _describe(exc: BaseException) -> str:
+    kind = type(exc).__name__
+    if kind == "KilledWorker":
+        return (
+            f"every worker that ran it died (KilledWorker: {exc}); Dask gives up on a task after "
+            "distributed.scheduler.allowed-failures worker deaths"
+        )
+    return f"{kind}: {exc}"
+
+
+def main(argv: list[str]) -> int:
+    global _execute
+    child = _load_child_module()
+    _execute = child.execute
+    child._end_with_parent(int(argv[4]))
+    task_fd, result_fd = child._open_pipes(argv[2], argv[3])
+    child._keep_pipes_to_ourselves((task_fd, result_fd))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for Blender, which ends the broker
+    try:
+        import distributed  # noqa: F401 - says now, in one line, what is missing
+    except ImportError as exc:
+        child._wire.write_message(
+            result_fd,
+            child._wire.notice_header(
+                0,
+                child._wire.FATAL,
+                f"the broker's interpreter {sys.executable} cannot import distributed ({exc}); pass "
+                "ProcessPool(cluster=..., python=...) an interpreter that has it (pip install distributed)",
+            ),
+        )
+        return 3
+    asyncio.run(Broker(child, argv[1], task_fd, result_fd).serve())
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    # No interpreter shutdown: the client's threads must not keep the broker alive.
+    os._exit(code)
