@@ -25,7 +25,7 @@ from tests.dask_support import Cluster, dask_python_path
 from tests.support import process_alive as alive
 from tests.support import run_script, start_thread
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 @pytest.fixture(scope="module")

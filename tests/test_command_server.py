@@ -462,7 +462,8 @@ def test_a_client_that_never_reads_its_answers_is_cut_off(serve):
         return seconds
 
     seconds = _run(never_reads(), timeout=30)
-    assert 0.45 <= seconds < 5
+    # Filling the socket buffers takes longer under Wine, on a loaded machine 6.6 s once.
+    assert 0.45 <= seconds < (5 if sys.platform != "win32" else 9)
     assert 100 < server.answered < 5000
 
 
