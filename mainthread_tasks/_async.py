@@ -7,8 +7,10 @@ iteration is what ``loop.run_forever()`` does between two checks of ``stop()``: 
 that are ready, the I/O that is ready and the timers that are due -- in the UI, only as many as
 fit in the pass's budget, like queued tasks (see ``_loop``). To wait, ``pump()`` sleeps in
 poll(2) on the loop's selector (an epoll/kqueue fd, readable when any of its sockets is) until
-the loop's next timer; in the UI the timer polls no later than that timer, within the idle
-polling rules. Nothing busy-polls.
+the loop's next timer; where the selector has no such fd (Windows' select()), it looks at the
+sockets with a zero-timeout select() in its short sleep slices instead. In the UI the timer polls
+no later than that timer, within the idle polling rules. Nothing busy-polls, and the loop is
+stepped only when a callback, a timer or I/O is ready.
 
 Like trio's guest mode and blender-cloud's ``async_loop`` it lets asyncio live beside a host
 loop; unlike blender-cloud's modal operator it never spins, survives File > New (the timer is
@@ -30,7 +32,7 @@ import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from time import monotonic, perf_counter
+from time import perf_counter
 from typing import Any, TypeVar
 
 from . import _dispatch
@@ -47,10 +49,6 @@ logger = logging.getLogger("mainthread_tasks")
 
 #: How long stop() lets cancelled coroutines run their ``finally`` blocks before closing the loop.
 STOP_GRACE_SECONDS = 1.0
-# Where the selector has no fd the main thread can sleep on (Windows), how often the loop is
-# stepped to poll its sockets while coroutines run: the longest an I/O event waits there.
-IO_POLL_SECONDS = 0.01
-
 
 _T = TypeVar("_T")
 
@@ -94,15 +92,13 @@ class _LoopSource:
         self.starting: dict[AsyncFuture[Any], Coroutine[Any, Any, Any]] = {}
         self.tasks: dict[asyncio.Task[Any], AsyncFuture[Any]] = {}  # main thread only
         self.stopping: str | None = None
+        self._selector = selector
         # epoll/kqueue: an fd that is readable when any registered fd is; select()-based: none.
         fileno = getattr(selector, "fileno", None)
         try:
             self._fds: list[int] = [fileno()] if fileno is not None else []
         except (NotImplementedError, ValueError):
             self._fds = []
-        # With no fd to sleep on (Windows' select()-based selector), the loop's I/O is polled by
-        # stepping the loop: every IO_POLL_SECONDS while coroutines run, never in a busy loop.
-        self._next_io_poll = 0.0  # time.monotonic()
         self._ready_check = None
         if self._fds and sys.platform != "win32":
             self._ready_check = select.poll()
@@ -114,8 +110,15 @@ class _LoopSource:
         return self._fds
 
     def _io_ready(self) -> bool:
+        """Whether a socket of the loop has an event: poll(2) on the selector's own fd or, where
+        it has none (Windows' select()), the selector itself with no timeout; select() is
+        level-triggered, so the loop's next step sees the same events."""
         check = self._ready_check
-        return check is not None and bool(check.poll(0))
+        if check is not None:
+            return bool(check.poll(0))
+        if self._fds or self.loop.is_closed() or not self._selector.get_map():
+            return False
+        return bool(self._selector.select(0))
 
     def due(self) -> float | None:
         loop = self.loop
@@ -126,9 +129,6 @@ class _LoopSource:
         due = loop._mt_due()
         if due == 0.0 or self._io_ready():
             return 0.0
-        if not self._fds and self.tasks:  # no fd to sleep on: step again to poll the I/O (see __init__)
-            io_poll = max(0.0, self._next_io_poll - monotonic())
-            return io_poll if due is None else min(due, io_poll)
         return due
 
     def busy(self) -> bool:
@@ -172,8 +172,6 @@ class _LoopSource:
                 timers.drop_due(before)
         finally:
             loop._ready.restore()
-            if not self._fds:
-                self._next_io_poll = monotonic() + IO_POLL_SECONDS
         elapsed = perf_counter() - started
         if elapsed >= _dispatch.slow_task_seconds:
             logger.warning(
