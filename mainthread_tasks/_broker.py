@@ -5,11 +5,16 @@ an interpreter that has ``distributed`` installed; Blender itself never imports 
 holds the Dask ``Client`` and its threads -- they live here, not in Blender -- and relays:
 
 - tasks from Blender's task pipe (``_wire``: header ``("task", number, packages, limit, name)``, body
-  the pickled call) become ``client.submit(execute, body, packages, limit, key=...)``: each with a
-  key of its own, so equal calls are never merged. ``execute`` (``_process_child``) goes to the
-  workers by value (cloudpickle), so they need nothing of ours installed, only the task's own
-  module; it returns the pickled result or failure, which the broker passes on unread as a reply.
-  The broker never unpickles what the user sends or gets: it needs none of their modules.
+  the pickled call) become ``client.submit(run_on_worker, ..., body, packages, limit, key=...)``:
+  each with a key of its own, so equal calls are never merged. ``run_on_worker`` calls
+  ``_process_child.execute``, which a worker plugin registered once per broker loads on every
+  worker from its source (``_ExecuteOnWorkers``), so the workers need nothing of ours installed,
+  only the task's own module, and no task carries it; it returns the pickled result or failure,
+  which the broker passes on unread as a reply. The broker never unpickles what the user sends or
+  gets: it needs none of their modules.
+- Finished results are fetched in batches, one ``client.gather`` for all the tasks that finished
+  since the last one (``_fetch_finished``), as a plain client gathering many futures does; a task
+  that failed in Dask itself, or whose batch could not be fetched, goes its own way (``_relay``).
 - ``("cancel", number)`` cancels the task on the cluster.
 - A task Dask gives up on (its workers died ``distributed.scheduler.allowed-failures`` + 1 times:
   KilledWorker), or any other error of Dask's own, goes back as LOST with the reason.
@@ -24,6 +29,7 @@ holds the Dask ``Client`` and its threads -- they live here, not in Blender -- a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import os
 import queue
@@ -39,10 +45,15 @@ CONNECT_TIMEOUT = 10.0
 STATUS_INTERVAL = 0.25
 
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: What a worker needs to run tasks (see _ExecuteOnWorkers), in the order it loads them.
+_WORKER_MODULES = (("mainthread_tasks_wire", "_wire.py"), ("mainthread_tasks_process_child", "_process_child.py"))
+
+
 def _load_child_module() -> Any:
     """``_process_child`` of this folder (and through it ``_wire``), loaded by path: the broker's
     folder is not on ``sys.path`` (``-I``)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_process_child.py")
+    path = os.path.join(_HERE, "_process_child.py")
     spec = importlib.util.spec_from_file_location("mainthread_tasks_process_child", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -51,15 +62,60 @@ def _load_child_module() -> Any:
     return module
 
 
-#: ``_process_child.execute``, set by ``main``: what ``run_on_worker`` calls.
-_execute: Any = None
+def _worker_sources() -> tuple[str, list[tuple[str, str, str]]]:
+    """``(the name execute's module takes on the workers, [(module name, file name, source)])``.
+    The names carry a hash of the sources: two versions of the library (two add-ons, each with its
+    own copy) sharing a cluster each run their own ``execute``."""
+    files = []
+    for name, filename in _WORKER_MODULES:
+        with open(os.path.join(_HERE, filename), encoding="utf-8") as file:
+            files.append((name, filename, file.read()))
+    digest = hashlib.sha256("\0".join(source for _, _, source in files).encode()).hexdigest()[:16]
+    named = [(f"{name}_{digest}", filename, source) for name, filename, source in files]
+    return named[-1][0], named
 
 
-def run_on_worker(body: bytes, packages: dict[str, list[str]], limit: int) -> Any:
-    """What a Dask worker runs: ``_process_child.execute``. Defined in the broker's ``__main__``, so
-    that Dask pickles it with cloudpickle (by value), and ``execute`` with it (its module is
-    registered by value): the workers need no copy of mainthread_tasks."""
-    return _execute(body, packages, limit)
+def run_on_worker(module: str, body: bytes, packages: dict[str, list[str]], limit: int) -> Any:
+    """What a Dask worker runs: ``execute`` of the module the worker plugin loaded there (see
+    ``_ExecuteOnWorkers``). Defined in the broker's ``__main__``, so that Dask pickles it by value:
+    a few hundred bytes per task, and the workers need no copy of mainthread_tasks."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        raise RuntimeError(
+            f"this Dask worker has not loaded {module} (mainthread_tasks' worker plugin did not run here)"
+        )
+    return loaded.execute(body, packages, limit)
+
+
+def _execute_on_workers(worker_plugin: type) -> Any:
+    """A Dask worker plugin (``worker_plugin``: distributed's ``WorkerPlugin``, imported only here in
+    the broker) that loads ``_wire`` and ``_process_child`` on every worker from their source, once,
+    under the hashed names of ``_worker_sources``: the workers joining later get it too."""
+    module_name, sources = _worker_sources()
+
+    class _ExecuteOnWorkers(worker_plugin):  # type: ignore[misc]
+        name = f"mainthread_tasks-{module_name}"
+        idempotent = True
+
+        def __init__(self) -> None:
+            self.sources = sources
+
+        def setup(self, worker: Any = None) -> None:
+            import sys as _sys
+            import types
+
+            for name, filename, source in self.sources:
+                if name in _sys.modules:
+                    continue
+                module = types.ModuleType(name)
+                module.__file__ = filename
+                # _process_child finds _wire under its plain name (see its imports)
+                if filename == "_process_child.py":
+                    _sys.modules.setdefault("mainthread_tasks_wire", _sys.modules[self.sources[0][0]])
+                exec(compile(source, f"<mainthread_tasks {filename}>", "exec"), module.__dict__)
+                _sys.modules[name] = module
+
+    return module_name, _ExecuteOnWorkers()
 
 
 def _key(name: str, token: str, number: int) -> str:
@@ -82,6 +138,9 @@ class Broker:
         self.futures: dict[int, Any] = {}  # number -> the dask Future of a task in flight
         self.token = uuid.uuid4().hex[:12]
         self.client: Any = None
+        self.module = ""  # the name execute's module has on the workers (see _execute_on_workers)
+        self.finished: Any = None  # a distributed.as_completed of the tasks in flight
+        self.more = asyncio.Event()  # set when a task is added to ``finished``
 
     # -- the pipes, each in a thread of its own (Windows pipes cannot be waited on by asyncio) ----
 
@@ -111,11 +170,9 @@ class Broker:
     # -- the event loop -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        import cloudpickle  # type: ignore[import-not-found]  # (in the broker's interpreter only)
-        from distributed import Client  # type: ignore[import-not-found]
+        from distributed import Client, as_completed  # type: ignore[import-not-found]
+        from distributed.diagnostics.plugin import WorkerPlugin  # type: ignore[import-not-found]
 
-        # execute() and the helpers it calls go to the workers by value (see run_on_worker).
-        cloudpickle.register_pickle_by_value(self.child)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[Any] = asyncio.Queue()
         threading.Thread(target=self._read_tasks, args=(loop, inbox), name="task-pipe", daemon=True).start()
@@ -130,7 +187,21 @@ class Broker:
             except BaseException as exc:  # noqa: BLE001 - whatever it is, Blender is told
                 self._notice(0, self.wire.FATAL, f"could not connect to the Dask scheduler at {self.address}: {exc!r}")
                 return
+            try:
+                self.module, plugin = _execute_on_workers(WorkerPlugin)
+                await asyncio.wait_for(self.client.register_plugin(plugin), CONNECT_TIMEOUT)
+            except BaseException as exc:  # noqa: BLE001 - whatever it is, Blender is told
+                self._notice(
+                    0,
+                    self.wire.FATAL,
+                    f"the Dask cluster at {self.address} did not take mainthread_tasks' worker plugin "
+                    f"(which loads the code that runs each task on the workers): {exc!r}",
+                )
+                await self.client.close(timeout=2)
+                return
+            self.finished = as_completed(loop=self.client.loop)
             watch = asyncio.ensure_future(self._watch_connection())
+            fetch = asyncio.ensure_future(self._fetch_finished())
             try:
                 while True:
                     message = await inbox.get()
@@ -139,6 +210,7 @@ class Broker:
                     self._handle(*message)
             finally:
                 watch.cancel()
+                fetch.cancel()
                 if self.futures and self.client.status == "running":
                     await self.client.cancel(list(self.futures.values()))
                 await self.client.close(timeout=2)
@@ -151,17 +223,58 @@ class Broker:
         if header[0] == "task":
             _, number, packages, limit, name = header
             future = self.client.submit(
-                run_on_worker, body, packages, limit, key=_key(name, self.token, number), pure=False
+                run_on_worker, self.module, body, packages, limit, key=_key(name, self.token, number), pure=False
             )
             self.futures[number] = future
-            asyncio.ensure_future(self._relay(number, future))
+            self.finished.add(future)
+            self.more.set()
         elif header[0] == "cancel":
             future = self.futures.pop(header[1], None)
             if future is not None:
                 asyncio.ensure_future(self.client.cancel([future]))
 
+    async def _fetch_finished(self) -> None:
+        """Fetch the results of the tasks that finished, in batches: one ``client.gather`` for all
+        those that finished since the last one (with many tasks in flight, a request per result
+        would cost more than the tasks). A task that failed in Dask itself or was cancelled there,
+        or whose batch could not be fetched, goes to ``_relay``, which says why."""
+        finished = self.finished
+        while True:
+            if finished.is_empty():
+                self.more.clear()
+                await self.more.wait()
+                continue
+            try:
+                batch: list[Any] = [await finished.__anext__()]
+            except StopAsyncIteration:  # emptied between the check and the wait
+                continue
+            while finished.has_ready():
+                batch.append(await finished.__anext__())
+            done: list[tuple[int, Any]] = []
+            for future in batch:
+                number = int(future.key.rsplit("-", 1)[1])
+                in_flight = self.futures.get(number) is future
+                if not in_flight:  # cancelled by Blender meanwhile
+                    future.release()
+                elif future.status == "finished":
+                    done.append((number, future))
+                else:
+                    asyncio.ensure_future(self._relay(number, future))
+            if not done:
+                continue
+            try:
+                outcomes = await self.client.gather([future for _, future in done])
+            except Exception:  # noqa: BLE001 - e.g. a worker holding a result died: one by one
+                for number, future in done:
+                    asyncio.ensure_future(self._relay(number, future))
+                continue
+            for (number, future), (failure, data) in zip(done, outcomes, strict=True):
+                future.release()
+                if self.futures.pop(number, None) is not None:
+                    self.outbox.put((self.wire.reply_header(number, failure), data))
+
     async def _relay(self, number: int, future: Any) -> None:
-        """Pass the task's outcome on to Blender once Dask has it."""
+        """Pass the outcome of one task on to Blender once Dask has it."""
         from distributed.client import FutureCancelledError  # type: ignore[import-not-found]
 
         try:
@@ -201,9 +314,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def main(argv: list[str]) -> int:
-    global _execute
     child = _load_child_module()
-    _execute = child.execute
     child._end_with_parent(int(argv[4]))
     task_fd, result_fd = child._open_pipes(argv[2], argv[3])
     child._keep_pipes_to_ourselves((task_fd, result_fd))

@@ -164,9 +164,9 @@ def execute(body: bytes, packages: dict[str, list[str]], limit: int) -> tuple[tu
     """Unpickle the call in ``body`` and run it: ``(None, pickled result)`` or ``(failure,
     pickled exception)`` (see ``failure_of``). Never raises.
 
-    What a Dask worker runs for a cluster pool too: the broker sends this function by value (so
-    it and what it calls use nothing but the standard library and this module's functions), and
-    the worker keeps its own ``sys.path``.
+    What a Dask worker runs for a cluster pool too: the broker's worker plugin loads this module
+    there from its source (so it uses nothing but the standard library and ``_wire``), and the
+    worker keeps its own ``sys.path``.
     """
     try:
         fn, args, kwargs = _Unpickler(io.BytesIO(body), packages).load()

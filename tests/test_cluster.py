@@ -89,6 +89,48 @@ def test_map_and_a_worker_thread_waiting(pool):
     assert outcome == [5]
 
 
+def test_many_in_flight_each_outcome_reaches_its_own_future(pool):
+    """The broker fetches finished results in batches: with 400 tasks in flight, results, errors
+    and cancellations all reach the right Future, nothing left pending."""
+    futures = [
+        pool.submit(work.fail, "value", f"task {i}") if i % 7 == 3 else pool.submit(work.square, i) for i in range(400)
+    ]
+    cancelled = {i for i in range(49, 400, 50) if futures[i].cancel()}  # those still queued
+    _pump_until(lambda: all(f.done() for f in futures), what="every future")
+    assert cancelled, "every task had run before it could be cancelled"
+    for i, future in enumerate(futures):
+        if i in cancelled:
+            assert future.cancelled(), i
+        elif i % 7 == 3:
+            error = future.exception(0)
+            assert type(error) is ValueError and str(error) == f"task {i}", (i, error)
+        else:
+            assert future.result(0) == i * i, i
+
+
+def test_the_workers_run_the_code_of_this_copy_of_the_library():
+    """execute goes to the workers once, by a worker plugin, under a name with a hash of its
+    source: two copies of the library (two add-ons) on one cluster each run their own."""
+    from mainthread_tasks import _broker
+
+    name, sources = _broker._worker_sources()
+    assert [module for module, _, _ in sources] == [f"mainthread_tasks_wire_{name[-16:]}", name]
+    assert name.startswith("mainthread_tasks_process_child_") and name not in sys.modules
+    _, plugin = _broker._execute_on_workers(object)
+    try:
+        plugin.setup()
+        plugin.setup()  # a worker may set it up again: nothing changes
+        loaded = sys.modules[name]
+        body = __import__("pickle").dumps((work.add, (2,), {"c": 3}))
+        assert _broker.run_on_worker(name, body, {}, 1 << 20) == (None, __import__("pickle").dumps(5, 5))
+        assert sys.modules[name] is loaded
+    finally:
+        for module, _, _ in sources:
+            sys.modules.pop(module, None)
+    with pytest.raises(RuntimeError, match="worker plugin did not run"):
+        _broker.run_on_worker(name, b"", {}, 1)
+
+
 def test_equal_calls_are_separate_tasks(pool, tmp_path):
     trace = tmp_path / "ran"
     futures = [pool.submit(work.append_pid, str(trace)) for _ in range(5)]
