@@ -7,9 +7,9 @@ holds the Dask ``Client`` and its threads -- they live here, not in Blender -- a
 - tasks from Blender's task pipe (``_wire``: header ``("task", number, packages, limit, name)``, body
   the pickled call) become ``client.submit(run_on_worker, ..., body, packages, limit, key=...)``:
   each with a key of its own, so equal calls are never merged. ``run_on_worker`` calls
-  ``_process_child.execute``, which a worker plugin registered once per broker loads on every
-  worker from its source (``_ExecuteOnWorkers``), so the workers need nothing of ours installed,
-  only the task's own module, and no task carries it; it returns the pickled result or failure,
+  ``_process_child.execute``, which a worker plugin registered once per broker carries to every
+  worker by value (cloudpickle; ``_execute_on_workers``), so the workers need nothing of ours
+  installed, only the task's own module, and no task carries it; it returns the pickled result or failure,
   which the broker passes on unread as a reply. The broker never unpickles what the user sends or
   gets: it needs none of their modules.
 - Finished results are fetched in batches, one ``client.gather`` for all the tasks that finished
@@ -46,8 +46,6 @@ STATUS_INTERVAL = 0.25
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-#: What a worker needs to run tasks (see _ExecuteOnWorkers), in the order it loads them.
-_WORKER_MODULES = (("mainthread_tasks_wire", "_wire.py"), ("mainthread_tasks_process_child", "_process_child.py"))
 
 
 def _load_child_module() -> Any:
@@ -62,60 +60,45 @@ def _load_child_module() -> Any:
     return module
 
 
-def _worker_sources() -> tuple[str, list[tuple[str, str, str]]]:
-    """``(the name execute's module takes on the workers, [(module name, file name, source)])``.
-    The names carry a hash of the sources: two versions of the library (two add-ons, each with its
-    own copy) sharing a cluster each run their own ``execute``."""
-    files = []
-    for name, filename in _WORKER_MODULES:
-        with open(os.path.join(_HERE, filename), encoding="utf-8") as file:
-            files.append((name, filename, file.read()))
-    digest = hashlib.sha256("\0".join(source for _, _, source in files).encode()).hexdigest()[:16]
-    named = [(f"{name}_{digest}", filename, source) for name, filename, source in files]
-    return named[-1][0], named
+def _plugin_name() -> str:
+    """The name of the worker plugin that carries ``execute``, with a hash of the code it carries:
+    two versions of the library (two add-ons, each with its own copy) sharing a cluster each run
+    their own ``execute``."""
+    digest = hashlib.sha256()
+    for filename in ("_wire.py", "_process_child.py"):
+        with open(os.path.join(_HERE, filename), "rb") as file:
+            digest.update(file.read())
+    return f"mainthread_tasks-execute-{digest.hexdigest()[:16]}"
 
 
-def run_on_worker(module: str, body: bytes, packages: dict[str, list[str]], limit: int) -> Any:
-    """What a Dask worker runs: ``execute`` of the module the worker plugin loaded there (see
-    ``_ExecuteOnWorkers``). Defined in the broker's ``__main__``, so that Dask pickles it by value:
-    a few hundred bytes per task, and the workers need no copy of mainthread_tasks."""
-    loaded = sys.modules.get(module)
-    if loaded is None:
-        raise RuntimeError(
-            f"this Dask worker has not loaded {module} (mainthread_tasks' worker plugin did not run here)"
-        )
-    return loaded.execute(body, packages, limit)
+def run_on_worker(plugin: str, body: bytes, packages: dict[str, list[str]], limit: int) -> Any:
+    """What a Dask worker runs: the ``execute`` that the worker plugin ``plugin`` brought there
+    (see ``_execute_on_workers``). Defined in the broker's ``__main__``, so that Dask pickles it by
+    value: a few hundred bytes per task, and the workers need no copy of mainthread_tasks."""
+    try:
+        from distributed import get_worker  # type: ignore[import-not-found]  # (on a Dask worker)
+
+        holder = get_worker().plugins[plugin]
+    except (ImportError, ValueError, KeyError) as exc:
+        raise RuntimeError(f"not on a Dask worker that has mainthread_tasks' worker plugin {plugin}") from exc
+    return holder.execute(body, packages, limit)
 
 
-def _execute_on_workers(worker_plugin: type) -> Any:
-    """A Dask worker plugin (``worker_plugin``: distributed's ``WorkerPlugin``, imported only here in
-    the broker) that loads ``_wire`` and ``_process_child`` on every worker from their source, once,
-    under the hashed names of ``_worker_sources``: the workers joining later get it too."""
-    module_name, sources = _worker_sources()
+def _execute_on_workers(worker_plugin: type, execute: Any) -> tuple[str, Any]:
+    """``(its name, a Dask worker plugin)`` (``worker_plugin``: distributed's ``WorkerPlugin``,
+    imported only in the broker) that carries ``execute`` to every worker once, the workers that
+    join later too. ``execute`` goes by value (its module is registered with cloudpickle by
+    ``Broker.serve``), so the workers need nothing of ours installed."""
+    name = _plugin_name()
 
     class _ExecuteOnWorkers(worker_plugin):  # type: ignore[misc]
-        name = f"mainthread_tasks-{module_name}"
         idempotent = True
 
         def __init__(self) -> None:
-            self.sources = sources
+            self.name = name
+            self.execute = execute
 
-        def setup(self, worker: Any = None) -> None:
-            import sys as _sys
-            import types
-
-            for name, filename, source in self.sources:
-                if name in _sys.modules:
-                    continue
-                module = types.ModuleType(name)
-                module.__file__ = filename
-                # _process_child finds _wire under its plain name (see its imports)
-                if filename == "_process_child.py":
-                    _sys.modules.setdefault("mainthread_tasks_wire", _sys.modules[self.sources[0][0]])
-                exec(compile(source, f"<mainthread_tasks {filename}>", "exec"), module.__dict__)
-                _sys.modules[name] = module
-
-    return module_name, _ExecuteOnWorkers()
+    return name, _ExecuteOnWorkers()
 
 
 def _key(name: str, token: str, number: int) -> str:
@@ -138,7 +121,7 @@ class Broker:
         self.futures: dict[int, Any] = {}  # number -> the dask Future of a task in flight
         self.token = uuid.uuid4().hex[:12]
         self.client: Any = None
-        self.module = ""  # the name execute's module has on the workers (see _execute_on_workers)
+        self.plugin = ""  # the name of the worker plugin that carries execute (see _execute_on_workers)
         self.finished: Any = None  # a distributed.as_completed of the tasks in flight
         self.more = asyncio.Event()  # set when a task is added to ``finished``
 
@@ -170,8 +153,12 @@ class Broker:
     # -- the event loop -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
+        import cloudpickle  # type: ignore[import-not-found]  # (in the broker's interpreter only)
         from distributed import Client, as_completed  # type: ignore[import-not-found]
         from distributed.diagnostics.plugin import WorkerPlugin  # type: ignore[import-not-found]
+
+        # execute() and the helpers it calls go to the workers by value (see _execute_on_workers).
+        cloudpickle.register_pickle_by_value(self.child)
 
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -188,7 +175,7 @@ class Broker:
                 self._notice(0, self.wire.FATAL, f"could not connect to the Dask scheduler at {self.address}: {exc!r}")
                 return
             try:
-                self.module, plugin = _execute_on_workers(WorkerPlugin)
+                self.plugin, plugin = _execute_on_workers(WorkerPlugin, self.child.execute)
                 await asyncio.wait_for(self.client.register_plugin(plugin), CONNECT_TIMEOUT)
             except BaseException as exc:  # noqa: BLE001 - whatever it is, Blender is told
                 self._notice(
@@ -223,7 +210,7 @@ class Broker:
         if header[0] == "task":
             _, number, packages, limit, name = header
             future = self.client.submit(
-                run_on_worker, self.module, body, packages, limit, key=_key(name, self.token, number), pure=False
+                run_on_worker, self.plugin, body, packages, limit, key=_key(name, self.token, number), pure=False
             )
             self.futures[number] = future
             self.finished.add(future)

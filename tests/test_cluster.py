@@ -108,26 +108,22 @@ def test_many_in_flight_each_outcome_reaches_its_own_future(pool):
             assert future.result(0) == i * i, i
 
 
-def test_the_workers_run_the_code_of_this_copy_of_the_library():
-    """execute goes to the workers once, by a worker plugin, under a name with a hash of its
-    source: two copies of the library (two add-ons) on one cluster each run their own."""
-    from mainthread_tasks import _broker
+def test_the_workers_run_the_code_of_this_copy_of_the_library(tmp_path, monkeypatch):
+    """execute goes to the workers once, in a worker plugin named with a hash of its code: two
+    copies of the library (two add-ons) on one cluster each run their own."""
+    import shutil
 
-    name, sources = _broker._worker_sources()
-    assert [module for module, _, _ in sources] == [f"mainthread_tasks_wire_{name[-16:]}", name]
-    assert name.startswith("mainthread_tasks_process_child_") and name not in sys.modules
-    _, plugin = _broker._execute_on_workers(object)
-    try:
-        plugin.setup()
-        plugin.setup()  # a worker may set it up again: nothing changes
-        loaded = sys.modules[name]
-        body = __import__("pickle").dumps((work.add, (2,), {"c": 3}))
-        assert _broker.run_on_worker(name, body, {}, 1 << 20) == (None, __import__("pickle").dumps(5, 5))
-        assert sys.modules[name] is loaded
-    finally:
-        for module, _, _ in sources:
-            sys.modules.pop(module, None)
-    with pytest.raises(RuntimeError, match="worker plugin did not run"):
+    from mainthread_tasks import _broker, _process_child
+
+    name, plugin = _broker._execute_on_workers(object, _process_child.execute)
+    assert plugin.name == name and plugin.execute is _process_child.execute and plugin.idempotent
+    assert name == _broker._plugin_name() and name.startswith("mainthread_tasks-execute-")
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(_broker.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "_process_child.py").write_text((copy / "_process_child.py").read_text() + "\n# another version\n")
+    monkeypatch.setattr(_broker, "_HERE", str(copy))
+    assert _broker._plugin_name() != name
+    with pytest.raises(RuntimeError, match="not on a Dask worker"):  # here, in no worker
         _broker.run_on_worker(name, b"", {}, 1)
 
 
