@@ -154,7 +154,7 @@ class Broker:
 
     async def serve(self) -> None:
         import cloudpickle  # type: ignore[import-not-found]  # (in the broker's interpreter only)
-        from distributed import Client, as_completed  # type: ignore[import-not-found]
+        from distributed import Client, as_completed
         from distributed.diagnostics.plugin import WorkerPlugin  # type: ignore[import-not-found]
 
         # execute() and the helpers it calls go to the workers by value (see _execute_on_workers).

@@ -280,8 +280,9 @@ FORBIDDEN_MODULES = {"pickle", "marshal", "subprocess", "ctypes", "shelve"}
 # The pool's workers end with Blender: a worker asks Linux for PR_SET_PDEATHSIG (prctl, through
 # ctypes and the C library already loaded), and on Windows Blender puts them in a Job Object
 # (kernel32, through ctypes: _windows).
-# The test kit's launcher (testing/_launch.py) runs outside Blender and starts Blender, pip and Xvfb;
-# it is not in the add-on zip (scripts/build.py).
+# The test kit's launcher (testing/_launch.py and the modules it runs: _blenders, _display,
+# _sessions) runs outside Blender and starts Blender, pip and Xvfb; it is not in the add-on zip
+# (scripts/build.py).
 ALLOWED_IMPORTS = {
     "_calls.py": {"pickle"},
     "_tasks.py": {"pickle"},
@@ -294,7 +295,9 @@ ALLOWED_IMPORTS = {
     "_broker.py": {"pickle"},
     "_headless.py": {"ctypes"},
     "_windows.py": {"ctypes", "subprocess"},
-    "_launch.py": {"subprocess"},
+    "_blenders.py": {"subprocess"},
+    "_display.py": {"subprocess"},
+    "_sessions.py": {"subprocess"},
 }
 
 

@@ -2,7 +2,7 @@
 module's ``python _session.py``): pytest with the kit's plugin, then exit with pytest's status.
 
 What to run comes from the session file named by ``$MAINTHREAD_TASKS_TESTING_SESSION`` (written
-by ``_launch``): the pytest arguments, the folders that hold pytest for this Python, the mode. In
+by ``_sessions``): the pytest arguments, the folders that hold pytest for this Python, the mode. In
 the UI (mode ``gui``) the run starts from a timer once Blender's event loop runs, so that the
 window, its screen and areas exist as a user sees them.
 
