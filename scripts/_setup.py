@@ -24,6 +24,7 @@ import io
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -71,6 +72,14 @@ class SetupError(RuntimeError):
 
 def log(message: str) -> None:
     print(f"[setup] {message}", flush=True)
+
+
+def let_children_take_ctrl_c() -> None:
+    """Make Ctrl-C (SIGINT) reach the test processes even when this script was started with it
+    ignored: a shell without job control starts background commands (``cmd &``, nohup) with SIGINT
+    ignored, children inherit that, and the tests that send a real SIGINT to a child would hang.
+    A Python handler is reset to the default in each child at exec."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shown(cmd: list[str]) -> str:

@@ -353,6 +353,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown tier(s) {unknown}; choose from {list(TIERS)}", file=sys.stderr)
         return 2
     RESULTS.mkdir(exist_ok=True)
+    _setup.let_children_take_ctrl_c()
     outcomes = []
     for name in wanted:
         started = time.monotonic()

@@ -36,10 +36,7 @@ def main() -> int:
     command = [python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args.pytest_args]
     env = dict(os.environ, MAINTHREAD_TASKS_TIER="cpython", PYTHONFAULTHANDLER="1", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
-    # A shell without job control starts background commands with SIGINT ignored, and children
-    # inherit that: the tests that send a real SIGINT would then hang. A Python handler is reset to
-    # the default in each child at exec.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _setup.let_children_take_ctrl_c()
     resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     print(f"$ {_setup.shown(command)}  (x{args.runs})", flush=True)
     outcomes: dict[str, int] = {"passed": 0, "failed": 0, "crashed": 0, "timed out": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -94,11 +95,15 @@ def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedPro
 def kill_group(proc: subprocess.Popen) -> None:
     """Kill ``proc`` and, on POSIX, its process group (``start_new_session=True``). Windows has no
     process groups to kill: its Job Objects hold what the library's workers start; the rest is the
-    test's to end."""
+    test's to end. Then reaps it and closes its pipes, so that a test that failed on it leaves no
+    running process or open file for a later test's ResourceWarning."""
     if WINDOWS:
         proc.kill()
     else:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.communicate(timeout=10)
 
 
 #: How ``ProcessDied`` describes a worker that ``kill_hard`` ended.
