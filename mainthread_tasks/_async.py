@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from . import _dispatch
 from ._errors import SchedulerStopped
-from ._future import MainThreadFuture
+from ._future import MAKE_DICT_AT_BIRTH, MainThreadFuture
 from ._lifecycle import LIFECYCLE
 from ._loop import CLOSED_BY_ITS_USER, MainLoop
 from ._threadinfo import is_main_thread
@@ -343,7 +343,8 @@ def run_async(coro: Coroutine[Any, Any, _T]) -> AsyncFuture[_T]:
         hint = " (call it: pass work(), not work)" if inspect.iscoroutinefunction(coro) else ""
         raise TypeError(f"run_async() needs a coroutine object, got {type(coro).__name__}{hint}")
     future: AsyncFuture[_T] = AsyncFuture()
-    future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+    if MAKE_DICT_AT_BIRTH:  # made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+        future.__dict__  # noqa: B018
     while True:
         try:
             source = _loop_source()

@@ -44,6 +44,7 @@ blocks it: ``result()``/``exception()`` call the wait that the scheduler sets
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from _thread import LockType, RLock, allocate_lock
 from collections.abc import Callable
@@ -320,6 +321,10 @@ class MainThreadFuture(Future[_T]):
 #: creator, before the future is shared, the dict is never made twice. 3.10 and 3.12+ are immune.
 #: The race, reproduced: tests/test_future.py, "an object's __dict__ made twice".
 MADE_BY_ITS_CREATOR = "the __dict__ of a shared object is made by the thread that creates it"
+#: Whether creators make the dict: only where the race exists. Making it at birth costs run_on_main
+#: throughput (more garbage collection in the submitting threads: docs/performance.md), and the
+#: same test passes on 3.10, 3.12, 3.13 and 3.14 without it.
+MAKE_DICT_AT_BIRTH = sys.version_info[:2] == (3, 11)
 
 
 def waited_future() -> tuple[MainThreadFuture[Any], LockType]:

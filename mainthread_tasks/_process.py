@@ -33,6 +33,7 @@ from ._args import not_callable, task_name
 from ._calls import pickle_call
 from ._dispatch import pump
 from ._errors import SchedulerStopped
+from ._future import MAKE_DICT_AT_BIRTH
 from ._lifecycle import LIFECYCLE
 from ._pool import SHUT_DOWN, LocalPool
 from ._tasks import COUNTS, ProcessFuture, Task
@@ -150,7 +151,8 @@ class ProcessPool(Executor):
             if self._cluster is None:
                 _interpreter.check(python)  # a local pool's workers must run Blender's Python version
         future: ProcessFuture[_T] = ProcessFuture()
-        future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+        if MAKE_DICT_AT_BIRTH:  # made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+            future.__dict__  # noqa: B018
         pool = self._running(python)
         pool.submit(Task(future, body, packages, task_name(fn)))
         stopped = LIFECYCLE.stopped

@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 from . import _queue
 from ._args import not_callable
 from ._errors import SchedulerStopped
-from ._future import MainThreadFuture, waited_future
+from ._future import MAKE_DICT_AT_BIRTH, MainThreadFuture, waited_future
 from ._lifecycle import LIFECYCLE, STOPPED_BY_UNREGISTER
 from ._threadinfo import MAIN_THREAD_IDENT
 from ._wake import WAKER
@@ -54,7 +54,8 @@ def run_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) ->
     if stopped is not None:
         raise SchedulerStopped(stopped)
     future: MainThreadFuture[_T] = MainThreadFuture()
-    future.__dict__  # noqa: B018 - made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+    if MAKE_DICT_AT_BIRTH:  # made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
+        future.__dict__  # noqa: B018
     _put((future, fn, args, kwargs or None))
     if _waker.asleep:
         _waker.ring()
