@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
-from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from time import perf_counter
 from typing import Any
@@ -31,9 +29,8 @@ from typing import Any
 from . import _errors, _pipes, _wire
 from ._calls import limits
 from ._errors import SchedulerStopped
-from ._pool import EXIT_CHECK_INTERVAL, NUMBERS, SHUT_DOWN
+from ._pool import EXIT_CHECK_INTERVAL, NUMBERS, Intake
 from ._tasks import COUNTS, Task, complete, fail
-from ._threadinfo import is_main_thread
 from ._wake import remove_source, wake_main
 
 __all__ = ("STOP_GRACE", "ClusterPool")
@@ -65,18 +62,14 @@ class _Broker:
         self.exit_fd = None
 
 
-class ClusterPool:
+class ClusterPool(Intake):
     """The tasks of one cluster ``ProcessPool`` and its broker; a source (see ``_wake.Source``)."""
 
     def __init__(self, address: str, python: str) -> None:
+        super().__init__()
         self._address = address
         self._python = python
-        self._lock = threading.Lock()  # must be held while touching _pending, _cancels, _closed, _draining
-        self._pending: deque[Task] = deque()  # any thread appends; the main thread sends them
-        self._cancels: list[Task] = []  # cancelled by any thread; the main thread tells the broker
-        self._closed: str | None = None  # SchedulerStopped's message, once stopped
-        self._draining = False
-        self.ended = threading.Event()  # set once stopped and the broker waited for
+        self._cancels: list[Task] = []  # under _lock: cancelled by any thread; the main thread tells the broker
         # Main thread only:
         self._broker: _Broker | None = None
         self._sent: dict[int, Task] = {}  # number -> task, in flight in the broker
@@ -84,28 +77,8 @@ class ClusterPool:
 
     # -- any thread ---------------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed is not None
-
-    def submit(self, task: Task) -> None:
-        """Queue ``task``; send it now if called on the main thread.
-
-        Raises:
-            SchedulerStopped: the pool was stopped. RuntimeError: it is shut down.
-        """
-        with self._lock:
-            if self._closed is not None:
-                raise SchedulerStopped(self._closed)
-            if self._draining:
-                raise RuntimeError(SHUT_DOWN)
-            self._pending.append(task)
-            COUNTS.add(submitted=1)
+    def _accepted(self, task: Task) -> None:
         task.future.add_done_callback(lambda future: self._on_done(task, future))
-        if is_main_thread():
-            self._send_pending()
-        else:
-            wake_main()
 
     def _on_done(self, task: Task, future: Future[Any]) -> None:
         # In the thread that completed the future: the main thread, or one that cancelled it.
@@ -136,10 +109,6 @@ class ClusterPool:
         broker = self._broker
         return [] if broker is None else [broker.proc.pid]
 
-    def dispatch(self) -> None:
-        if self._closed is None:
-            self._send_pending()
-
     # -- the source interface: main thread -------------------------------------------------------
 
     def fds(self) -> list[int]:
@@ -166,7 +135,7 @@ class ClusterPool:
             done = self._read(broker, deadline)
         if self._closed is None:
             self._send_cancels()
-            self._send_pending()
+            self._start_pending()
             if self._draining and not self._sent and not self._pending:
                 remove_source(self)
                 self.stop("the ProcessPool was shut down")
@@ -197,7 +166,7 @@ class ClusterPool:
 
     # -- main thread --------------------------------------------------------------------------------
 
-    def _send_pending(self) -> None:
+    def _start_pending(self) -> None:
         while self._closed is None:
             with self._lock:
                 if not self._pending:
@@ -230,7 +199,7 @@ class ClusterPool:
             cancels, self._cancels = self._cancels, []
         for task in cancels:
             if self._sent.pop(task.number, None) is None:
-                continue  # not sent (_send_pending counts it), or its reply came first
+                continue  # not sent (_start_pending counts it), or its reply came first
             COUNTS.add(cancelled=1)
             if self._broker is not None:
                 try:

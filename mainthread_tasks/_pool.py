@@ -99,36 +99,25 @@ class _Child:
         self.exit_fd = None
 
 
-class LocalPool:
-    """The worker processes of one ``ProcessPool`` and their tasks; a source (see ``_wake.Source``).
-
-    ``size()`` says how many processes it may run (read at each dispatch: ``set_process_workers``
-    changes the shared pool's); ``python`` is their interpreter.
+class Intake:
+    """How a pool of either kind (``LocalPool``, ``_cluster.ClusterPool``) takes tasks: any thread
+    queues one in ``_pending`` under ``_lock``, refused once the pool is stopped or shut down, and
+    the main thread starts what waits (``_start_pending``: at once when it submits, else when woken).
     """
 
-    def __init__(self, size: Callable[[], int], python: str) -> None:
-        self._size = size
-        self._python = python
+    def __init__(self) -> None:
         self._lock = threading.Lock()  # must be held while touching _pending, _closed or _draining
         self._pending: deque[Task] = deque()  # any thread appends; the main thread takes
         self._closed: str | None = None  # SchedulerStopped's message, once stopped
         self._draining = False  # shut down: takes no more tasks, stops once idle
-        self.ended = threading.Event()  # set once stopped and every process waited for
-        # Main thread only:
-        self._children: list[_Child] = []  # alive
-        self._idle: list[_Child] = []
-        self._busy: list[_Child] = []  # with a task in flight
-        self._ending: list[subprocess.Popen[bytes]] = []  # retired children not yet waited for
-        COUNTS.track(self)
-
-    # -- any thread ---------------------------------------------------------------------------
+        self.ended = threading.Event()  # set once stopped and all it started waited for
 
     @property
     def closed(self) -> bool:
         return self._closed is not None
 
     def submit(self, task: Task) -> None:
-        """Queue ``task``; dispatch it now if called on the main thread.
+        """Queue ``task``; start it now if called on the main thread. Any thread.
 
         Raises:
             SchedulerStopped: the pool was stopped. RuntimeError: it is shut down.
@@ -140,10 +129,43 @@ class LocalPool:
                 raise RuntimeError(SHUT_DOWN)
             self._pending.append(task)
             COUNTS.add(submitted=1)
+        self._accepted(task)
         if is_main_thread():
-            self._dispatch()
+            self._start_pending()
         else:
             wake_main()
+
+    def dispatch(self) -> None:
+        """Start waiting tasks now (``set_process_workers`` on the main thread). Main thread."""
+        if self._closed is None:
+            self._start_pending()
+
+    def _accepted(self, task: Task) -> None:
+        """Called in the submitting thread once ``task`` is queued."""
+
+    def _start_pending(self) -> None:
+        raise NotImplementedError
+
+
+class LocalPool(Intake):
+    """The worker processes of one ``ProcessPool`` and their tasks; a source (see ``_wake.Source``).
+
+    ``size()`` says how many processes it may run (read at each dispatch: ``set_process_workers``
+    changes the shared pool's); ``python`` is their interpreter.
+    """
+
+    def __init__(self, size: Callable[[], int], python: str) -> None:
+        super().__init__()
+        self._size = size
+        self._python = python
+        # Main thread only:
+        self._children: list[_Child] = []  # alive
+        self._idle: list[_Child] = []
+        self._busy: list[_Child] = []  # with a task in flight
+        self._ending: list[subprocess.Popen[bytes]] = []  # retired children not yet waited for
+        COUNTS.track(self)
+
+    # -- any thread ---------------------------------------------------------------------------
 
     def drain(self, cancel_pending: bool) -> None:
         """Take no more tasks and stop once the ones accepted are done (``ProcessPool.shutdown``);
@@ -210,7 +232,7 @@ class LocalPool:
                 self._collect(child, None, ended=True)
                 done += 1
         if self._closed is None:
-            self._dispatch()
+            self._start_pending()
             if self._draining and not self._busy and not self._pending:
                 remove_source(self)
                 self.stop("the ProcessPool was shut down")
@@ -276,7 +298,7 @@ class LocalPool:
                 return task
             COUNTS.add(cancelled=1)
 
-    def _dispatch(self) -> None:
+    def _start_pending(self) -> None:
         """Give waiting tasks to idle children, starting children up to the pool's size.
 
         Idle children beyond the size (``set_process_workers`` shrank it) end first: they take no
@@ -298,11 +320,6 @@ class LocalPool:
                 fail(task, _errors.process_died()(f"could not start a worker process for {task.name}: {exc}"), exc)
                 continue
             self._send(child, task)
-
-    def dispatch(self) -> None:
-        """Start waiting tasks now (``set_process_workers`` on the main thread). Main thread."""
-        if self._closed is None:
-            self._dispatch()
 
     def _usable_idle_child(self) -> _Child | None:
         """The most recently used idle child (warm caches) whose process runs; None if there is none.
