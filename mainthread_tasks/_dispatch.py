@@ -118,18 +118,27 @@ def run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | Non
     clock = perf_counter
     guard = GUARD
     outer_running = counters.running  # a task waiting on a future runs a nested batch
-    future = fn = args = kwargs = result = None
+    item: Any = None
+    future: MainThreadFuture[Any] | None = None
+    fn = args = kwargs = result = None
     attrs: Any = None  # the future's __dict__
     ended = clock()
     try:
         for taken in range(1, limit + 1):
             try:
-                future, fn, args, kwargs = get_nowait()
+                item = get_nowait()
             except (Empty, IndexError):  # IndexError: a deque given as ``take``
                 taken -= 1
                 break
-            if future is not None:
+            if item.__class__ is tuple:  # post_on_main's (fn, args, kwargs)
+                future = None
+                fn, args, kwargs = item
+            else:  # a future that carries its call (_queue.take_call, inlined)
+                future = item
                 attrs = future.__dict__
+                fn = attrs.pop("_fn")
+                args = attrs.pop("_args")
+                kwargs = attrs.pop("_kwargs", None)
                 if attrs.setdefault("_state", RUNNING) is not RUNNING:  # start: atomic against cancel()
                     cancelled += 1
                     continue
@@ -176,7 +185,7 @@ def run_batch(limit: int, deadline: float | None, take: Callable[[], Item] | Non
         counters.completed += taken - failed - cancelled
         counters.failed += failed
         counters.cancelled += cancelled
-        future = fn = args = kwargs = attrs = result = None
+        item = future = fn = args = kwargs = attrs = result = None
     return taken - cancelled
 
 

@@ -126,6 +126,12 @@ class MainThreadFuture(Future[_T]):
     # call_on_main, run_in_process and run_async.
     __init__ = object.__init__
 
+    # The call a queued future carries (see _queue), until the main thread takes the task. Set by
+    # its creator; ``_kwargs`` only when there are keyword arguments.
+    _fn: Callable[..., Any]
+    _args: tuple[Any, ...]
+    _kwargs: dict[str, Any] | None = None
+
     _lock: Any = _MadeOnFirstUse()
     _condition: Any = _MadeOnFirstUse()
     _waiters: Any = _MadeOnFirstUse()
@@ -327,8 +333,11 @@ MADE_BY_ITS_CREATOR = "the __dict__ of a shared object is made by the thread tha
 MAKE_DICT_AT_BIRTH = sys.version_info[:2] == (3, 11)
 
 
-def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
-    """A new future plus its waker: a held lock that is released when the future is done.
+def waited_future(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[MainThreadFuture[Any], LockType]:
+    """A new future that carries the call ``fn(*args, **kwargs)``, plus its waker: a held lock
+    that is released when the future is done.
 
     ``call_on_main``'s waiter: one lock, instead of the Condition (and the lock per wait that
     ``Condition.wait`` allocates) that ``result()`` would make. Any thread.
@@ -337,6 +346,10 @@ def waited_future() -> tuple[MainThreadFuture[Any], LockType]:
     waker = allocate_lock()
     waker.acquire()
     attrs = future.__dict__  # made here, by its creator (MADE_BY_ITS_CREATOR)
+    attrs["_fn"] = fn
+    attrs["_args"] = args
+    if kwargs:
+        attrs["_kwargs"] = kwargs
     attrs["_waker"] = waker
     attrs["_sync"] = True  # watched from birth: finishing takes the lock and releases the waker
     # Made here, by the waiting thread, so that the main thread's finish need not make one. Only

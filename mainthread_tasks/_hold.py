@@ -132,7 +132,7 @@ def hold_pass(reason: str, budget: float) -> int:
                 item = get_nowait()
             except Empty:
                 break
-            (ui_tasks if is_ui_only(item[1]) else held).append(item)
+            (ui_tasks if is_ui_only(_queue.task_fn(item)) else held).append(item)
         if ui_tasks:
             ran = run_batch(len(ui_tasks), None, ui_tasks.popleft)
     finally:

@@ -101,7 +101,7 @@ class Lifecycle:
             for take in (_queue.held.popleft, _queue.get_nowait):  # the held ones first: they are older
                 while True:
                     try:
-                        future, fn, _args, _kwargs = take()
+                        future, fn, _args, _kwargs = _queue.take_call(take())
                     except (IndexError, Empty):
                         break
                     rejected += 1

@@ -54,9 +54,13 @@ def run_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) ->
     if stopped is not None:
         raise SchedulerStopped(stopped)
     future: MainThreadFuture[_T] = MainThreadFuture()
+    future._fn = fn  # the future carries its call on the queue (see _queue)
+    future._args = args
+    if kwargs:
+        future._kwargs = kwargs
     if MAKE_DICT_AT_BIRTH:  # made by its creator, before anybody else sees it (_future.MADE_BY_ITS_CREATOR)
         future.__dict__  # noqa: B018
-    _put((future, fn, args, kwargs or None))
+    _put(future)
     if _waker.asleep:
         _waker.ring()
     if _lifecycle.stopped is not None:  # stopped between the check and the put: nothing may stay queued
@@ -80,7 +84,7 @@ def post_on_main(fn: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwarg
     stopped = _lifecycle.stopped
     if stopped is not None:
         raise SchedulerStopped(stopped)
-    _put((None, fn, args, kwargs or None))
+    _put((fn, args, kwargs or None))
     if _waker.asleep:
         _waker.ring()
     if _lifecycle.stopped is not None:  # stopped between the check and the put: nothing may stay queued
@@ -108,8 +112,8 @@ def call_on_main(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -
     if stopped is not None:
         raise SchedulerStopped(stopped)
     future: MainThreadFuture[_T]  # an annotation only: nothing runs for it
-    future, waker = waited_future()
-    _put((future, fn, args, kwargs or None))
+    future, waker = waited_future(fn, args, kwargs)
+    _put(future)
     if _waker.asleep:
         _waker.ring()
     if _lifecycle.stopped is not None:  # stopped between the check and the put: nothing may stay queued

@@ -346,7 +346,7 @@ def _future_makers():
 
     return {
         "run_on_main": lambda: mt.run_on_main(int),
-        "call_on_main's waited_future": lambda: waited_future()[0],
+        "call_on_main's waited_future": lambda: waited_future(int, (), {})[0],
         "run_in_process": lambda: mt.run_in_process(int),
         "run_async": lambda: mt.run_async(nothing()),
     }
