@@ -26,7 +26,6 @@ TUTORIAL = "docs/tutorial.md"
 RUN_BY: dict[tuple[str, str], str] = {
     (README, "try-it"): "tests/test_demo.py",
     (README, "addon"): "tests/test_doc_blocks_blender.py",
-    (README, "example-tests"): "tests/test_testing_kit.py",
     (README, "test-command"): "tests/test_doc_blocks.py",  # .ci/run runs it: checked there
     **{
         (TUTORIAL, label): "tests/test_doc_blocks_blender.py"
