@@ -46,13 +46,14 @@ STATUS_INTERVAL = 0.25
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_CHILD_MODULE = "mainthread_tasks_process_child"  # the name _process_child is loaded under
 
 
 def _load_child_module() -> Any:
     """``_process_child`` of this folder (and through it ``_wire``), loaded by path: the broker's
     folder is not on ``sys.path`` (``-I``)."""
     path = os.path.join(_HERE, "_process_child.py")
-    spec = importlib.util.spec_from_file_location("mainthread_tasks_process_child", path)
+    spec = importlib.util.spec_from_file_location(_CHILD_MODULE, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -325,10 +326,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     code = main(sys.argv)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    # No interpreter shutdown: the client's threads must not keep the broker alive.
-    os._exit(code)
+    sys.modules[_CHILD_MODULE].exit_at_once(code)  # the copy main() loaded

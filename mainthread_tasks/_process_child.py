@@ -302,12 +302,17 @@ def main(argv: list[str]) -> int:
             return 0
 
 
-if __name__ == "__main__":
-    code = main(sys.argv)
+def exit_at_once(code: int) -> None:
+    """End the process with ``code`` once stdout and stderr are flushed, with no interpreter
+    shutdown: a thread left running (one that a task started, or the broker's Dask client) must
+    not keep it alive."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
-    # No interpreter shutdown: a thread that fn left running must not keep the worker alive.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_at_once(main(sys.argv))

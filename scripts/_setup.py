@@ -339,6 +339,14 @@ def target_site(name: str, python_version: str, requirements: list[str]) -> Path
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    _pip_target(folder, python_version, requirements)
+    _mark(folder, stamp)
+    return folder
+
+
+def _pip_target(folder: Path, python_version: str, requirements: list[str]) -> None:
+    """Install ``requirements`` (wheels only) for CPython ``python_version`` into ``folder``, with
+    the dev venv's pip: for an interpreter that has no pip of its own."""
     _run(
         [
             str(dev_python()),
@@ -357,8 +365,6 @@ def target_site(name: str, python_version: str, requirements: list[str]) -> Path
             *requirements,
         ]
     )
-    _mark(folder, stamp)
-    return folder
 
 
 # -- Blender 5.2 LTS: a Debian sid chroot --------------------------------------------------------
@@ -529,25 +535,7 @@ def sid_dask_python() -> Path:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         _run([*sid_command([folder]), "python3", "-m", "venv", "--without-pip", str(folder)])
-        site = folder / "lib" / f"python{pyver}" / "site-packages"
-        _run(
-            [
-                str(dev_python()),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--target",
-                str(site),
-                "--python-version",
-                pyver,
-                "--only-binary=:all:",
-                "--implementation",
-                "cp",
-                *requirements,
-            ]
-        )
+        _pip_target(folder / "lib" / f"python{pyver}" / "site-packages", pyver, requirements)
         _mark(folder, stamp)
     return python
 

@@ -92,6 +92,18 @@ def run(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
+def python_2_7(folder: Path) -> Path:
+    """A stand-in interpreter in ``folder`` that answers the version probe as Python 2.7 does."""
+    if WINDOWS:
+        fake = folder / "python.bat"
+        fake.write_text("@echo 2.7\n@echo C:\\nowhere\n")
+    else:
+        fake = folder / "python3"
+        fake.write_text("#!/bin/sh\necho 2.7; echo /nowhere\n")
+        fake.chmod(0o755)
+    return fake
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """Kill ``proc`` and, on POSIX, its process group (``start_new_session=True``). Windows has no
     process groups to kill: its Job Objects hold what the library's workers start; the rest is the

@@ -251,13 +251,7 @@ def test_the_interpreter_runs_blenders_python_version_and_installation():
 
 
 def test_no_matching_interpreter_says_what_was_tried(monkeypatch, tmp_path):
-    if support.WINDOWS:
-        fake = tmp_path / "python.bat"
-        fake.write_text("@echo 2.7\n@echo C:\\nowhere\n")
-    else:
-        fake = tmp_path / "python3"
-        fake.write_text("#!/bin/sh\necho 2.7; echo /nowhere\n")
-        fake.chmod(0o755)
+    fake = support.python_2_7(tmp_path)
     monkeypatch.setattr(_interpreter, "_python", None)
     monkeypatch.setattr(_interpreter, "_python_error", None)
     monkeypatch.setattr(_interpreter, "_candidates", lambda: [str(tmp_path / "missing"), str(fake)])

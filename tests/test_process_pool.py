@@ -122,13 +122,7 @@ def test_bad_arguments():
 
 
 def test_a_python_of_another_version_is_refused(tmp_path):
-    if support.WINDOWS:
-        fake = tmp_path / "python.bat"
-        fake.write_text("@echo 2.7\n@echo C:\\nowhere\n")
-    else:
-        fake = tmp_path / "python3"
-        fake.write_text("#!/bin/sh\necho 2.7; echo /nowhere\n")
-        fake.chmod(0o755)
+    fake = support.python_2_7(tmp_path)
     pool = mt.ProcessPool(1, python=str(fake))
     with pytest.raises(RuntimeError, match="Python 2.7"):
         pool.submit(work.square, 2)
