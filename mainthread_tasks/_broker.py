@@ -5,8 +5,9 @@ an interpreter that has ``distributed`` installed; Blender itself never imports 
 holds the Dask ``Client`` and its threads -- they live here, not in Blender -- and relays:
 
 - tasks from Blender's task pipe (``_wire``: header ``("task", number, packages, limit, name)``, body
-  the pickled call) become ``client.submit(run_on_worker, ..., body, packages, limit, key=...)``:
-  each with a key of its own, so equal calls are never merged. ``run_on_worker`` calls
+  the pickled call) become ``run_on_worker(..., body, packages, limit)`` calls on the cluster, each
+  with a key of its own, so equal calls are never merged; the tasks that arrived together go in one
+  ``client.map`` (one graph update for the scheduler, ``_handle``). ``run_on_worker`` calls
   ``_process_child.execute``, which a worker plugin registered once per broker carries to every
   worker by value (cloudpickle; ``_execute_on_workers``), so the workers need nothing of ours
   installed, only the task's own module, and no task carries it; it returns the pickled result or failure,
@@ -192,10 +193,13 @@ class Broker:
             fetch = asyncio.ensure_future(self._fetch_finished())
             try:
                 while True:
-                    message = await inbox.get()
-                    if message is None or watch.done():
+                    messages = [await inbox.get()]
+                    while not inbox.empty():  # all that came meanwhile: their tasks go in one submission
+                        messages.append(inbox.get_nowait())
+                    end = None in messages
+                    self._handle([message for message in messages if message is not None])
+                    if end or watch.done():
                         break
-                    self._handle(*message)
             finally:
                 watch.cancel()
                 fetch.cancel()
@@ -206,20 +210,41 @@ class Broker:
             self.outbox.put(None)
             writer.join(5)
 
-    def _handle(self, header_bytes: bytes, body: bytes) -> None:
-        header = self.wire.load_header(header_bytes)
-        if header[0] == "task":
-            _, number, packages, limit, name = header
-            future = self.client.submit(
-                run_on_worker, self.plugin, body, packages, limit, key=_key(name, self.token, number), pure=False
-            )
+    def _handle(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Submit the tasks and cancel what ``messages`` say, in their order. Consecutive tasks go to
+        the scheduler in one ``client.map`` (one graph update for all of them: with many tasks in
+        flight, a submission per task would cost the scheduler more than the tasks)."""
+        tasks: list[tuple[int, bytes, Any, int, str]] = []
+        for header_bytes, body in messages:
+            header = self.wire.load_header(header_bytes)
+            if header[0] == "task":
+                _, number, packages, limit, name = header
+                tasks.append((number, body, packages, limit, name))
+            elif header[0] == "cancel":
+                self._submit(tasks)
+                tasks = []
+                future = self.futures.pop(header[1], None)
+                if future is not None:
+                    asyncio.ensure_future(self.client.cancel([future]))
+        self._submit(tasks)
+
+    def _submit(self, tasks: list[tuple[int, bytes, Any, int, str]]) -> None:
+        if not tasks:
+            return
+        numbers, bodies, packages, limits, names = zip(*tasks, strict=True)
+        futures = self.client.map(
+            run_on_worker,
+            [self.plugin] * len(tasks),
+            bodies,
+            packages,
+            limits,
+            key=[_key(name, self.token, number) for number, name in zip(numbers, names, strict=True)],
+            pure=False,
+        )
+        for number, future in zip(numbers, futures, strict=True):
             self.futures[number] = future
             self.finished.add(future)
-            self.more.set()
-        elif header[0] == "cancel":
-            future = self.futures.pop(header[1], None)
-            if future is not None:
-                asyncio.ensure_future(self.client.cancel([future]))
+        self.more.set()
 
     async def _fetch_finished(self) -> None:
         """Fetch the results of the tasks that finished, in batches: one ``client.gather`` for all
