@@ -237,6 +237,34 @@ def test_a_failed_task_keeps_neither_its_arguments_nor_a_cycle():
         gc.enable()
 
 
+@pytest.mark.parametrize("end", ["ran", "cancelled", "dropped by a stop"])
+def test_a_kept_future_holds_neither_its_function_nor_its_arguments(end):
+    # A queued Future carries its call (see _queue). Callers keep Futures, and an argument may be
+    # 200 MB: once the task ran, or never will, the Future must let go of the call.
+    gc.disable()  # no collection may hide a reference kept by mistake
+    try:
+        big, named = Big(), Big()
+
+        def task(arg, *, key):
+            return None
+
+        alive = [weakref.ref(obj) for obj in (big, named, task)]
+        future = mt.run_on_main(task, big, key=named)
+        del big, named, task
+        if end == "ran":
+            mt.pump()
+        elif end == "cancelled":
+            assert future.cancel()
+            mt.pump()  # takes the cancelled task off the queue without running it
+        else:
+            mt.register()
+            mt.unregister()  # the last one: what is queued is cancelled
+        assert future.done()
+        assert [ref() for ref in alive] == [None, None, None], "a done Future keeps its call alive"
+    finally:
+        gc.enable()
+
+
 # -- a task object whose attributes raise --------------------------------------------------
 
 
