@@ -17,6 +17,7 @@ Main thread only, like every file descriptor of the pools.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +26,8 @@ from time import monotonic, perf_counter
 from typing import Literal, cast
 
 from . import _wire
+
+logger = logging.getLogger("mainthread_tasks")
 
 __all__ = (
     "DIED",
@@ -139,11 +142,35 @@ else:
         os.set_blocking(fd, False)
 
 
+#: A process start that failed with an error that may not come again is tried once more. Windows
+#: reports ERROR_INTERNAL_ERROR (1359) from CreateProcess when the new process dies while the system
+#: loads it, before any code of ours runs there (seen once in a CI run under Wine, in 9 loops of the
+#: same tests never again); a system short of processes or memory for a moment fails alike.
+#: A missing or forbidden interpreter fails the same way every time: it is not tried again.
+START_ATTEMPTS = 2
+_FAILS_EVERY_TIME = (FileNotFoundError, PermissionError, NotADirectoryError)
+
+
 def start(command: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start ``command`` with two new pipes: ``(process, task pipe's write fd, result pipe's read fd)``.
 
-    The result pipe reads without blocking (``read``); the child's ends are closed here.
+    The result pipe reads without blocking (``read``); the child's ends are closed here. A start
+    that failed with an ``OSError`` that may be passing is tried again (``START_ATTEMPTS``).
     """
+    attempt = 1
+    while True:
+        try:
+            return _start(command)
+        except _FAILS_EVERY_TIME:
+            raise
+        except OSError as exc:
+            if attempt >= START_ATTEMPTS:
+                raise
+            attempt += 1
+            logger.warning("mainthread_tasks: starting %s failed (%s); trying again", " ".join(command), exc)
+
+
+def _start(command: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
     task_read, task_write = make_pipe()
     result_read, result_write = make_pipe()
     try:

@@ -250,6 +250,39 @@ def test_the_interpreter_runs_blenders_python_version_and_installation():
     assert os.path.realpath(prefix) == os.path.realpath(sys.prefix), (path, prefix)
 
 
+@pytest.mark.parametrize(
+    ("errors", "outcome"),
+    [
+        ([OSError(22, "a start that fails for a moment")], "runs"),  # e.g. Windows' ERROR_INTERNAL_ERROR
+        ([OSError(22, "fails twice")] * 2, "fails twice"),
+        ([FileNotFoundError(2, "no such interpreter")], "no such interpreter"),  # not tried again
+    ],
+)
+def test_a_worker_start_that_failed_is_tried_once_more(errors, outcome, monkeypatch, caplog):
+    real_spawn, calls = _pipes.spawn, []
+
+    def spawn(*args):
+        calls.append(args)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return real_spawn(*args)
+
+    mt.set_process_workers(1)
+    mt.run_in_process(work.square, 1).result(60)  # the worker, started: the test starts the next one
+    monkeypatch.setattr(_pipes, "spawn", spawn)
+    mt.set_process_workers(2)
+    first = mt.run_in_process(work.sleep_then, 0.5)  # keeps the worker busy: the next task needs a new one
+    future = mt.run_in_process(work.square, 7)
+    if outcome == "runs":
+        assert future.result(60) == 49 and len(calls) == 2
+        assert "failed (" in caplog.text and "trying again" in caplog.text
+    else:
+        with pytest.raises(mt.ProcessDied, match=outcome):
+            future.result(60)
+        assert len(calls) == len(errors)
+    first.result(60)
+
+
 def test_no_matching_interpreter_says_what_was_tried(monkeypatch, tmp_path):
     fake = support.python_2_7(tmp_path)
     monkeypatch.setattr(_interpreter, "_python", None)
